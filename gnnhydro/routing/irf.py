@@ -1,0 +1,503 @@
+"""Impulse-response functions (IRFs) of single river reaches, and their registry.
+
+Every reach of a river network routes its inflow ``I`` (lateral inflow entering at its upstream
+end plus the weighted outflow of upstream reaches) into an outflow ``O = h ∗ I`` with a linear
+time-invariant impulse response ``h``. Two families exist:
+
+* :class:`RecursiveIRF` — first-order recursions ``O_t = c0·I_t + c1·I_{t−1} + c2·O_{t−1}``
+  (Muskingum, linear storage). Exact for any travel time; no kernel window at all.
+* :class:`KernelIRF` — finite kernels ``h[0..K)`` (pure lag, Nash cascade, diffusive wave,
+  explicit per-reach kernels). A kernel is built from the exact step-integrated response
+  (differences of a closed-form cumulative distribution), so each ``h_j`` is the fraction of a
+  unit input of one time step that leaves the reach during step ``j``. Its window ends where the
+  remaining tail mass is below ``tail_tol`` (stated tolerance, default 1e-10) or at the end of
+  the series, whichever comes first — kernels are never renormalised.
+
+Time-valued parameters (``k``, ``lag``) are in units of the *input* time step. The router passes
+``dt`` = the internal step in input steps (``1 / substeps``).
+
+User IRFs register with :func:`register_irf` or through the entry-point group
+``"gnnhydro.irfs"`` (``name = "package.module:Class"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gnnhydro.spec import ParamSpec, check_in_bounds
+
+__all__ = [
+    "IRF_REGISTRY",
+    "ImpulseResponse",
+    "RecursiveIRF",
+    "KernelIRF",
+    "RoutingContext",
+    "register_irf",
+    "get_irf",
+    "available_irfs",
+    "Muskingum",
+    "LinearStorage",
+    "PureLag",
+    "NashCascade",
+    "DiffusiveWave",
+    "ExplicitKernel",
+    "muskingum_coefficients",
+    "regularized_gamma_p",
+]
+
+IRF_REGISTRY: dict[str, type[ImpulseResponse]] = {}
+_ENTRY_POINT_GROUP = "gnnhydro.irfs"
+_entry_points_loaded = False
+
+
+def register_irf(name: str) -> Callable[[type[ImpulseResponse]], type[ImpulseResponse]]:
+    """Class decorator: register an :class:`ImpulseResponse` subclass under ``name``."""
+
+    def deco(cls: type[ImpulseResponse]) -> type[ImpulseResponse]:
+        if not (isinstance(cls, type) and issubclass(cls, ImpulseResponse)):
+            raise TypeError(f"register_irf({name!r}) expects an ImpulseResponse subclass, got {cls}")
+        cls.name = name
+        IRF_REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group=_ENTRY_POINT_GROUP):
+        if ep.name in IRF_REGISTRY:
+            continue
+        cls = ep.load()
+        if isinstance(cls, type) and issubclass(cls, ImpulseResponse):
+            cls.name = ep.name
+            IRF_REGISTRY[ep.name] = cls
+
+
+def available_irfs() -> list[str]:
+    """Sorted names of all registered IRFs (built-in, decorated and entry points)."""
+    _load_entry_points()
+    return sorted(IRF_REGISTRY)
+
+
+def get_irf(name: str | ImpulseResponse | type[ImpulseResponse]) -> ImpulseResponse:
+    """Return an instance of the IRF registered as ``name`` (instances/classes pass through).
+
+    Raises ``ValueError`` listing the registered names if ``name`` is unknown.
+    """
+    if isinstance(name, ImpulseResponse):
+        return name
+    if isinstance(name, type) and issubclass(name, ImpulseResponse):
+        return name()
+    if name not in IRF_REGISTRY:
+        _load_entry_points()
+    if name not in IRF_REGISTRY:
+        raise ValueError(f"unknown IRF {name!r}; registered IRFs: {available_irfs()}")
+    return IRF_REGISTRY[name]()
+
+
+@dataclass
+class RoutingContext:
+    """What an IRF may need besides its parameters.
+
+    Attributes:
+        dt: internal time step in units of the input time step (``1 / substeps``).
+        num_steps: number of internal steps the kernel will be applied to (a kernel never needs
+            to be longer than ``num_steps`` plus the carried input history).
+        step_seconds: length of one *input* time step in seconds (needed by IRFs with
+            parameters in SI units, e.g. the diffusive wave), or None.
+        length_m: ``[N]`` reach lengths in metres, or None.
+    """
+
+    dt: float = 1.0
+    num_steps: int = 1
+    step_seconds: float | None = None
+    length_m: Tensor | None = None
+
+
+class ImpulseResponse:
+    """Base class of all reach impulse responses. Subclass :class:`RecursiveIRF` or
+    :class:`KernelIRF`, declare ``param_spec`` and register with :func:`register_irf`."""
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    param_spec: ClassVar[dict[str, ParamSpec]] = {}
+
+    def check_params(self, params: Mapping[str, Tensor]) -> None:
+        """Raise ``ValueError`` naming any missing/unknown/NaN/out-of-bounds parameter."""
+        check_in_bounds(params, self.param_spec, owner=f"IRF {self.name!r}")
+
+    def impulse_response(
+        self, params: Mapping[str, Tensor], length: int, ctx: RoutingContext | None = None
+    ) -> Tensor:
+        """Discrete response to a unit inflow during step 0, over ``length`` steps.
+
+        Shapes:
+            params: each ``[N]`` or ``[B, N]``; result ``[N, length]`` or ``[B, N, length]``.
+        """
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+class RecursiveIRF(ImpulseResponse):
+    """``O_t = c0·I_t + c1·I_{t−1} + c2·O_{t−1}`` with per-reach coefficients.
+
+    Subclasses implement :meth:`coefficients`.
+    """
+
+    kind: ClassVar[str] = "recursive"
+
+    def coefficients(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> Tensor:
+        """Recursion coefficients ``(c0, c1, c2)``, differentiable in the parameters.
+
+        Shapes:
+            params: each ``[N]`` or ``[B, N]``; result ``[..., N, 3]``.
+        """
+        raise NotImplementedError
+
+    def impulse_response(
+        self, params: Mapping[str, Tensor], length: int, ctx: RoutingContext | None = None
+    ) -> Tensor:
+        ctx = ctx or RoutingContext()
+        coef = self.coefficients(params, ctx)
+        c0, c1, c2 = coef[..., 0], coef[..., 1], coef[..., 2]
+        out = [c0]
+        if length > 1:
+            out.append(c0 * c2 + c1)
+        for _ in range(2, length):
+            out.append(out[-1] * c2)
+        return torch.stack(out[:length], dim=-1)
+
+
+class KernelIRF(ImpulseResponse):
+    """Finite impulse response ``h[..., N, K]``.
+
+    Subclasses implement :meth:`kernel`; :meth:`support` may return per-reach ``[start, end)``
+    index ranges outside of which the kernel is structurally zero (e.g. a pure lag).
+    """
+
+    kind: ClassVar[str] = "kernel"
+    tail_tol: float = 1e-10
+
+    def kernel(self, params: Mapping[str, Tensor], ctx: RoutingContext, max_len: int) -> Tensor:
+        """Kernel of at most ``max_len`` lags (fewer where the tail mass is below ``tail_tol``).
+
+        Shapes:
+            params: each ``[N]`` or ``[B, N]``; result ``[..., N, K]`` with ``K <= max_len``.
+        """
+        raise NotImplementedError
+
+    def full_length(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> int:
+        """Number of lags until the tail mass is below ``tail_tol`` (uncapped by the series)."""
+        raise NotImplementedError
+
+    def support(self, params: Mapping[str, Tensor], ctx: RoutingContext, K: int) -> Tensor | None:
+        """Optional ``[..., N, 2]`` int64 ``[start, end)`` ranges of non-zero lags (None = all)."""
+        return None
+
+    def impulse_response(
+        self, params: Mapping[str, Tensor], length: int, ctx: RoutingContext | None = None
+    ) -> Tensor:
+        ctx = ctx or RoutingContext(num_steps=length)
+        h = self.kernel(params, ctx, max_len=length)
+        if h.shape[-1] < length:
+            h = torch.nn.functional.pad(h, (0, length - h.shape[-1]))
+        return h
+
+
+def _time_params(params: Mapping[str, Tensor], names: tuple[str, ...]) -> list[Tensor]:
+    out = [torch.as_tensor(params[n]) for n in names]
+    dtype = torch.promote_types(out[0].dtype, torch.get_default_dtype())
+    for t in out[1:]:
+        dtype = torch.promote_types(dtype, t.dtype)
+    return [t.to(dtype) for t in out]
+
+
+def muskingum_coefficients(k: Tensor, x: Tensor, dt: float = 1.0) -> Tensor:
+    """Muskingum coefficients (McCarthy 1938; e.g. Chow, Maidment & Mays 1988, §8.4).
+
+    .. math::
+        C_0 = \\frac{Δt − 2kx}{2k(1−x) + Δt},\\;
+        C_1 = \\frac{Δt + 2kx}{2k(1−x) + Δt},\\;
+        C_2 = \\frac{2k(1−x) − Δt}{2k(1−x) + Δt}
+
+    ``C0`` is negative whenever ``k·x > Δt/2``; it is never clipped. ``C0 + C1 + C2 = 1``.
+
+    Shapes:
+        k, x: broadcastable (``k`` and ``dt`` in the same time unit); result ``[..., 3]``.
+    """
+    denom = 2 * k * (1 - x) + dt
+    c0 = (dt - 2 * k * x) / denom
+    c1 = (dt + 2 * k * x) / denom
+    c2 = (2 * k * (1 - x) - dt) / denom
+    return torch.stack(torch.broadcast_tensors(c0, c1, c2), dim=-1)
+
+
+@register_irf("muskingum")
+class Muskingum(RecursiveIRF):
+    """Muskingum routing ``O_t = C0·I_t + C1·I_{t−1} + C2·O_{t−1}`` (storage ``S = k[xI + (1−x)O]``).
+
+    Parameters: ``k`` (storage time constant, input time steps) and ``x`` (weighting factor).
+    """
+
+    param_spec: ClassVar[dict[str, ParamSpec]] = {
+        "k": ParamSpec("k", "time steps", 0.01, 100.0, 1.0, description="Muskingum storage constant"),
+        "x": ParamSpec("x", "-", 0.0, 0.5, 0.2, description="Muskingum weighting factor"),
+    }
+
+    def coefficients(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> Tensor:
+        k, x = _time_params(params, ("k", "x"))
+        return muskingum_coefficients(k, x, ctx.dt)
+
+
+@register_irf("linear_storage")
+class LinearStorage(RecursiveIRF):
+    """Linear reservoir ``dS/dt = I − O``, ``O = S/k``, integrated exactly with the inflow held
+    constant within a step: ``O_t = a·O_{t−1} + (1 − a)·I_t``, ``a = exp(−Δt/k)``.
+
+    The discrete response ``(1−a)·a^j`` has unit mass. Parameter ``k`` in input time steps.
+    """
+
+    param_spec: ClassVar[dict[str, ParamSpec]] = {
+        "k": ParamSpec("k", "time steps", 0.01, 1000.0, 1.0, description="reservoir time constant"),
+    }
+
+    def coefficients(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> Tensor:
+        (k,) = _time_params(params, ("k",))
+        a = torch.exp(-ctx.dt / k)
+        return torch.stack([1 - a, torch.zeros_like(a), a], dim=-1)
+
+
+def _cap(length: int, max_len: int) -> int:
+    return int(max(1, min(length, max_len)))
+
+
+@register_irf("pure_lag")
+class PureLag(KernelIRF):
+    """Pure translation by a fractional ``lag`` (input time steps): the inflow of step ``t`` leaves
+    during steps ``t + ⌊lag⌋`` (fraction ``1 − frac``) and ``t + ⌊lag⌋ + 1`` (fraction ``frac``)."""
+
+    param_spec: ClassVar[dict[str, ParamSpec]] = {
+        "lag": ParamSpec("lag", "time steps", 0.0, 1.0e4, 1.0, description="travel time"),
+    }
+
+    def _lag(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> Tensor:
+        (lag,) = _time_params(params, ("lag",))
+        return lag / ctx.dt
+
+    def full_length(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> int:
+        lag = self._lag(params, ctx).detach()
+        return int(torch.floor(lag).max().item()) + 2 if lag.numel() else 1
+
+    def kernel(self, params: Mapping[str, Tensor], ctx: RoutingContext, max_len: int) -> Tensor:
+        lag = self._lag(params, ctx)
+        K = _cap(self.full_length(params, ctx), max_len)
+        base = torch.floor(lag.detach())
+        frac = lag - base
+        j = torch.arange(K, dtype=lag.dtype, device=lag.device)
+        d = j - base.unsqueeze(-1)
+        frac = frac.unsqueeze(-1)
+        return torch.where(d == 0, 1 - frac, torch.zeros_like(frac)) + torch.where(
+            d == 1, frac, torch.zeros_like(frac)
+        )
+
+    def support(self, params: Mapping[str, Tensor], ctx: RoutingContext, K: int) -> Tensor | None:
+        base = torch.floor(self._lag(params, ctx).detach()).long()
+        start = base.clamp(max=K)
+        return torch.stack([start, (base + 2).clamp(max=K)], dim=-1)
+
+
+class _RegularizedGammaP(torch.autograd.Function):
+    """``P(a, x)`` (regularized lower incomplete gamma) with gradients in both ``a`` and ``x``.
+
+    ``∂P/∂x`` is the gamma density; ``∂P/∂a`` is summed from the power series
+    ``P = x^a e^{−x}/Γ(a+1) · Σ_m x^m / ((a+1)…(a+m))`` differentiated term by term.
+    """
+
+    @staticmethod
+    def forward(ctx, a: Tensor, x: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(a, x)
+        return torch.special.gammainc(a, x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        a, x = ctx.saved_tensors
+        ga = gx = None
+        a_b, x_b = torch.broadcast_tensors(a, x)
+        work = torch.float64
+        aw, xw = a_b.to(work), x_b.to(work)
+        if ctx.needs_input_grad[1]:
+            dens = torch.exp((aw - 1) * torch.log(xw) - xw - torch.lgamma(aw))
+            dens = torch.where(xw > 0, dens, torch.zeros_like(dens))
+            gx = _sum_to(grad * dens.to(grad.dtype), x.shape)
+        if ctx.needs_input_grad[0]:
+            ga = _sum_to(grad * _dgammainc_da(aw, xw).to(grad.dtype), a.shape)
+        return ga, gx
+
+
+def _sum_to(t: Tensor, shape: torch.Size) -> Tensor:
+    while t.dim() > len(shape):
+        t = t.sum(0)
+    for i, s in enumerate(shape):
+        if s == 1 and t.shape[i] != 1:
+            t = t.sum(i, keepdim=True)
+    return t
+
+
+def _dgammainc_da(a: Tensor, x: Tensor) -> Tensor:
+    """``∂P(a, x)/∂a`` in float64 by the term-wise differentiated power series."""
+    q = torch.special.gammaincc(a, x)
+    live = (x > 0) & (q > 1e-300)
+    xs = torch.where(live, x, torch.ones_like(x))
+    logx = torch.log(xs)
+    pref = torch.exp(a * logx - xs - torch.lgamma(a + 1))
+    term = torch.ones_like(xs)
+    s = term.clone()
+    ds = torch.zeros_like(xs)  # Σ t_m · (−H_m)
+    harmonic = torch.zeros_like(xs)
+    max_terms = int(xs.max().item() + 20 * math.sqrt(xs.max().item() + 1) + 60) if xs.numel() else 1
+    for m in range(1, max_terms):
+        term = term * xs / (a + m)
+        harmonic = harmonic + 1.0 / (a + m)
+        s = s + term
+        ds = ds - term * harmonic
+        if m > 5 and bool((term <= 1e-17 * s).all()):
+            break
+    d = pref * ((logx - torch.digamma(a + 1)) * s + ds)
+    return torch.where(live, d, torch.zeros_like(d))
+
+
+def regularized_gamma_p(a: Tensor, x: Tensor) -> Tensor:
+    """Regularized lower incomplete gamma ``P(a, x)``, differentiable in ``a`` and ``x``."""
+    return _RegularizedGammaP.apply(a, x)
+
+
+@register_irf("nash_cascade")
+class NashCascade(KernelIRF):
+    """Cascade of ``n`` equal linear reservoirs with time constant ``k`` (Nash 1957): the
+    continuous response is the gamma density with shape ``n`` (non-integer allowed, learnable)
+    and scale ``k``; ``h_j = P(n, (j+1)Δt/k) − P(n, jΔt/k)`` (exact step integral)."""
+
+    param_spec: ClassVar[dict[str, ParamSpec]] = {
+        "n": ParamSpec("n", "-", 1.0, 20.0, 2.0, description="number of reservoirs"),
+        "k": ParamSpec("k", "time steps", 0.01, 100.0, 1.0, description="reservoir time constant"),
+    }
+
+    def full_length(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> int:
+        from scipy.special import gammainccinv
+
+        n, k = (t.detach().cpu().double().numpy() for t in _time_params(params, ("n", "k")))
+        quant = gammainccinv(n, self.tail_tol) * k / ctx.dt
+        return int(np.ceil(np.max(quant))) + 1 if quant.size else 1
+
+    def kernel(self, params: Mapping[str, Tensor], ctx: RoutingContext, max_len: int) -> Tensor:
+        n, k = _time_params(params, ("n", "k"))
+        n, k = torch.broadcast_tensors(n, k)
+        K = _cap(self.full_length(params, ctx), max_len)
+        t = torch.arange(1, K + 1, dtype=k.dtype, device=k.device) * ctx.dt
+        cdf = regularized_gamma_p(n.unsqueeze(-1), t / k.unsqueeze(-1))
+        return torch.diff(cdf, dim=-1, prepend=torch.zeros_like(cdf[..., :1]))
+
+
+def _inverse_gaussian_cdf(t: Tensor, mean: Tensor, shape: Tensor) -> Tensor:
+    """CDF of the inverse Gaussian (first-passage time of advection–diffusion), ``t > 0``."""
+    r = torch.sqrt(shape / t)
+    a = r * (t / mean - 1)
+    b = -r * (t / mean + 1)
+    return torch.special.ndtr(a) + torch.exp(2 * shape / mean + torch.special.log_ndtr(b))
+
+
+@register_irf("diffusive_wave")
+class DiffusiveWave(KernelIRF):
+    """Linearised diffusive wave (Hayami 1951): the response of a reach of length ``L`` to a pulse
+    at its upstream end is the first-passage density of advection–diffusion with celerity ``c``
+    and diffusivity ``D``, ``h(t) = L/√(4πDt³) · exp(−(L − ct)²/(4Dt))`` — an inverse Gaussian
+    with mean ``L/c`` and shape ``L²/(2D)``. ``h_j`` is its exact integral over step ``j``.
+
+    Needs ``length_m`` (from the graph or as a parameter) and ``step_seconds``.
+    """
+
+    param_spec: ClassVar[dict[str, ParamSpec]] = {
+        "celerity": ParamSpec("celerity", "m/s", 0.01, 20.0, 1.0, description="wave celerity"),
+        "diffusivity": ParamSpec(
+            "diffusivity", "m^2/s", 1.0, 1.0e6, 1.0e3, description="hydraulic diffusivity"
+        ),
+    }
+
+    def _moments(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> tuple[Tensor, Tensor]:
+        if ctx.step_seconds is None:
+            raise ValueError("IRF 'diffusive_wave' needs step_seconds (length of one input step, s)")
+        if ctx.length_m is None:
+            raise ValueError("IRF 'diffusive_wave' needs reach lengths: graph.length_m is missing")
+        c, d = _time_params(params, ("celerity", "diffusivity"))
+        length = ctx.length_m.to(c.dtype)
+        if (length <= 0).any() or torch.isnan(length).any():
+            bad = torch.nonzero(~(length > 0)).flatten().tolist()[:20]
+            raise ValueError(f"IRF 'diffusive_wave': length_m must be > 0 m; bad node indices {bad}")
+        step = ctx.step_seconds * ctx.dt
+        mean = length / c / step  # internal steps
+        shape = length**2 / (2 * d) / step
+        return torch.broadcast_tensors(mean, shape)
+
+    def full_length(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> int:
+        mean, shape = (t.detach().double() for t in self._moments(params, ctx))
+        sd = torch.sqrt(mean**3 / shape)
+        guess = mean + 40 * sd + 2 * mean**2 / shape * math.log(1 / self.tail_tol) + 2
+        hi = int(torch.ceil(guess.max()).item())
+        # refine: the first whole step where the tail of every reach is below tail_tol
+        t = torch.arange(1, hi + 1, dtype=torch.float64)
+        mean_f, shape_f = mean.reshape(-1, 1), shape.reshape(-1, 1)
+        need = 1
+        for chunk in torch.split(torch.arange(mean_f.shape[0]), 4096):
+            tail = 1 - _inverse_gaussian_cdf(t, mean_f[chunk], shape_f[chunk])
+            ok = tail < self.tail_tol
+            first = torch.where(ok.any(-1), ok.float().argmax(-1), torch.full_like(ok[:, 0], hi - 1, dtype=torch.long))
+            need = max(need, int(first.max().item()) + 1)
+        return need
+
+    def kernel(self, params: Mapping[str, Tensor], ctx: RoutingContext, max_len: int) -> Tensor:
+        mean, shape = self._moments(params, ctx)
+        K = _cap(self.full_length(params, ctx), max_len)
+        t = torch.arange(1, K + 1, dtype=mean.dtype, device=mean.device)
+        cdf = _inverse_gaussian_cdf(t, mean.unsqueeze(-1), shape.unsqueeze(-1))
+        return torch.diff(cdf, dim=-1, prepend=torch.zeros_like(cdf[..., :1]))
+
+
+@register_irf("explicit")
+class ExplicitKernel(KernelIRF):
+    """Explicit per-reach kernels given as the parameter ``h`` (``[N, K]`` or ``[B, N, K]``,
+    ``h[..., 0]`` the response at lag 0, in units of the input step). No bounds are imposed."""
+
+    param_spec: ClassVar[dict[str, ParamSpec]] = {}
+
+    def check_params(self, params: Mapping[str, Tensor]) -> None:
+        if set(params) != {"h"}:
+            raise ValueError(f"IRF 'explicit': expected exactly the parameter 'h', got {sorted(params)}")
+        h = params["h"]
+        if h.dim() not in (2, 3) or h.shape[-1] < 1:
+            raise ValueError(f"IRF 'explicit': kernels must be [N, K] or [B, N, K], got {tuple(h.shape)}")
+        if not torch.isfinite(h).all():
+            bad = torch.nonzero(~torch.isfinite(h).all(-1)).tolist()[:20]
+            raise ValueError(f"IRF 'explicit': kernels contain NaN/inf at (batch, node) {bad}")
+
+    def full_length(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> int:
+        if ctx.dt != 1.0:
+            raise ValueError("explicit kernels are given at the input step: substeps must be 1")
+        return int(params["h"].shape[-1])
+
+    def kernel(self, params: Mapping[str, Tensor], ctx: RoutingContext, max_len: int) -> Tensor:
+        K = _cap(self.full_length(params, ctx), max_len)
+        return params["h"][..., :K]

@@ -1,0 +1,23 @@
+"""Differentiable runoff generation: HBV family, linear reservoir, LSTM (one interface)."""
+
+from gnnhydro.runoff.base import (
+    RunoffModel,
+    get_runoff_model,
+    list_runoff_models,
+    mass_balance,
+    register_runoff_model,
+)
+from gnnhydro.runoff.hbv import HBV, gamma_unit_hydrograph, hbv_step, hbv_torch_loop, uh_convolve
+
+__all__ = [
+    "RunoffModel",
+    "register_runoff_model",
+    "get_runoff_model",
+    "list_runoff_models",
+    "mass_balance",
+    "HBV",
+    "hbv_step",
+    "hbv_torch_loop",
+    "gamma_unit_hydrograph",
+    "uh_convolve",
+]

@@ -1,0 +1,322 @@
+"""Runoff-model base class, input validation, mass balance and the runoff-model registry.
+
+A runoff model turns forcing per node (precipitation, temperature, potential evapotranspiration,
+each ``[N, T]`` or ``[B, N, T]``) and physical parameters (by NAME, ``[N, m]`` static or
+``[N, T, m]`` dynamic, ``m`` parallel components) into runoff ``[N, T]`` in mm per time step plus
+named fluxes and states.  Every model declares its parameters through
+:class:`gnnhydro.spec.ParamSpec` (units, bounds, default, static/dynamic); nothing is looked up by
+column position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from importlib.metadata import entry_points
+
+import torch
+from torch import Tensor, nn
+
+from gnnhydro.spec import ParamSpec
+
+__all__ = [
+    "RunoffModel",
+    "register_runoff_model",
+    "get_runoff_model",
+    "list_runoff_models",
+    "mass_balance",
+]
+
+_REGISTRY: dict[str, type[RunoffModel]] = {}
+_ENTRY_POINT_GROUP = "gnnhydro.runoff_models"
+
+
+def register_runoff_model(name: str) -> Callable[[type[RunoffModel]], type[RunoffModel]]:
+    """Class decorator registering a :class:`RunoffModel` subclass under ``name`` (lower-case)."""
+
+    def wrap(cls: type[RunoffModel]) -> type[RunoffModel]:
+        key = name.lower()
+        if key in _REGISTRY and _REGISTRY[key] is not cls:
+            raise ValueError(f"runoff model {key!r} is already registered ({_REGISTRY[key]!r})")
+        _REGISTRY[key] = cls
+        cls.registry_name = key
+        return cls
+
+    return wrap
+
+
+def _load_entry_points() -> None:
+    for ep in entry_points(group=_ENTRY_POINT_GROUP):
+        if ep.name.lower() in _REGISTRY:
+            continue
+        try:
+            obj = ep.load()
+        except Exception:  # a broken plugin must not break the built-in models
+            continue
+        if isinstance(obj, type) and issubclass(obj, RunoffModel):
+            _REGISTRY.setdefault(ep.name.lower(), obj)
+
+
+def get_runoff_model(name: str) -> type[RunoffModel]:
+    """Return the runoff-model class registered as ``name`` (built-ins or entry points)."""
+    key = name.lower()
+    if key not in _REGISTRY:
+        _load_entry_points()
+    if key not in _REGISTRY:
+        raise ValueError(f"unknown runoff model {name!r}; available: {list_runoff_models()}")
+    return _REGISTRY[key]
+
+
+def list_runoff_models() -> list[str]:
+    """Names of all registered runoff models (built-ins and entry-point plugins)."""
+    _load_entry_points()
+    return sorted(_REGISTRY)
+
+
+class RunoffModel(nn.Module):
+    """Base class of per-node runoff models (vectorised over nodes, batch members, components).
+
+    Subclasses set :attr:`forcing_names`, :attr:`state_names`, build :attr:`param_spec` and
+    implement :meth:`_run`, which receives validated ``[N, T]`` forcing and ``[N, m]`` /
+    ``[N, T, m]`` parameters and returns the full (warm-up included) output dict.
+
+    Output conventions (all in mm per time step or mm):
+        ``runoff`` ``[N, T]``: runoff generated per step (mean over components);
+        ``evapotranspiration`` ``[N, T]``; ``storage`` ``[N, T]`` total water stored at the end of
+        each step; ``storage_initial`` ``[N]`` stored water before the first returned step;
+        further named fluxes/states; with ``return_states=True`` the final states
+        ``final_<state>`` ``[N, m]``.
+    """
+
+    registry_name: str = ""
+    forcing_names: tuple[str, ...] = ()
+    state_names: tuple[str, ...] = ()
+    #: extra outputs (besides ET and runoff) that leave (+) or enter (−) the modelled water column
+    external_fluxes: tuple[str, ...] = ()
+
+    def __init__(self, nmul: int = 1) -> None:
+        super().__init__()
+        if int(nmul) < 1:
+            raise ValueError(f"nmul must be ≥ 1, got {nmul}")
+        self.nmul = int(nmul)
+        self.param_spec: dict[str, ParamSpec] = {}
+
+    # ------------------------------------------------------------------ states
+    def init_states(
+        self, num_nodes: int, *, dtype: torch.dtype = torch.float32, device=None
+    ) -> dict[str, Tensor]:
+        """Initial states ``{name: [N, m]}`` in mm (subclasses override the fill value)."""
+        return {
+            s: torch.zeros(num_nodes, self.nmul, dtype=dtype, device=device)
+            for s in self.state_names
+        }
+
+    # -------------------------------------------------------------- validation
+    def check_forcing(self, forcing: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], tuple]:
+        """Validate forcing; return it flattened to ``[B·N, T]`` and the leading shape."""
+        if not isinstance(forcing, Mapping):
+            raise ValueError(f"{type(self).__name__}: forcing must be a dict name -> tensor")
+        missing = [v for v in self.forcing_names if v not in forcing]
+        if missing:
+            raise ValueError(
+                f"{type(self).__name__}: missing forcing variable(s) {missing}; "
+                f"expected {list(self.forcing_names)}"
+            )
+        shape = None
+        out: dict[str, Tensor] = {}
+        for name in self.forcing_names:
+            x = forcing[name]
+            if not isinstance(x, Tensor):
+                x = torch.as_tensor(x)
+            if x.dim() not in (2, 3):
+                raise ValueError(
+                    f"{type(self).__name__}: forcing {name!r} must be [N, T] or [B, N, T], "
+                    f"got shape {tuple(x.shape)}"
+                )
+            if shape is None:
+                shape = tuple(x.shape)
+            elif tuple(x.shape) != shape:
+                raise ValueError(
+                    f"{type(self).__name__}: forcing {name!r} has shape {tuple(x.shape)}, "
+                    f"expected {shape} like {self.forcing_names[0]!r}"
+                )
+            bad = torch.isnan(x)
+            if bad.any():
+                flat = bad.reshape(-1, x.shape[-1])
+                rows = torch.nonzero(flat.any(dim=1)).flatten()
+                first_t = int(torch.nonzero(flat[rows[0]])[0, 0])
+                ids = rows[:10].tolist()
+                raise ValueError(
+                    f"{type(self).__name__}: forcing {name!r} contains NaN at node (row) "
+                    f"ids {ids}{' ...' if rows.numel() > 10 else ''}; first NaN at time index "
+                    f"{first_t} of row {ids[0]}"
+                )
+            out[name] = x.reshape(-1, x.shape[-1])
+        assert shape is not None
+        return out, shape[:-1]
+
+    def check_params(
+        self, params: Mapping[str, Tensor], num_nodes: int, num_steps: int, *, batch: int = 1
+    ) -> dict[str, Tensor]:
+        """Validate parameters by name (shape, bounds, NaN); return them as tensors.
+
+        Static parameters are ``[N, m]``, dynamic ones ``[N, T, m]`` (only where the spec allows).
+        With a batch of ``B`` forcing members, parameters are repeated to ``[B·N, ...]``.
+        """
+        owner = type(self).__name__
+        if not isinstance(params, Mapping):
+            raise ValueError(f"{owner}: params must be a dict name -> tensor")
+        unknown = sorted(set(params) - set(self.param_spec))
+        if unknown:
+            raise ValueError(
+                f"{owner}: unknown parameter(s) {unknown}; expected {sorted(self.param_spec)}"
+            )
+        missing = sorted(set(self.param_spec) - set(params))
+        if missing:
+            raise ValueError(
+                f"{owner}: missing parameter(s) {missing}; expected {sorted(self.param_spec)}"
+            )
+        out: dict[str, Tensor] = {}
+        for name, spec in self.param_spec.items():
+            value = params[name]
+            if not isinstance(value, Tensor):
+                value = torch.as_tensor(value)
+            static_shape = self._static_shape(name, num_nodes)
+            if tuple(value.shape) == static_shape:
+                pass
+            elif (
+                spec.dynamic
+                and value.dim() == 3
+                and tuple(value.shape) == (num_nodes, num_steps, static_shape[-1])
+            ):
+                pass
+            else:
+                allowed = f"{list(static_shape)}"
+                if spec.dynamic:
+                    allowed += f" or (dynamic) {[num_nodes, num_steps, static_shape[-1]]}"
+                raise ValueError(
+                    f"{owner}: parameter {name!r} has shape {list(value.shape)}, expected {allowed}"
+                )
+            if torch.isnan(value).any():
+                raise ValueError(f"{owner}: parameter {name!r} contains NaN")
+            tol = 1e-6 * max(abs(spec.low), abs(spec.high), 1.0)
+            lo, hi = value.min().item(), value.max().item()
+            if lo < spec.low - tol or hi > spec.high + tol:
+                raise ValueError(
+                    f"{owner}: parameter {name!r} has values in [{lo:g}, {hi:g}] outside its "
+                    f"bounds [{spec.low:g}, {spec.high:g}] {spec.units}"
+                )
+            if batch > 1:
+                value = value.repeat((batch,) + (1,) * (value.dim() - 1))
+            out[name] = value
+        return out
+
+    def _static_shape(self, name: str, num_nodes: int) -> tuple[int, ...]:
+        return (num_nodes, self.nmul)
+
+    # ----------------------------------------------------------------- forward
+    def forward(
+        self,
+        forcing: Mapping[str, Tensor],
+        params: Mapping[str, Tensor],
+        *,
+        states: Mapping[str, Tensor] | None = None,
+        warmup_steps: int = 0,
+        return_states: bool = False,
+    ) -> dict[str, Tensor]:
+        """Run the model over the forcing period.
+
+        Args:
+            forcing: ``{name: [N, T] or [B, N, T]}`` in the units of :attr:`forcing_names`.
+            params: ``{name: [N, m] or [N, T, m]}`` physical parameters (see :attr:`param_spec`).
+            states: optional initial states ``{name: [N, m]}`` (mm); defaults to
+                :meth:`init_states`.
+            warmup_steps: the first ``warmup_steps`` steps spin the states up and are dropped
+                from every ``[N, T]`` output (``storage_initial`` is the storage after them).
+            return_states: also return the final states as ``final_<name>`` ``[N, m]``.
+
+        Shapes:
+            output ``[N, T - warmup_steps]`` (or ``[B, N, T - warmup_steps]``) per flux/state.
+        """
+        flat, lead = self.check_forcing(forcing)
+        first = flat[self.forcing_names[0]]
+        n_rows, n_steps = first.shape
+        batch = 1
+        num_nodes = n_rows
+        if len(lead) == 2:
+            batch, num_nodes = lead
+        if not 0 <= int(warmup_steps) < n_steps:
+            raise ValueError(f"warmup_steps must be in [0, {n_steps}), got {warmup_steps}")
+        p = self.check_params(params, num_nodes, n_steps, batch=batch)
+        if states is None:
+            st = self.init_states(n_rows, dtype=first.dtype, device=first.device)
+        else:
+            st = {}
+            for s in self.state_names:
+                if s not in states:
+                    raise ValueError(f"{type(self).__name__}: missing initial state {s!r}")
+                v = torch.as_tensor(states[s])
+                if v.shape[-1] != self.nmul or v.numel() != n_rows * self.nmul:
+                    raise ValueError(
+                        f"{type(self).__name__}: initial state {s!r} has shape "
+                        f"{list(v.shape)}, expected {[n_rows, self.nmul]}"
+                    )
+                st[s] = v.reshape(n_rows, self.nmul)
+        out = self._run(flat, p, st)
+        w = int(warmup_steps)
+        result: dict[str, Tensor] = {}
+        for key, val in out.items():
+            if key.startswith("final_"):
+                if return_states:
+                    result[key] = val.reshape(*lead, self.nmul)
+                continue
+            if key == "storage_initial":
+                val = out["storage"][:, w - 1] if w > 0 else val
+                result[key] = val.reshape(lead)
+                continue
+            result[key] = val[:, w:].reshape(*lead, n_steps - w)
+        return result
+
+    def _run(
+        self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ diagnostics
+    def mass_balance(
+        self, out: Mapping[str, Tensor], forcing: Mapping[str, Tensor], *, warmup_steps: int = 0
+    ) -> Tensor:
+        """Water-balance residual per node over the run, mm (see :func:`mass_balance`)."""
+        return mass_balance(out, forcing, warmup_steps=warmup_steps, extra=self.external_fluxes)
+
+    def final_states(self, out: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Extract ``{state: [N, m]}`` from an output made with ``return_states=True``."""
+        try:
+            return {s: out[f"final_{s}"] for s in self.state_names}
+        except KeyError as err:
+            raise ValueError("final states missing: call the model with return_states=True") from err
+
+
+def mass_balance(
+    out: Mapping[str, Tensor],
+    forcing: Mapping[str, Tensor],
+    *,
+    warmup_steps: int = 0,
+    extra: tuple[str, ...] = (),
+) -> Tensor:
+    """Residual ``ΣP − ΣET − Σrunoff − Σextra − (S_end − S_start)`` per node, in mm.
+
+    Args:
+        out: model output with ``runoff``, ``evapotranspiration``, ``storage`` and
+            ``storage_initial`` (mm per step / mm).
+        forcing: the forcing given to the model (``precipitation`` in mm per step).
+        warmup_steps: the ``warmup_steps`` the output was produced with (dropped from ``P``).
+        extra: names of further outputs that leave the system (e.g. groundwater export).
+
+    Shapes:
+        result ``[N]`` (or ``[B, N]``) mm; zero up to rounding for a closed model.
+    """
+    p = torch.as_tensor(forcing["precipitation"])[..., warmup_steps:]
+    resid = p.sum(-1) - out["evapotranspiration"].sum(-1) - out["runoff"].sum(-1)
+    for name in extra:
+        resid = resid - out[name].sum(-1)
+    return resid - (out["storage"][..., -1] - out["storage_initial"])

@@ -1,0 +1,426 @@
+"""HBV (δHBV family) runoff model: snow, soil and response routines, ``nmul`` parallel components.
+
+References:
+    Bergström (1995), The HBV model; Seibert & Vis (2012), HBV-light, HESS 16, 3315–3325;
+    Feng et al. (2022), δHBV 1.0, WRR 58, e2022WR032404; Song et al. (2025), δHBV 1.1p / 2.0;
+    Vrugt et al. (2026), analytic forward sensitivities for conceptual models.
+
+One explicit, operator-split step of length Δt (all fluxes in mm per step, stores in mm):
+
+.. math::
+    \\text{rain} &= P\\,H(T_a - TT),\\quad \\text{snow} = P - \\text{rain} \\\\
+    \\text{melt} &= \\min(CFMAX\\,(T_a - TT)^+, SP),\\quad
+    \\text{refr} = \\min(CFR\\,CFMAX\\,(TT - T_a)^+, MW) \\\\
+    \\text{tosoil} &= (MW - CWH\\,SP)^+,\\quad
+    \\text{rech} = (\\text{rain} + \\text{tosoil})\\min((SM/FC)^{BETA}, 1) \\\\
+    \\text{exc} &= (SM - FC)^+,\\quad
+    ET = \\min(SM, PET\\,\\min(SM/(LP\\,FC), 1)^{BETAET}) \\\\
+    \\text{perc} &= \\min(SUZ, PERC),\\quad Q_0 = K0\\,(SUZ - UZL)^+,\\quad Q_1 = K1\\,SUZ,
+    \\quad Q_2 = K2\\,SLZ
+
+with each flux applied at once in that order (δHBV 1.0 as in hydrodl2).  Options: BETAET
+(δHBV 1.1p), capillary rise ``cap = min(SLZ, C·SLZ·(1 − min(SM/FC, 1)))`` from the lower zone to
+the soil (δHBV 1.1p).  Runoff is the mean over the ``nmul`` components of ``Q0 + Q1 + Q2``;
+an optional gamma unit hydrograph (δHBV lumped use) gives ``runoff_routed``.
+
+Backends: ``"torch"`` (a per-step PyTorch loop, differentiated by autograd: the reference),
+``"numba"`` (fused CPU time loop with a hand-written adjoint or forward sensitivities),
+``"triton"`` (fused GPU forward kernel), ``"auto"`` (numba on CPU, triton on CUDA for forward
+without grad, torch otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from gnnhydro.runoff.base import RunoffModel, register_runoff_model
+from gnnhydro.runoff.smooth import clip1_s, min_s, relu_s, step_s
+from gnnhydro.spec import ParamSpec
+
+__all__ = [
+    "HBV",
+    "HBV_PARAM_SPECS",
+    "HBV_STATES",
+    "hbv_step",
+    "hbv_torch_loop",
+    "gamma_unit_hydrograph",
+    "uh_convolve",
+]
+
+_D = "1/day"
+#: All HBV parameters known to gnnhydro, bounds as in the δHBV papers.
+HBV_PARAM_SPECS: dict[str, ParamSpec] = {
+    s.name: s
+    for s in [
+        ParamSpec("beta", "-", 1.0, 6.0, 2.0, True, "shape of the soil recharge curve"),
+        ParamSpec("fc", "mm", 50.0, 1000.0, 250.0, True, "field capacity of the soil box"),
+        ParamSpec("k0", _D, 0.05, 0.9, 0.3, True, "fast upper-zone recession coefficient"),
+        ParamSpec("k1", _D, 0.01, 0.5, 0.1, True, "upper-zone recession coefficient"),
+        ParamSpec("k2", _D, 0.001, 0.2, 0.05, True, "lower-zone recession coefficient"),
+        ParamSpec("lp", "-", 0.2, 1.0, 0.7, True, "fraction of FC above which ET is potential"),
+        ParamSpec("perc", "mm/day", 0.0, 10.0, 2.0, True, "maximum percolation to lower zone"),
+        ParamSpec("uzl", "mm", 0.0, 100.0, 20.0, True, "upper-zone threshold for fast flow"),
+        ParamSpec("tt", "°C", -2.5, 2.5, 0.0, True, "rain/snow and melt threshold temperature"),
+        ParamSpec("cfmax", "mm/°C/day", 0.5, 10.0, 3.0, True, "degree-day melt factor"),
+        ParamSpec("cfr", "-", 0.0, 0.1, 0.05, True, "refreezing coefficient"),
+        ParamSpec("cwh", "-", 0.0, 0.2, 0.1, True, "water holding capacity of the snowpack"),
+        ParamSpec("betaet", "-", 0.3, 5.0, 1.0, True, "shape of the ET reduction curve"),
+        ParamSpec("c", "1/day", 0.0, 1.0, 0.05, True, "capillary rise coefficient"),
+    ]
+}
+#: Order of the parameters inside the fused kernels.
+KERNEL_PARAMS: tuple[str, ...] = tuple(HBV_PARAM_SPECS)
+UH_PARAM_SPECS: dict[str, ParamSpec] = {
+    "route_a": ParamSpec("route_a", "-", 0.0, 2.9, 1.0, False, "gamma UH: shape a = route_a+0.1"),
+    "route_b": ParamSpec("route_b", "day", 0.0, 6.5, 1.0, False, "gamma UH: θ = route_b+0.5"),
+}
+#: State names: snowpack, liquid water in the snowpack, soil moisture, upper/lower zone storage.
+HBV_STATES: tuple[str, ...] = (
+    "snowpack",
+    "meltwater",
+    "soil_moisture",
+    "upper_zone",
+    "lower_zone",
+)
+#: Per-step outputs (means over components), in this order in the fused kernels.
+HBV_OUTPUTS: tuple[str, ...] = (
+    "runoff",
+    "surface_flow",
+    "interflow",
+    "baseflow",
+    "evapotranspiration",
+    "recharge",
+    "excess",
+    "tosoil",
+    "percolation",
+    "capillary_rise",
+    "snowpack",
+    "meltwater",
+    "soil_moisture",
+    "upper_zone",
+    "lower_zone",
+)
+
+
+def hbv_step(
+    states: tuple[Tensor, Tensor, Tensor, Tensor, Tensor],
+    precip: Tensor,
+    temp: Tensor,
+    pet: Tensor,
+    p: Mapping[str, Tensor],
+    *,
+    eps: float = 0.0,
+    nearzero: float = 1e-5,
+    betaet: bool = False,
+    capillary: bool = False,
+) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor, Tensor], dict[str, Tensor]]:
+    """One HBV step (pure function; see the module docstring for the equations).
+
+    Args:
+        states: (snowpack, meltwater, soil_moisture, upper_zone, lower_zone) mm.
+        precip, temp, pet: forcing of this step (mm/step, °C, mm/step).
+        p: parameters of this step by lower-case name, physical units.
+        eps: threshold smoothing width (see :mod:`gnnhydro.runoff.smooth`); 0 = exact.
+        nearzero: floor of the soil moisture (mm).
+
+    Shapes:
+        states and parameters ``[N, m]``; forcing ``[N, 1]`` (broadcast over components).
+    """
+    sp, mw, sm, suz, slz = states
+    dtemp = temp - p["tt"]
+    rain = precip * step_s(dtemp, eps)
+    snow = precip - rain
+    sp = sp + snow
+    melt = min_s(p["cfmax"] * relu_s(dtemp, eps), sp, eps)
+    sp = sp - melt
+    mw = mw + melt
+    refr = min_s(p["cfr"] * p["cfmax"] * relu_s(-dtemp, eps), mw, eps)
+    sp = sp + refr
+    mw = mw - refr
+    tosoil = relu_s(mw - p["cwh"] * sp, eps)
+    mw = mw - tosoil
+    wet = clip1_s((sm / p["fc"]) ** p["beta"], eps)
+    inflow = rain + tosoil
+    recharge = inflow * wet
+    sm = sm + inflow - recharge
+    excess = relu_s(sm - p["fc"], eps)
+    sm = sm - excess
+    ef = clip1_s(sm / (p["lp"] * p["fc"]), eps)
+    if betaet:
+        ef = ef ** p["betaet"]
+    et = min_s(sm, pet * ef, eps)
+    sm = torch.clamp(sm - et, min=nearzero)
+    if capillary:
+        cap = min_s(slz, p["c"] * slz * (1.0 - clip1_s(sm / p["fc"], eps)), eps)
+        sm = torch.clamp(sm + cap, min=nearzero)
+        slz = torch.clamp(slz - cap, min=nearzero)
+    else:
+        cap = torch.zeros_like(sm)
+    suz = suz + recharge + excess
+    perc = min_s(suz, p["perc"], eps)
+    suz = suz - perc
+    slz = slz + perc
+    q0 = p["k0"] * relu_s(suz - p["uzl"], eps)
+    suz = suz - q0
+    q1 = p["k1"] * suz
+    suz = suz - q1
+    q2 = p["k2"] * slz
+    slz = slz - q2
+    fluxes = {
+        "runoff": q0 + q1 + q2,
+        "surface_flow": q0,
+        "interflow": q1,
+        "baseflow": q2,
+        "evapotranspiration": et,
+        "recharge": recharge,
+        "excess": excess,
+        "tosoil": tosoil,
+        "percolation": perc,
+        "capillary_rise": cap,
+    }
+    return (sp, mw, sm, suz, slz), fluxes
+
+
+def hbv_torch_loop(
+    precip: Tensor,
+    temp: Tensor,
+    pet: Tensor,
+    params: Mapping[str, Tensor],
+    states: Mapping[str, Tensor],
+    *,
+    eps: float = 0.0,
+    nearzero: float = 1e-5,
+    betaet: bool = False,
+    capillary: bool = False,
+) -> dict[str, Tensor]:
+    """Per-time-step PyTorch loop of :func:`hbv_step` (autograd reference).
+
+    Static parameters are used as they are (no expansion over time: the backward stays O(T));
+    dynamic ones are unbound once along time.
+
+    Shapes:
+        precip, temp, pet ``[N, T]``; params ``[N, m]`` or ``[N, T, m]``; states ``[N, m]``;
+        result: every name of :data:`HBV_OUTPUTS` ``[N, T]`` (mean over components) and
+        ``final_<state>`` ``[N, m]``.
+    """
+    n_steps = precip.shape[1]
+    static = {k: v for k, v in params.items() if v.dim() == 2}
+    dyn = {k: v.unbind(1) for k, v in params.items() if v.dim() == 3}
+    pcols, tcols, ecols = (x.unsqueeze(-1).unbind(1) for x in (precip, temp, pet))
+    st = tuple(states[s] for s in HBV_STATES)
+    rec: dict[str, list[Tensor]] = {k: [] for k in HBV_OUTPUTS}
+    for t in range(n_steps):
+        pt = dict(static)
+        for k, v in dyn.items():
+            pt[k] = v[t]
+        st, fl = hbv_step(
+            st,
+            pcols[t],
+            tcols[t],
+            ecols[t],
+            pt,
+            eps=eps,
+            nearzero=nearzero,
+            betaet=betaet,
+            capillary=capillary,
+        )
+        for k, v in fl.items():
+            rec[k].append(v)
+        for k, v in zip(HBV_STATES, st, strict=True):
+            rec[k].append(v)
+    out = {k: torch.stack(v, dim=-1).mean(dim=1) for k, v in rec.items()}
+    for k, v in zip(HBV_STATES, st, strict=True):
+        out[f"final_{k}"] = v
+    return out
+
+
+def gamma_unit_hydrograph(shape_a: Tensor, scale_theta: Tensor, length: int) -> Tensor:
+    """Gamma unit hydrograph ``w_k ∝ t_k^(a−1) exp(−t_k/θ)``, ``t_k = k + ½``, normalised.
+
+    Args:
+        shape_a: shape ``a`` (> 0, dimensionless); scale_theta: scale ``θ`` in time steps.
+        length: number of lags.
+
+    Shapes:
+        shape_a, scale_theta ``[N]``; result ``[N, length]`` (rows sum to 1).
+    """
+    t = torch.arange(length, dtype=shape_a.dtype, device=shape_a.device) + 0.5
+    a = shape_a.unsqueeze(-1)
+    th = scale_theta.unsqueeze(-1)
+    logw = (a - 1) * torch.log(t) - t / th - torch.lgamma(a) - a * torch.log(th)
+    w = torch.exp(logw)
+    return w / w.sum(-1, keepdim=True)
+
+
+def uh_convolve(x: Tensor, weights: Tensor) -> Tensor:
+    """Causal convolution ``y_t = Σ_k w_k x_{t−k}`` with zero history, per row.
+
+    Shapes:
+        x ``[N, T]``; weights ``[N, L]``; result ``[N, T]``.
+    """
+    n, t = x.shape
+    length = weights.shape[-1]
+    xp = torch.nn.functional.pad(x, (length - 1, 0)).unsqueeze(0)  # [1, N, T+L-1]
+    w = weights.flip(-1).unsqueeze(1)  # [N, 1, L]
+    return torch.nn.functional.conv1d(xp, w, groups=n).squeeze(0)[:, :t]
+
+
+@register_runoff_model("hbv")
+class HBV(RunoffModel):
+    """δHBV runoff model with ``nmul`` parallel components (see the module docstring).
+
+    Args:
+        nmul: number of parallel components (parameter sets) per node, averaged.
+        betaet: use the BETAET exponent on the ET reduction curve (δHBV 1.1p).
+        capillary: capillary rise ``C`` from the lower zone to the soil (δHBV 1.1p).
+        unit_hydrograph: apply the gamma unit hydrograph (params ``route_a``, ``route_b``
+            ``[N]``) and return ``runoff_routed`` (``runoff`` stays before the UH).
+        uh_length: lags of the unit hydrograph (time steps).
+        gradient: ``"autograd"`` (exact reverse mode) or ``"sensitivity"`` (forward
+            sensitivities in a custom autograd Function: no tape, memory flat in T).
+        smoothing: threshold smoothing width ε (see :mod:`gnnhydro.runoff.smooth`); ``None``
+            means 0 for ``"autograd"`` and 0.01 for ``"sensitivity"``.
+        backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"triton"``.
+        initial_state: value of every store at the start (mm; 0.001 as in δHBV).
+        nearzero: soil-moisture floor (mm).
+        dynamic: names of parameters that may be given time-varying ``[N, T, m]``.
+
+    Shapes:
+        forcing ``precipitation``, ``temperature``, ``pet``: ``[N, T]`` or ``[B, N, T]``;
+        params ``[N, m]`` (or ``[N, T, m]`` for dynamic); ``out["runoff"]`` ``[N, T]`` mm/step.
+    """
+
+    forcing_names = ("precipitation", "temperature", "pet")
+    state_names = HBV_STATES
+
+    def __init__(
+        self,
+        nmul: int = 1,
+        *,
+        betaet: bool = False,
+        capillary: bool = False,
+        unit_hydrograph: bool = False,
+        uh_length: int = 15,
+        gradient: str = "autograd",
+        smoothing: float | None = None,
+        backend: str = "auto",
+        initial_state: float = 0.001,
+        nearzero: float = 1e-5,
+        dynamic: tuple[str, ...] | list[str] = (),
+    ) -> None:
+        super().__init__(nmul)
+        if gradient not in ("autograd", "sensitivity"):
+            raise ValueError(f"gradient must be 'autograd' or 'sensitivity', got {gradient!r}")
+        if backend not in ("auto", "torch", "numba", "triton"):
+            raise ValueError(f"unknown backend {backend!r}")
+        self.betaet = bool(betaet)
+        self.capillary = bool(capillary)
+        self.unit_hydrograph = bool(unit_hydrograph)
+        self.uh_length = int(uh_length)
+        self.gradient = gradient
+        if smoothing is None:
+            smoothing = 0.01 if gradient == "sensitivity" else 0.0
+        if smoothing < 0:
+            raise ValueError(f"smoothing must be ≥ 0, got {smoothing}")
+        self.smoothing = float(smoothing)
+        self.backend = backend
+        self.initial_state = float(initial_state)
+        self.nearzero = float(nearzero)
+        names = list(KERNEL_PARAMS[:12])
+        if self.betaet:
+            names.append("betaet")
+        if self.capillary:
+            names.append("c")
+        unknown = sorted(set(dynamic) - set(names))
+        if unknown:
+            raise ValueError(f"HBV: dynamic parameter(s) {unknown} not in {names}")
+        if dynamic and gradient == "sensitivity":
+            raise ValueError(
+                "HBV: gradient='sensitivity' supports static parameters only (forward "
+                f"sensitivities w.r.t. time-varying {sorted(dynamic)} would cost O(T²))"
+            )
+        self.dynamic = tuple(dynamic)
+        spec = {}
+        for n in names:
+            s = HBV_PARAM_SPECS[n]
+            spec[n] = ParamSpec(
+                s.name, s.units, s.low, s.high, s.default, n in self.dynamic, s.description
+            )
+        if self.unit_hydrograph:
+            spec.update(UH_PARAM_SPECS)
+        self.param_spec = spec
+
+    def extra_repr(self) -> str:
+        return (
+            f"nmul={self.nmul}, betaet={self.betaet}, capillary={self.capillary}, "
+            f"gradient={self.gradient!r}, smoothing={self.smoothing}, backend={self.backend!r}"
+        )
+
+    def _static_shape(self, name: str, num_nodes: int) -> tuple[int, ...]:
+        if name in UH_PARAM_SPECS:
+            return (num_nodes,)
+        return (num_nodes, self.nmul)
+
+    def init_states(
+        self, num_nodes: int, *, dtype: torch.dtype = torch.float32, device=None
+    ) -> dict[str, Tensor]:
+        """All five stores at ``initial_state`` mm (0.001 as in δHBV 1.0)."""
+        return {
+            s: torch.full((num_nodes, self.nmul), self.initial_state, dtype=dtype, device=device)
+            for s in self.state_names
+        }
+
+    def _select_backend(self, forcing: dict[str, Tensor], params: dict[str, Tensor]) -> str:
+        needs_grad = torch.is_grad_enabled() and any(
+            v.requires_grad for v in forcing.values()
+        )
+        if self.backend != "auto":
+            return self.backend
+        device = forcing["precipitation"].device
+        if device.type == "cuda":
+            grad = torch.is_grad_enabled() and any(v.requires_grad for v in params.values())
+            return "torch" if grad or needs_grad else "triton"
+        if needs_grad:  # gradients w.r.t. forcing: only the autograd loop provides them
+            return "torch"
+        return "numba"
+
+    def _run(
+        self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        prec = forcing["precipitation"]
+        temp = forcing["temperature"]
+        pet = forcing["pet"]
+        hp = {k: v for k, v in params.items() if k not in UH_PARAM_SPECS}
+        backend = self._select_backend(forcing, hp)
+        opts = dict(
+            eps=self.smoothing, nearzero=self.nearzero, betaet=self.betaet, capillary=self.capillary
+        )
+        if backend == "torch":
+            if self.gradient == "sensitivity":
+                from gnnhydro.runoff.kernels.hbv_numba import hbv_sensitivity_apply
+
+                out = hbv_sensitivity_apply(prec, temp, pet, hp, states, **opts)
+            else:
+                out = hbv_torch_loop(prec, temp, pet, hp, states, **opts)
+        elif backend == "numba":
+            from gnnhydro.runoff.kernels.hbv_numba import hbv_numba_apply, hbv_sensitivity_apply
+
+            fn = hbv_sensitivity_apply if self.gradient == "sensitivity" else hbv_numba_apply
+            out = fn(prec, temp, pet, hp, states, **opts)
+        else:
+            from gnnhydro.runoff.kernels.hbv_triton import hbv_triton_forward
+
+            out = hbv_triton_forward(prec, temp, pet, hp, states, **opts)
+        storage = sum(out[s] for s in HBV_STATES)
+        out["storage"] = storage
+        out["storage_initial"] = sum(states[s] for s in HBV_STATES).mean(dim=1)
+        out["swe"] = out["snowpack"] + out["meltwater"]
+        if self.unit_hydrograph:
+            a = torch.relu(params["route_a"]) + 0.1
+            th = torch.relu(params["route_b"]) + 0.5
+            w = gamma_unit_hydrograph(a, th, self.uh_length)
+            out["runoff_routed"] = uh_convolve(out["runoff"], w)
+        return out

@@ -1,0 +1,1 @@
+"""Fused kernels (numba CPU, triton GPU) for runoff models."""
