@@ -140,7 +140,7 @@ class HydroModel(nn.Module):
         params = self.parameterizer(
             x,
             batch.edge_index,
-            edge_attr=self.edge_attributes(batch),
+            edge_attr=self.edge_attributes(batch) if getattr(self.parameterizer, "edge_dim", None) else None,
             dynamic_input=dynamic_input,
         )
         out: dict[str, Any] = {"params": params}

@@ -208,8 +208,8 @@ def build_model(cfg: DictConfig, graph: Any, split: GaugeSplit) -> torch.nn.Modu
         in_channels=x.size(1),
         specs=specs,
         dynamic=set(dynamic),
-        dynamic_channels=len(dynamic and _forcing_names(graph)) if dynamic else 0,
-        edge_dim=_edge_dim(graph),
+        dynamic_channels=len(_forcing_names(graph)) if dynamic else None,
+        edge_dim=_edge_dim(graph) if _parameterizer_class(name).supports_edge_attr else None,
         **pcfg,
     )
     return HydroModel(
@@ -223,6 +223,15 @@ def build_model(cfg: DictConfig, graph: Any, split: GaugeSplit) -> torch.nn.Modu
         x_names=list(graph.x_names) if getattr(graph, "x_names", None) else None,
         dynamic_names=_forcing_names(graph) if dynamic else (),
     )
+
+
+def _parameterizer_class(name: str) -> type:
+    from gnnhydro.nn import list_parameterizers
+    from gnnhydro.nn.parameterizers import _REGISTRY
+
+    if name.lower() not in _REGISTRY:
+        raise ValueError(f"unknown parameterizer {name!r}; available: {list_parameterizers()}")
+    return _REGISTRY[name.lower()]
 
 
 def _forcing_names(graph: Any) -> list[str]:
@@ -363,18 +372,52 @@ def _forward_period(exp: Experiment, model: torch.nn.Module, period: str) -> tup
     return model(g.to(exp.device)), g, p0 - w0
 
 
+def distributed_context() -> tuple[int, int]:
+    """``(rank, world_size)``; initialises ``torch.distributed`` from the ``torchrun`` environment
+    (``WORLD_SIZE`` > 1) with NCCL on CUDA and gloo on CPU."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> Path:
-    """Train a regionalization model; write checkpoints, logs, metrics and exports to ``run_dir``."""
+    """Train a regionalization model; write checkpoints, logs, metrics and exports to ``run_dir``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) training is data-parallel (DDP): every rank draws the
+    same random windows and takes its share (``windows[rank::world]``), gradients are averaged,
+    and rank 0 alone writes checkpoints, logs and outputs — the same updates as one process with
+    the whole batch when ``trainer.batch_size`` is a multiple of the world size.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    rank, world = distributed_context()
     seed_everything(int(cfg.seed), bool(cfg.get("deterministic", False)))
     if cfg.get("torch_threads"):
         torch.set_num_threads(int(cfg.torch_threads))
     exp = Experiment(cfg, run_dir)  # validates the data before anything is written
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    (run_dir / "provenance.json").write_text(json.dumps(provenance(), indent=2))
-    _save_split(exp)
+    if world > 1 and torch.cuda.is_available():
+        exp.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    if int(cfg.trainer.batch_size) % world:
+        raise ValueError(f"trainer.batch_size={cfg.trainer.batch_size} is not a multiple of the {world} processes")
+    is_main = rank == 0
+    if is_main:
+        OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+        (run_dir / "provenance.json").write_text(json.dumps(provenance(), indent=2))
+        _save_split(exp)
     model = exp.build_model()
+    module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(
+            model, device_ids=[exp.device.index] if exp.device.type == "cuda" else None
+        )
     tcfg = cfg.trainer
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     if tcfg.optimizer not in opt_cls:
@@ -391,11 +434,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Path:
     ckpt_dir.mkdir(exist_ok=True)
     state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "rng": np.random.default_rng(int(cfg.seed))}
     if tcfg.get("resume") and (ckpt_dir / "last.pt").exists():
-        state = _load_checkpoint(ckpt_dir / "last.pt", model, optimizer, scheduler)
+        state = _load_checkpoint(ckpt_dir / "last.pt", module, optimizer, scheduler)
         log.info("resumed from epoch %d", state["epoch"])
-    writer = _tensorboard(run_dir)
+    writer = _tensorboard(run_dir) if is_main else None
     log_path = run_dir / "train_log.csv"
-    if state["epoch"] == 0 or not log_path.exists():
+    if is_main and (state["epoch"] == 0 or not log_path.exists()):
         with open(log_path, "w", newline="") as f:
             csv.writer(f).writerow(["epoch", "train_loss", "validation_loss", "lr", "seconds"])
     from tqdm.auto import tqdm
@@ -411,11 +454,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Path:
         bar = tqdm(
             range(int(tcfg.steps_per_epoch)),
             desc=f"epoch {epoch + 1}/{epochs}",
-            disable=not tcfg.get("progress_bar", True),
+            disable=not tcfg.get("progress_bar", True) or not is_main,
             leave=False,
         )
         for _ in bar:
-            batch, warm = _batch(exp, _windows(exp, state["rng"], int(tcfg.batch_size)))
+            windows = _windows(exp, state["rng"], int(tcfg.batch_size))[rank::world]
+            batch, warm = _batch(exp, windows)
             out = model(batch.to(exp.device))
             loss = _masked_loss(loss_fn, out, batch, warm, "train_gauge_mask")
             if not torch.isfinite(loss):
@@ -434,21 +478,24 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Path:
         if has_val:
             model.eval()
             with torch.no_grad():
-                out, g, warm = _forward_period(exp, model, "validation")
+                out, g, warm = _forward_period(exp, module, "validation")
                 val_loss = _masked_loss(loss_fn, out, g, warm, "train_gauge_mask").item()
         monitored = val_loss if has_val else train_loss
         improved = monitored < state["best"]
         if improved:
             state["best"], state["bad_epochs"] = monitored, 0
-            torch.save({"model": model.state_dict(), "epoch": epoch + 1}, ckpt_dir / "best.pt")
+            if is_main:
+                torch.save({"model": module.state_dict(), "epoch": epoch + 1}, ckpt_dir / "best.pt")
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch + 1
-        _save_checkpoint(ckpt_dir / "last.pt", model, optimizer, scheduler, state)
+        if is_main:
+            _save_checkpoint(ckpt_dir / "last.pt", module, optimizer, scheduler, state)
         seconds = time.perf_counter() - t_start
         lr = optimizer.param_groups[0]["lr"]
-        with open(log_path, "a", newline="") as f:
-            csv.writer(f).writerow([epoch + 1, train_loss, val_loss, lr, round(seconds, 3)])
+        if is_main:
+            with open(log_path, "a", newline="") as f:
+                csv.writer(f).writerow([epoch + 1, train_loss, val_loss, lr, round(seconds, 3)])
         if writer is not None:
             writer.add_scalar("loss/train", train_loss, epoch + 1)
             writer.add_scalar("loss/validation", val_loss, epoch + 1)
@@ -457,9 +504,15 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Path:
         )
     if writer is not None:
         writer.close()
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        if not is_main:
+            return run_dir
     if (ckpt_dir / "best.pt").exists():
-        model.load_state_dict(torch.load(ckpt_dir / "best.pt", weights_only=False)["model"])
-    evaluate_model(exp, model)
+        module.load_state_dict(torch.load(ckpt_dir / "best.pt", weights_only=False)["model"])
+    evaluate_model(exp, module)
     return run_dir
 
 
