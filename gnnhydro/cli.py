@@ -83,7 +83,19 @@ def _train(argv: list[str]) -> int:
 
 def _key_values(argv: list[str], command: str) -> tuple[dict[str, str], list[str]]:
     """Split ``key=value`` arguments into this command's own keys and hydra overrides."""
-    own = {"run_dir", "format", "out", "routelink", "chrtout", "rapid_connect", "k", "x", "inflow", "irf", "substeps"}
+    own = {
+        "run_dir",
+        "format",
+        "out",
+        "routelink",
+        "chrtout",
+        "rapid_connect",
+        "k",
+        "x",
+        "inflow",
+        "irf",
+        "substeps",
+    }
     mine: dict[str, str] = {}
     overrides: list[str] = []
     for arg in argv:
@@ -164,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
-        print(f"gnnhydro: unknown command {command!r}; choose from {sorted(COMMANDS)}", file=sys.stderr)
+        print(
+            f"gnnhydro: unknown command {command!r}; choose from {sorted(COMMANDS)}",
+            file=sys.stderr,
+        )
         return 2
     if command != "bench":
         _check_configs()

@@ -94,8 +94,14 @@ def extraterrestrial_radiation_mm(latitude_deg, day_of_year):
     x = -lib.tan(phi) * lib.tan(delta)
     x = lib.clip(x, -1.0, 1.0) if lib is np else x.clamp(-1.0, 1.0)
     omega_s = lib.arccos(x)
-    ra_mj = (24.0 * 60.0 / math.pi) * 0.0820 * dr * (
-        omega_s * lib.sin(phi) * lib.sin(delta) + lib.cos(phi) * lib.cos(delta) * lib.sin(omega_s)
+    ra_mj = (
+        (24.0 * 60.0 / math.pi)
+        * 0.0820
+        * dr
+        * (
+            omega_s * lib.sin(phi) * lib.sin(delta)
+            + lib.cos(phi) * lib.cos(delta) * lib.sin(omega_s)
+        )
     )
     return 0.408 * ra_mj
 

@@ -17,7 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     """Dispatch ``bench NAME [options]`` to the benchmark module's ``main``."""
     argv = list(argv or [])
     if not argv or argv[0] in ("-h", "--help"):
-        print("usage: gnnhydro bench {" + ",".join(BENCHMARKS) + "} [options]   (NAME --help for options)")
+        print(
+            "usage: gnnhydro bench {"
+            + ",".join(BENCHMARKS)
+            + "} [options]   (NAME --help for options)"
+        )
         return 0 if argv else 2
     name, rest = argv[0], argv[1:]
     if name not in BENCHMARKS:

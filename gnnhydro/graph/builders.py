@@ -102,7 +102,9 @@ def from_edges(
         d = normalize_id(down)
         if d in lookup:
             if up not in lookup:
-                raise UnknownDownstreamError(f"edge upstream id {up!r} is not a node of the network")
+                raise UnknownDownstreamError(
+                    f"edge upstream id {up!r} is not a node of the network"
+                )
             src.append(lookup[up])
             dst.append(lookup[d])
             edge_w.append(1.0 if weights_list is None else float(weights_list[k]))
@@ -113,7 +115,9 @@ def from_edges(
         elif unknown_downstream == "raise":
             unknown.append((up, d))
         else:
-            raise ValueError(f"unknown_downstream must be 'raise' or 'outlet', got {unknown_downstream!r}")
+            raise ValueError(
+                f"unknown_downstream must be 'raise' or 'outlet', got {unknown_downstream!r}"
+            )
     if unknown:
         detail = ", ".join(f"{u!r} -> {d!r}" for u, d in unknown[:20])
         raise UnknownDownstreamError(
@@ -166,7 +170,9 @@ def from_networkx(
     import networkx as nx
 
     if not isinstance(G, nx.DiGraph):
-        raise TypeError(f"from_networkx needs a networkx.DiGraph (edges upstream→downstream), got {type(G).__name__}")
+        raise TypeError(
+            f"from_networkx needs a networkx.DiGraph (edges upstream→downstream), got {type(G).__name__}"
+        )
     nodes = list(G.nodes)
     edges = list(G.edges(data=True))
     has_w = [weight_attr in d for _, _, d in edges]
@@ -180,7 +186,9 @@ def from_networkx(
             pos = np.stack([lon, lat], axis=1)
     x = None
     if attr_names:
-        x = np.stack([np.asarray([G.nodes[n][a] for n in nodes], dtype=np.float64) for a in attr_names], 1)
+        x = np.stack(
+            [np.asarray([G.nodes[n][a] for n in nodes], dtype=np.float64) for a in attr_names], 1
+        )
     return from_edges(
         nodes,
         edges=[(u, v) for u, v, _ in edges],
@@ -222,7 +230,16 @@ def from_dataframe(
 
     A GeoDataFrame's geometry and CRS are kept for export.
     """
-    for col in [id_col, downstream_col, area_col, length_col, slope_col, lon_col, lat_col, *(attr_cols or [])]:
+    for col in [
+        id_col,
+        downstream_col,
+        area_col,
+        length_col,
+        slope_col,
+        lon_col,
+        lat_col,
+        *(attr_cols or []),
+    ]:
         if col is not None and col not in df.columns:
             raise KeyError(f"column {col!r} not in the table; columns are {list(df.columns)}")
     geometry, crs = None, None
@@ -274,7 +291,9 @@ def from_rapid(path: str | Path, *, unknown_downstream: str = "raise", **kwargs:
     )
 
 
-def from_routelink(path: str | Path, *, unknown_downstream: str = "outlet", **kwargs: Any) -> RiverGraph:
+def from_routelink(
+    path: str | Path, *, unknown_downstream: str = "outlet", **kwargs: Any
+) -> RiverGraph:
     """From a US National Water Model RouteLink netCDF (``link``, ``to``; ``to = 0`` = outlet).
 
     Keeps ``Length`` as ``length_m`` [m], ``So`` as ``slope`` [m/m], (lon, lat) as ``pos``, and
@@ -291,7 +310,9 @@ def from_routelink(path: str | Path, *, unknown_downstream: str = "outlet", **kw
     with xr.open_dataset(path, decode_times=False) as ds:
         for var in ("link", "to"):
             if var not in ds:
-                raise KeyError(f"{path}: RouteLink variable {var!r} missing; has {list(ds.variables)}")
+                raise KeyError(
+                    f"{path}: RouteLink variable {var!r} missing; has {list(ds.variables)}"
+                )
 
         def get(name):
             return ds[name].values.astype(np.float64) if name in ds else None
@@ -365,9 +386,19 @@ def from_prms(path: str | Path, *, use_nhm_ids: bool = True, **kwargs: Any) -> R
         extra: dict[str, Any] = {"segment_number": torch.arange(1, n + 1)}
         cum = get("seg_cum_area")
         if cum is not None:
-            extra["cum_area_km2"] = torch.as_tensor(acres_to_km2(cum), dtype=torch.get_default_dtype())
+            extra["cum_area_km2"] = torch.as_tensor(
+                acres_to_km2(cum), dtype=torch.get_default_dtype()
+            )
         length, slope = get("seg_length"), get("seg_slope")
-    return from_edges(ids, downstream=downstream, outlet_markers=(), length_m=length, slope=slope, **extra, **kwargs)
+    return from_edges(
+        ids,
+        downstream=downstream,
+        outlet_markers=(),
+        length_m=length,
+        slope=slope,
+        **extra,
+        **kwargs,
+    )
 
 
 def to_networkx(graph: RiverGraph) -> Any:
@@ -435,4 +466,6 @@ def to_geodataframe(graph: RiverGraph, columns: dict[str, Any] | None = None) ->
     if geometry is None and pos is not None:
         geometry = [Point(float(a), float(b)) for a, b in pos.detach().cpu().tolist()]
         crs = crs or "EPSG:4326"
-    return gpd.GeoDataFrame(data, geometry=geometry if geometry is not None else [None] * n, crs=crs)
+    return gpd.GeoDataFrame(
+        data, geometry=geometry if geometry is not None else [None] * n, crs=crs
+    )

@@ -62,11 +62,19 @@ class CatchmentInterpolation(nn.Module):
         self.num_units = int(num_units)
         self.register_buffer("reach_index", torch.as_tensor(reach_index, dtype=torch.long))
         self.register_buffer("unit_index", torch.as_tensor(unit_index, dtype=torch.long))
-        unit_area = torch.zeros(num_units, dtype=torch.float64).index_add_(0, self.unit_index, overlap_km2)
-        reach_area = torch.zeros(num_reaches, dtype=torch.float64).index_add_(0, self.reach_index, overlap_km2)
+        unit_area = torch.zeros(num_units, dtype=torch.float64).index_add_(
+            0, self.unit_index, overlap_km2
+        )
+        reach_area = torch.zeros(num_reaches, dtype=torch.float64).index_add_(
+            0, self.reach_index, overlap_km2
+        )
         with np.errstate(divide="ignore", invalid="ignore"):
-            share_of_unit = torch.where(unit_area[self.unit_index] > 0, overlap_km2 / unit_area[self.unit_index], 0.0)
-            share_of_reach = torch.where(reach_area[self.reach_index] > 0, overlap_km2 / reach_area[self.reach_index], 0.0)
+            share_of_unit = torch.where(
+                unit_area[self.unit_index] > 0, overlap_km2 / unit_area[self.unit_index], 0.0
+            )
+            share_of_reach = torch.where(
+                reach_area[self.reach_index] > 0, overlap_km2 / reach_area[self.reach_index], 0.0
+            )
         self.register_buffer("overlap_km2", overlap_km2.float())
         self.register_buffer("reach_area_km2", reach_area.float())
         self.register_buffer("unit_area_km2", unit_area.float())
@@ -106,7 +114,9 @@ class CatchmentInterpolation(nn.Module):
             units.append(u)
             reaches.append(r)
         if missing:
-            raise UnknownIdError(f"units drain to reach ids not in the network: {format_ids(sorted(set(missing), key=str))}")
+            raise UnknownIdError(
+                f"units drain to reach ids not in the network: {format_ids(sorted(set(missing), key=str))}"
+            )
         out = cls(
             graph.index_of(reaches) if reaches else torch.zeros(0, dtype=torch.long),
             torch.tensor(units, dtype=torch.long),
@@ -137,11 +147,15 @@ class CatchmentInterpolation(nn.Module):
 
     def _apply(self, values: Tensor, weight: Tensor, dim: int) -> Tensor:  # noqa: D401
         if values.size(dim) != self.num_units:
-            raise ValueError(f"values have {values.size(dim)} units along dim {dim}, expected {self.num_units}")
+            raise ValueError(
+                f"values have {values.size(dim)} units along dim {dim}, expected {self.num_units}"
+            )
         moved = values.movedim(dim, 0)
         w = weight.to(moved.dtype).view(-1, *([1] * (moved.dim() - 1)))
         gathered = moved.index_select(0, self.unit_index) * w
-        out = torch.zeros((self.num_reaches, *moved.shape[1:]), dtype=moved.dtype, device=moved.device)
+        out = torch.zeros(
+            (self.num_reaches, *moved.shape[1:]), dtype=moved.dtype, device=moved.device
+        )
         out = out.index_add(0, self.reach_index, gathered)
         return out.movedim(0, dim)
 
@@ -161,7 +175,9 @@ class CatchmentInterpolation(nn.Module):
         raise ValueError(f"how must be 'mean' or 'sum', got {how!r}")
 
     def extra_repr(self) -> str:
-        return f"units={self.num_units}, reaches={self.num_reaches}, pairs={self.unit_index.numel()}"
+        return (
+            f"units={self.num_units}, reaches={self.num_reaches}, pairs={self.unit_index.numel()}"
+        )
 
     def __getstate__(self) -> dict[str, Any]:
         return self.__dict__.copy()

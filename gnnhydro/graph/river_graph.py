@@ -25,7 +25,6 @@ from gnnhydro.graph.errors import (
     InvalidAttributeError,
     SelfLoopError,
     SplitFractionError,
-    UnknownDownstreamError,
     UnknownIdError,
     format_ids,
 )
@@ -112,7 +111,12 @@ class RiverGraph(Data):
         if edge_index is not None and edge_weight is None:
             edge_weight = torch.ones(edge_index.size(1), dtype=torch.get_default_dtype())
         super().__init__(
-            x=x, edge_index=edge_index, edge_weight=edge_weight, pos=pos, num_nodes=num_nodes, **kwargs
+            x=x,
+            edge_index=edge_index,
+            edge_weight=edge_weight,
+            pos=pos,
+            num_nodes=num_nodes,
+            **kwargs,
         )
         for key, value in (
             ("node_id", node_id),
@@ -301,7 +305,9 @@ class RiverGraph(Data):
             values ``[N]`` or ``[N, F]`` → same shape.
         """
         if values.shape[0] != self.num_nodes:
-            raise ValueError(f"accumulate: values have {values.shape[0]} rows, graph has {self.num_nodes} nodes")
+            raise ValueError(
+                f"accumulate: values have {values.shape[0]} rows, graph has {self.num_nodes} nodes"
+            )
         w = self.edge_weight.to(values.dtype) if self.edge_weight is not None else None
         return topology.accumulate(values, self.edge_index, w, self.topo_level)
 
@@ -310,14 +316,18 @@ class RiverGraph(Data):
         """``[N]`` total upstream contributing area including the local one [km²]."""
         if getattr(self, "area_km2", None) is None:
             raise ValueError("upstream_area_km2 needs area_km2 (local contributing area)")
-        return self._cached("upstream_area", lambda: self.accumulate(self.area_km2.double()).to(self.area_km2.dtype))
+        return self._cached(
+            "upstream_area", lambda: self.accumulate(self.area_km2.double()).to(self.area_km2.dtype)
+        )
 
     def upstream_nodes(self, node: int | Hashable, *, by_id: bool = False) -> Tensor:
         """Indices of the basin upstream of ``node`` (including it); ``by_id`` looks ``node`` up by id."""
         index = int(self.index_of(node)) if by_id else int(node)
         return topology.upstream_nodes(self.edge_index, self.num_nodes, index)
 
-    def stage_plan(self, max_nodes: int | None = None, max_paths: int | None = None) -> topology.StagePlan:
+    def stage_plan(
+        self, max_nodes: int | None = None, max_paths: int | None = None
+    ) -> topology.StagePlan:
         """A cached :class:`~gnnhydro.graph.topology.StagePlan` within the given budgets."""
         return self._cached(
             ("stage_plan", max_nodes, max_paths),
@@ -382,7 +392,9 @@ class RiverGraph(Data):
     ) -> RiverGraph:
         from gnnhydro.graph.builders import from_dataframe
 
-        return from_dataframe(df, id_col=id_col, downstream_col=downstream_col, area_col=area_col, **kwargs)
+        return from_dataframe(
+            df, id_col=id_col, downstream_col=downstream_col, area_col=area_col, **kwargs
+        )
 
     @classmethod
     def from_rapid(cls, path: Any, **kwargs: Any) -> RiverGraph:

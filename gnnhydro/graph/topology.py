@@ -129,7 +129,9 @@ def accumulate(
     src_level = levels[src]
     # group edges by the level of their source, once
     order = torch.argsort(src_level, stable=True)
-    counts = torch.bincount(src_level, minlength=int(levels.max().item()) + 1 if levels.numel() else 0)
+    counts = torch.bincount(
+        src_level, minlength=int(levels.max().item()) + 1 if levels.numel() else 0
+    )
     chunks = torch.split(order, counts.tolist())
     out = values.clone()
     for edge_ids in chunks:
@@ -217,14 +219,14 @@ def stage_plan(
     node_budget = max_nodes if max_nodes is not None else np.iinfo(np.int64).max
     path_budget = max_paths if max_paths is not None else np.iinfo(np.int64).max
     if node_budget < 1 or path_budget < 1:
-        raise ValueError(f"stage budgets must be >= 1, got max_nodes={max_nodes}, max_paths={max_paths}")
+        raise ValueError(
+            f"stage budgets must be >= 1, got max_nodes={max_nodes}, max_paths={max_paths}"
+        )
     ei = _as_numpy(edge_index)
     src, dst = ei[0], ei[1]
     num_edges = src.size
     weight = (
-        np.ones(num_edges)
-        if edge_weight is None
-        else edge_weight.detach().cpu().double().numpy()
+        np.ones(num_edges) if edge_weight is None else edge_weight.detach().cpu().double().numpy()
     )
     # primary downstream edge per node
     primary = np.full(num_nodes, -1, dtype=np.int64)
@@ -276,9 +278,13 @@ def stage_plan(
             stage_label[v] = stage_label[parent[v]]
     num_stages = len(root_index)
     # order stages topologically over the stage graph (cut edges)
-    cut = np.flatnonzero(stage_label[src] != stage_label[dst]) if num_edges else np.zeros(0, np.int64)
+    cut = (
+        np.flatnonzero(stage_label[src] != stage_label[dst]) if num_edges else np.zeros(0, np.int64)
+    )
     s_src, s_dst = stage_label[src[cut]], stage_label[dst[cut]]
-    stage_edges = np.unique(np.stack([s_src, s_dst]), axis=1) if cut.size else np.zeros((2, 0), np.int64)
+    stage_edges = (
+        np.unique(np.stack([s_src, s_dst]), axis=1) if cut.size else np.zeros((2, 0), np.int64)
+    )
     try:
         stage_levels = topological_levels(stage_edges, num_stages).numpy()
     except ValueError:  # a bifurcation created a cycle between stages: merge everything cyclic
@@ -312,9 +318,13 @@ def _merge_cyclic(edge_index, num_nodes, levels, stage_label, max_nodes, max_pat
     graph = nx.DiGraph()
     graph.add_nodes_from(range(int(stage_label.max()) + 1))
     cut = stage_label[src] != stage_label[dst]
-    graph.add_edges_from(zip(stage_label[src[cut]].tolist(), stage_label[dst[cut]].tolist(), strict=True))
+    graph.add_edges_from(
+        zip(stage_label[src[cut]].tolist(), stage_label[dst[cut]].tolist(), strict=True)
+    )
     cond = nx.condensation(graph)
-    topo = list(nx.lexicographical_topological_sort(cond, key=lambda c: min(cond.nodes[c]["members"])))
+    topo = list(
+        nx.lexicographical_topological_sort(cond, key=lambda c: min(cond.nodes[c]["members"]))
+    )
     rank = {c: i for i, c in enumerate(topo)}
     mapping = cond.graph["mapping"]
     stage_of_node = np.array([rank[mapping[s]] for s in stage_label.tolist()], dtype=np.int64)

@@ -120,7 +120,11 @@ class HydroModel(nn.Module):
         return torch.stack(cols, dim=-1) if cols else None
 
     def forcing_dict(self, batch: Any) -> dict[str, Tensor]:
-        names = list(batch.forcing_names[0] if isinstance(batch.forcing_names[0], list) else batch.forcing_names)
+        names = list(
+            batch.forcing_names[0]
+            if isinstance(batch.forcing_names[0], list)
+            else batch.forcing_names
+        )
         forcing = batch.forcing
         needed = getattr(self.runoff, "forcing_names", None) or names
         missing = [n for n in needed if n not in names]
@@ -133,14 +137,20 @@ class HydroModel(nn.Module):
         x = self.normalise(batch.x.float())
         dynamic_input = None
         if self.dynamic_names:
-            names = list(batch.forcing_names[0] if isinstance(batch.forcing_names[0], list) else batch.forcing_names)
+            names = list(
+                batch.forcing_names[0]
+                if isinstance(batch.forcing_names[0], list)
+                else batch.forcing_names
+            )
             idx = [names.index(n) for n in self.dynamic_names]
             dyn = batch.forcing[..., idx].float()
             dynamic_input = (dyn - dyn.mean(dim=(0, 1))) / (dyn.std(dim=(0, 1)) + 1e-6)
         params = self.parameterizer(
             x,
             batch.edge_index,
-            edge_attr=self.edge_attributes(batch) if getattr(self.parameterizer, "edge_dim", None) else None,
+            edge_attr=self.edge_attributes(batch)
+            if getattr(self.parameterizer, "edge_dim", None)
+            else None,
             dynamic_input=dynamic_input,
         )
         out: dict[str, Any] = {"params": params}
@@ -161,7 +171,9 @@ class HydroModel(nn.Module):
         from gnnhydro.routing import route
 
         routing_params = {name: params[name] for name in self.routing_specs(self.irf)}
-        out["discharge"] = route(lateral, batch, irf=self.irf, params=routing_params, substeps=self.substeps)
+        out["discharge"] = route(
+            lateral, batch, irf=self.irf, params=routing_params, substeps=self.substeps
+        )
         return out
 
 

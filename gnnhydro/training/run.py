@@ -18,7 +18,6 @@ import random
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 import gnnhydro
+from gnnhydro.datasets.splits import GaugeSplit, k_fold_gauges, spatial_holdout, split_from_gauges
 from gnnhydro.datasets.windows import slice_time
 
 log = logging.getLogger("gnnhydro")
@@ -42,7 +42,7 @@ NON_CONSTRUCTOR_KEYS = {"name", "periods", "warmup_days", "holdout"}
 def seed_everything(seed: int, deterministic: bool = False) -> None:
     """Seed python, numpy and torch; optionally switch torch to deterministic algorithms."""
     random.seed(seed)
-    np.random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - seeds third-party code that uses the legacy global RNG
     torch.manual_seed(seed)
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -53,9 +53,15 @@ def provenance() -> dict[str, Any]:
     root = Path(gnnhydro.__file__).resolve().parents[1]
     commit = None
     try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5
-        ).stdout.strip() or None
+        commit = (
+            subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=5,
+            ).stdout.strip()
+            or None
+        )
     except Exception:
         commit = None
     return {
@@ -73,7 +79,11 @@ def build_dataset(dataset_cfg: DictConfig) -> Any:
     """Instantiate the dataset named by ``dataset_cfg._target_`` with its constructor keys."""
     from hydra.utils import instantiate
 
-    kwargs = {k: v for k, v in OmegaConf.to_container(dataset_cfg, resolve=True).items() if k not in NON_CONSTRUCTOR_KEYS}
+    kwargs = {
+        k: v
+        for k, v in OmegaConf.to_container(dataset_cfg, resolve=True).items()
+        if k not in NON_CONSTRUCTOR_KEYS
+    }
     return instantiate(kwargs)
 
 
@@ -100,7 +110,9 @@ def _time_index(time_axis: np.ndarray, period: Any, *, name: str) -> tuple[int, 
     t = pd.DatetimeIndex(time_axis)
     start, end = pd.Timestamp(period[0]), pd.Timestamp(period[1])
     if start > t[-1] or end < t[0]:
-        raise ValueError(f"period {name} {period[0]}..{period[1]} lies outside the data ({t[0].date()}..{t[-1].date()})")
+        raise ValueError(
+            f"period {name} {period[0]}..{period[1]} lies outside the data ({t[0].date()}..{t[-1].date()})"
+        )
     i0 = int(t.searchsorted(start, side="left"))
     i1 = int(t.searchsorted(end + pd.Timedelta(seconds=0), side="right"))
     if i1 <= i0:
@@ -109,61 +121,47 @@ def _time_index(time_axis: np.ndarray, period: Any, *, name: str) -> tuple[int, 
 
 
 # ============================================================================ splits
-@dataclass
-class GaugeSplit:
-    """Training and held-out (ungauged) gauges of a run, as node indices."""
-
-    train: Tensor
-    holdout: Tensor
-    train_node_mask: Tensor  # nodes whose attributes may be seen when fitting normalisation
-    ids: dict[int, str] = field(default_factory=dict)
-
-
-def exclusive_upstream(graph: Any, holdout: Tensor, train: Tensor) -> Tensor:
-    """``[N]`` bool: nodes upstream of (or at) a held-out gauge and not upstream of any training
-    gauge — the held-out gauges' exclusive areas, never seen in training."""
-    n = graph.num_nodes
-    up_holdout = torch.zeros(n, dtype=torch.bool)
-    for g in holdout.tolist():
-        up_holdout[graph.upstream_nodes(g)] = True
-    up_train = torch.zeros(n, dtype=torch.bool)
-    for g in train.tolist():
-        up_train[graph.upstream_nodes(g)] = True
-    return up_holdout & ~up_train
-
-
 def make_gauge_split(graph: Any, holdout_cfg: DictConfig | dict) -> GaugeSplit:
-    """Split gauges into training and held-out ones (a fraction, seeded; or the dataset's own
-    suggestion when ``gauge_ids: from_dataset`` and the dataset has ``holdout_gauge_ids``)."""
-    gauge_index = graph.gauge_index.long()
-    gauge_ids = [str(g) for g in graph.gauge_id]
+    """Training vs held-out (ungauged) gauges, from the ``dataset.holdout`` config:
+
+    - ``gauge_ids``: explicit ids, or ``from_dataset`` to use the dataset's own suggestion
+      (``graph.holdout_gauge_ids``) when it has one;
+    - ``k`` and ``fold``: k-fold cross-validation over gauges (run ``fold=0..k-1``, e.g. as a
+      multirun sweep);
+    - otherwise ``fraction`` of the gauges at random (``seed``); 0 holds out none.
+
+    See :mod:`gnnhydro.datasets.splits` for the node sets (held-out gauges' exclusive areas).
+    """
+    gauge_index, gauge_ids = graph.gauge_index.long(), [str(g) for g in graph.gauge_id]
     if gauge_index.numel() == 0:
         raise ValueError("the dataset has no gauges (no observed discharge): nothing to train on")
-    ids = dict(zip(gauge_index.tolist(), gauge_ids, strict=True))
     chosen = holdout_cfg.get("gauge_ids")
     if chosen == "from_dataset":
         chosen = getattr(graph, "holdout_gauge_ids", None)
     if chosen:
-        chosen = {str(c) for c in chosen}
-        unknown = sorted(chosen - set(gauge_ids))
+        chosen = [str(c) for c in chosen]
+        unknown = sorted(set(chosen) - set(gauge_ids))
         if unknown:
             raise ValueError(f"held-out gauge ids not among the dataset's gauges: {unknown}")
-        is_hold = torch.tensor([g in chosen for g in gauge_ids])
+        positions = torch.tensor(
+            [k for k, g in enumerate(gauge_ids) if g in set(chosen)], dtype=torch.long
+        )
+        split = split_from_gauges(graph, positions)
+    elif holdout_cfg.get("k"):
+        folds = k_fold_gauges(graph, int(holdout_cfg["k"]), int(holdout_cfg.get("seed", 0)))
+        fold = int(holdout_cfg.get("fold", 0))
+        if not 0 <= fold < len(folds):
+            raise ValueError(f"holdout.fold must be in 0..{len(folds) - 1}, got {fold}")
+        split = folds[fold]
+    elif float(holdout_cfg.get("fraction", 0.0) or 0.0) > 0 and gauge_index.numel() > 1:
+        split = spatial_holdout(
+            graph, float(holdout_cfg["fraction"]), int(holdout_cfg.get("seed", 0))
+        )
     else:
-        fraction = float(holdout_cfg.get("fraction", 0.0) or 0.0)
-        n_hold = int(round(fraction * gauge_index.numel()))
-        gen = torch.Generator().manual_seed(int(holdout_cfg.get("seed", 0)))
-        perm = torch.randperm(gauge_index.numel(), generator=gen)
-        is_hold = torch.zeros(gauge_index.numel(), dtype=torch.bool)
-        is_hold[perm[:n_hold]] = True
-    train, holdout = gauge_index[~is_hold], gauge_index[is_hold]
-    if train.numel() == 0:
-        raise ValueError("every gauge is held out: lower holdout.fraction")
-    if holdout.numel():
-        excl = exclusive_upstream(graph, holdout, train)
-    else:
-        excl = torch.zeros(graph.num_nodes, dtype=torch.bool)
-    return GaugeSplit(train=train, holdout=holdout, train_node_mask=~excl, ids=ids)
+        split = split_from_gauges(graph, torch.zeros(0, dtype=torch.long))
+    if split.train_index.numel() == 0:
+        raise ValueError("every gauge is held out: lower dataset.holdout.fraction")
+    return split
 
 
 # ============================================================================ model
@@ -192,7 +190,7 @@ def build_model(cfg: DictConfig, graph: Any, split: GaugeSplit) -> torch.nn.Modu
     irf = model_cfg.routing.irf if model_cfg.get("routing") else None
     routing_specs = HydroModel.routing_specs(irf) if mode != "runoff" else {}
     x = graph.x.float()
-    train_nodes = split.train_node_mask
+    train_nodes = ~split.holdout_exclusive
     mean = x[train_nodes].mean(0)
     std = x[train_nodes].std(0)
     std = torch.where(std > 1e-8 * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
@@ -240,7 +238,9 @@ def _forcing_names(graph: Any) -> list[str]:
 
 
 def _edge_dim(graph: Any) -> int | None:
-    n = int(getattr(graph, "length_m", None) is not None) + int(getattr(graph, "slope", None) is not None)
+    n = int(getattr(graph, "length_m", None) is not None) + int(
+        getattr(graph, "slope", None) is not None
+    )
     return n or None
 
 
@@ -257,14 +257,19 @@ class Experiment:
         self._check_graph()
         self.time = np.asarray(self.graph.time)
         self.step_seconds = float(getattr(self.graph, "step_seconds", 86400.0))
-        self.warmup = int(round(float(cfg.dataset.get("warmup_days", 0)) * 86400.0 / self.step_seconds))
+        self.warmup = int(
+            round(float(cfg.dataset.get("warmup_days", 0)) * 86400.0 / self.step_seconds)
+        )
         self.periods = self._periods()
         self.split = make_gauge_split(self.graph, cfg.dataset.get("holdout") or {})
         n = self.graph.num_nodes
         self.graph.train_gauge_mask = torch.zeros(n, dtype=torch.bool)
-        self.graph.train_gauge_mask[self.split.train] = True
+        self.graph.train_gauge_mask[self.split.train_index] = True
         self.graph.holdout_gauge_mask = torch.zeros(n, dtype=torch.bool)
-        self.graph.holdout_gauge_mask[self.split.holdout] = True
+        self.graph.holdout_gauge_mask[self.split.holdout_index] = True
+        self.gauge_names = dict(
+            zip(self.graph.gauge_index.tolist(), [str(g) for g in self.graph.gauge_id], strict=True)
+        )
 
     def _check_graph(self) -> None:
         g = self.graph
@@ -272,7 +277,9 @@ class Experiment:
             if getattr(g, key, None) is None:
                 raise ValueError(f"dataset item lacks {key!r}: it cannot be used for training")
         if self.cfg.model.mode in ("full", "runoff") and getattr(g, "forcing", None) is None:
-            raise ValueError(f"model mode {self.cfg.model.mode!r} needs forcing; the dataset has none (use model=routing_only)")
+            raise ValueError(
+                f"model mode {self.cfg.model.mode!r} needs forcing; the dataset has none (use model=routing_only)"
+            )
         if self.cfg.model.mode == "routing" and getattr(g, "lateral_inflow", None) is None:
             raise ValueError("model mode 'routing' needs lateral_inflow; the dataset has none")
         if not torch.isfinite(g.x).all():
@@ -305,7 +312,10 @@ class Experiment:
             out = {k: v for k, v in out.items() if v[1] > v[0]}
         if out["train"][1] - out["train"][0] <= self.warmup:
             # the warm-up may precede the training period (taken from the record before it)
-            if out["train"][0] < self.warmup and out["train"][1] - out["train"][0] <= self.warmup // 2:
+            if (
+                out["train"][0] < self.warmup
+                and out["train"][1] - out["train"][0] <= self.warmup // 2
+            ):
                 raise ValueError(
                     f"training period has {out['train'][1] - out['train'][0]} steps, not more than the warm-up "
                     f"({self.warmup} steps): lengthen it or lower dataset.warmup_days"
@@ -331,7 +341,9 @@ def _loss_fn(cfg: DictConfig):
     return build_loss(spec)
 
 
-def _windows(exp: Experiment, rng: np.random.Generator, batch_size: int) -> list[tuple[int, int, int]]:
+def _windows(
+    exp: Experiment, rng: np.random.Generator, batch_size: int
+) -> list[tuple[int, int, int]]:
     """Random training windows ``(start, stop, warmup)`` inside the training period; the warm-up
     may reach back before the period's start (forcing only: losses skip it)."""
     t0, t1 = exp.periods["train"]
@@ -351,7 +363,10 @@ def _batch(exp: Experiment, windows: list[tuple[int, int, int]]) -> tuple[Any, i
 
     warm = min(w for _, _, w in windows)
     length = min(stop - start - (w - warm) for start, stop, w in windows)
-    items = [slice_time(exp.graph, start + (w - warm), start + (w - warm) + length) for start, _, w in windows]
+    items = [
+        slice_time(exp.graph, start + (w - warm), start + (w - warm) + length)
+        for start, _, w in windows
+    ]
     if len(items) == 1:
         return items[0], warm
     return Batch.from_data_list(items), warm
@@ -404,7 +419,9 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Path:
     if world > 1 and torch.cuda.is_available():
         exp.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
     if int(cfg.trainer.batch_size) % world:
-        raise ValueError(f"trainer.batch_size={cfg.trainer.batch_size} is not a multiple of the {world} processes")
+        raise ValueError(
+            f"trainer.batch_size={cfg.trainer.batch_size} is not a multiple of the {world} processes"
+        )
     is_main = rank == 0
     if is_main:
         OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
@@ -421,18 +438,29 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Path:
     tcfg = cfg.trainer
     opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
     if tcfg.optimizer not in opt_cls:
-        raise ValueError(f"trainer.optimizer must be one of {sorted(opt_cls)}, got {tcfg.optimizer!r}")
-    optimizer = opt_cls[tcfg.optimizer](model.parameters(), lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay))
+        raise ValueError(
+            f"trainer.optimizer must be one of {sorted(opt_cls)}, got {tcfg.optimizer!r}"
+        )
+    optimizer = opt_cls[tcfg.optimizer](
+        model.parameters(), lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay)
+    )
     epochs = int(tcfg.epochs)
     scheduler = None
     if tcfg.scheduler == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(epochs, 1))
     elif tcfg.scheduler == "step":
-        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=max(epochs // 3, 1), gamma=0.3)
+        scheduler = torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=max(epochs // 3, 1), gamma=0.3
+        )
     loss_fn = _loss_fn(cfg)
     ckpt_dir = run_dir / "checkpoints"
     ckpt_dir.mkdir(exist_ok=True)
-    state = {"epoch": 0, "best": math.inf, "bad_epochs": 0, "rng": np.random.default_rng(int(cfg.seed))}
+    state = {
+        "epoch": 0,
+        "best": math.inf,
+        "bad_epochs": 0,
+        "rng": np.random.default_rng(int(cfg.seed)),
+    }
     if tcfg.get("resume") and (ckpt_dir / "last.pt").exists():
         state = _load_checkpoint(ckpt_dir / "last.pt", module, optimizer, scheduler)
         log.info("resumed from epoch %d", state["epoch"])
@@ -500,7 +528,12 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Path:
             writer.add_scalar("loss/train", train_loss, epoch + 1)
             writer.add_scalar("loss/validation", val_loss, epoch + 1)
         log.info(
-            "epoch %d/%d train_loss %.4f validation_loss %.4f (%.1f s)", epoch + 1, epochs, train_loss, val_loss, seconds
+            "epoch %d/%d train_loss %.4f validation_loss %.4f (%.1f s)",
+            epoch + 1,
+            epochs,
+            train_loss,
+            val_loss,
+            seconds,
         )
     if writer is not None:
         writer.close()
@@ -552,12 +585,31 @@ def _load_checkpoint(path: Path, model, optimizer, scheduler) -> dict:
     rng = np.random.default_rng()
     rng.bit_generator.state = payload["numpy_rng"]
     torch.set_rng_state(payload["torch_rng"])
-    return {"epoch": payload["epoch"], "best": payload["best"], "bad_epochs": payload["bad_epochs"], "rng": rng}
+    return {
+        "epoch": payload["epoch"],
+        "best": payload["best"],
+        "bad_epochs": payload["bad_epochs"],
+        "rng": rng,
+    }
 
 
 def _save_split(exp: Experiment) -> None:
-    rows = [{"gauge_id": exp.split.ids[i], "node_index": i, "role": "train"} for i in exp.split.train.tolist()]
-    rows += [{"gauge_id": exp.split.ids[i], "node_index": i, "role": "holdout"} for i in exp.split.holdout.tolist()]
+    split = exp.split
+    rows = [
+        {"gauge_id": exp.gauge_names[i], "node_index": i, "role": "train"}
+        for i in split.train_index.tolist()
+    ]
+    rows += [
+        {
+            "gauge_id": exp.gauge_names[i],
+            "node_index": i,
+            "role": "holdout",
+            "exclusive_fraction": float(f),
+        }
+        for i, f in zip(
+            split.holdout_index.tolist(), split.exclusive_fraction.tolist(), strict=True
+        )
+    ]
     pd.DataFrame(rows).to_csv(exp.run_dir / "gauges.csv", index=False)
 
 
@@ -585,7 +637,7 @@ def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
     for split, (period, role) in SPLITS.items():
         if period not in exp.periods:
             continue
-        gauges = exp.split.train if role == "train" else exp.split.holdout
+        gauges = exp.split.train_index if role == "train" else exp.split.holdout_index
         if gauges.numel() == 0:
             continue
         p0, p1 = exp.periods[period]
@@ -594,7 +646,12 @@ def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
         sim = discharge[gauges, p0:p1].numpy()
         metrics = compute_metrics(observation=obs, simulation=sim)
         for k, g in enumerate(gauges.tolist()):
-            row = {"gauge_id": exp.split.ids[g], "split": split, "node_index": g, "n_obs": int(np.isfinite(obs[k]).sum())}
+            row = {
+                "gauge_id": exp.gauge_names[g],
+                "split": split,
+                "node_index": g,
+                "n_obs": int(np.isfinite(obs[k]).sum()),
+            }
             row.update({name: float(np.asarray(values)[k]) for name, values in metrics.items()})
             rows.append(row)
     df = pd.DataFrame(rows)
@@ -633,7 +690,9 @@ def _write_outputs(
         formats.append("gpkg")
     for fmt in formats:
         try:
-            export.export_parameters(exp.graph, params, run_dir / f"parameters.{_suffix(fmt)}", specs=specs)
+            export.export_parameters(
+                exp.graph, params, run_dir / f"parameters.{_suffix(fmt)}", specs=specs
+            )
         except Exception as err:  # no geometry: say so, keep the other outputs
             log.warning("parameter export to %s failed: %s", fmt, err)
     export.export_discharge(
@@ -652,7 +711,9 @@ def _write_outputs(
 
 
 def _suffix(fmt: str) -> str:
-    return {"gpkg": "gpkg", "parquet": "parquet", "netcdf": "nc", "nc": "nc", "csv": "csv"}.get(fmt, fmt)
+    return {"gpkg": "gpkg", "parquet": "parquet", "netcdf": "nc", "nc": "nc", "csv": "csv"}.get(
+        fmt, fmt
+    )
 
 
 def parameter_recovery(exp: Experiment, out: dict) -> pd.DataFrame | None:
@@ -662,7 +723,7 @@ def parameter_recovery(exp: Experiment, out: dict) -> pd.DataFrame | None:
     if not true:
         return None
     learned = _parameter_table(out)
-    ungauged = ~exp.split.train_node_mask
+    ungauged = exp.split.holdout_exclusive
     rows = []
     for name, t in true.items():
         if name not in learned:
@@ -691,12 +752,12 @@ def _plots(exp: Experiment, discharge: Tensor, metrics: pd.DataFrame, params: di
     try:
         if "test" in exp.periods:
             p0, p1 = exp.periods["test"]
-            gauges = torch.cat([exp.split.train[:6], exp.split.holdout[:6]])
+            gauges = torch.cat([exp.split.train_index[:6], exp.split.holdout_index[:6]])
             plot.plot_hydrographs(
                 exp.time[p0:p1],
                 exp.graph.q_obs[gauges, p0:p1].numpy(),
                 discharge[gauges, p0:p1].numpy(),
-                [exp.split.ids[g] for g in gauges.tolist()],
+                [exp.gauge_names[g] for g in gauges.tolist()],
                 plots / "hydrographs_test.png",
             )
         if len(metrics):
@@ -710,7 +771,9 @@ def _plots(exp: Experiment, discharge: Tensor, metrics: pd.DataFrame, params: di
 
 
 # ============================================================================ run directories
-def load_run(run_dir: str | Path, *, dataset_cfg: DictConfig | None = None) -> tuple[Experiment, torch.nn.Module]:
+def load_run(
+    run_dir: str | Path, *, dataset_cfg: DictConfig | None = None
+) -> tuple[Experiment, torch.nn.Module]:
     """Rebuild the experiment and trained model of ``run_dir`` (optionally on another dataset)."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
@@ -736,7 +799,9 @@ def evaluate(run_dir: str | Path) -> pd.DataFrame:
     return evaluate_model(exp, model)
 
 
-def predict(run_dir: str | Path, dataset_cfg: DictConfig, out_dir: str | Path | None = None) -> Path:
+def predict(
+    run_dir: str | Path, dataset_cfg: DictConfig, out_dir: str | Path | None = None
+) -> Path:
     """Predict parameters and discharge on a dataset (no observations needed: ungauged basins).
 
     Writes ``predictions/<dataset>/parameters.gpkg`` and ``discharge.nc`` under the run dir."""
@@ -757,10 +822,16 @@ def predict(run_dir: str | Path, dataset_cfg: DictConfig, out_dir: str | Path | 
     model.eval()
     with torch.no_grad():
         out = model(graph)
-    target = Path(out_dir) if out_dir else run_dir / "predictions" / str(dataset_cfg.get("name", "dataset"))
+    target = (
+        Path(out_dir)
+        if out_dir
+        else run_dir / "predictions" / str(dataset_cfg.get("name", "dataset"))
+    )
     target.mkdir(parents=True, exist_ok=True)
     export.export_parameters(graph, out["params"], target / "parameters.gpkg")
-    export.export_discharge(graph, out["discharge"].float(), np.asarray(graph.time), target / "discharge.nc")
+    export.export_discharge(
+        graph, out["discharge"].float(), np.asarray(graph.time), target / "discharge.nc"
+    )
     return target
 
 

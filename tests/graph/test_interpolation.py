@@ -25,7 +25,9 @@ def test_mean_and_sum_by_hand():
 
 def test_overlap_weights_split_a_cell_and_are_differentiable():
     g = _graph()
-    interp = CatchmentInterpolation.from_weights(g, ["r1", "r2", "r2"], [0, 0, 1], [2.0, 6.0, 4.0], num_units=2)
+    interp = CatchmentInterpolation.from_weights(
+        g, ["r1", "r2", "r2"], [0, 0, 1], [2.0, 6.0, 4.0], num_units=2
+    )
     cell = torch.tensor([8.0, 2.0], requires_grad=True)  # m³ per cell
     out = interp.sum(cell)
     assert torch.allclose(out, torch.tensor([2.0, 8.0, 0.0]))

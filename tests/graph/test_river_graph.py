@@ -95,11 +95,14 @@ def test_unknown_downstream_as_outlet_when_asked():
 def test_bad_areas_and_split_fractions():
     with pytest.raises(InvalidAttributeError, match="'b'"):
         RiverGraph.from_dataframe(
-            pd.DataFrame({"id": ["a", "b"], "downstream_id": ["b", None], "A": [1.0, -2.0]}), area_col="A"
+            pd.DataFrame({"id": ["a", "b"], "downstream_id": ["b", None], "A": [1.0, -2.0]}),
+            area_col="A",
         )
     with pytest.raises(InvalidAttributeError, match="'a'"):
         RiverGraph.from_dataframe(
-            pd.DataFrame({"id": ["a", "b"], "downstream_id": ["b", None], "A": [float("nan"), 2.0]}),
+            pd.DataFrame(
+                {"id": ["a", "b"], "downstream_id": ["b", None], "A": [float("nan"), 2.0]}
+            ),
             area_col="A",
         )
     with pytest.raises(SplitFractionError, match="0"):
@@ -170,7 +173,9 @@ def test_topology_cache_invalidated_when_edges_change():
 
 
 def test_subgraph_nodes_keeps_ids_and_attributes():
-    g = RiverGraph.from_edges([1, 2, 3, 4], downstream=[2, 3, 4, None], area_km2=[1.0, 2.0, 3.0, 4.0])
+    g = RiverGraph.from_edges(
+        [1, 2, 3, 4], downstream=[2, 3, 4, None], area_km2=[1.0, 2.0, 3.0, 4.0]
+    )
     sub = g.subgraph_nodes(torch.tensor([1, 2]))
     assert sub.node_id == [2, 3]
     assert sub.edge_index.tolist() == [[0], [1]]

@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnnhydro.graph import RiverGraph
-from gnnhydro.graph import topology
+from gnnhydro.graph import RiverGraph, topology
 
 
 def _random_tree(n: int, seed: int) -> nx.DiGraph:
@@ -95,7 +94,9 @@ def test_stage_plan_partition_is_connected_bounded_and_ordered(max_nodes, max_pa
     cut = plan.stage_of_node[g.edge_index[0]] != plan.stage_of_node[g.edge_index[1]]
     assert torch.equal(cut.nonzero().flatten(), plan.cut_edges)
     # deterministic
-    again = topology.stage_plan(g.edge_index, g.num_nodes, g.topo_level, max_nodes=max_nodes, max_paths=max_paths)
+    again = topology.stage_plan(
+        g.edge_index, g.num_nodes, g.topo_level, max_nodes=max_nodes, max_paths=max_paths
+    )
     assert torch.equal(again.stage_of_node, plan.stage_of_node)
 
 
