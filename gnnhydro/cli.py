@@ -20,16 +20,13 @@ import logging
 import sys
 from pathlib import Path
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "configs"
+from gnnhydro.config import CONFIG_DIR, compose
+
 USAGE = __doc__
 
 log = logging.getLogger("gnnhydro")
-
-if not OmegaConf.has_resolver("gnnhydro_root"):
-    OmegaConf.register_new_resolver("gnnhydro_root", lambda: str(REPO_ROOT))
 
 #: errors that mean "bad input": reported in one line, exit status 2
 USER_ERRORS = (ValueError, FileNotFoundError, KeyError, TypeError)
@@ -47,13 +44,6 @@ def _check_configs() -> None:
             f"gnnhydro: configuration folder not found at {CONFIG_DIR}; install from a checkout "
             "with `pip install -e .`"
         )
-
-
-def _compose(overrides: list[str]) -> DictConfig:
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
 
 
 def _train(argv: list[str]) -> int:
@@ -126,7 +116,7 @@ def _predict(argv: list[str]) -> int:
     args, overrides = _key_values(argv, "predict")
     if "run_dir" not in args:
         raise ValueError("predict needs run_dir=PATH (a trained run) and dataset=NAME")
-    cfg = _compose(overrides)
+    cfg = compose(overrides)
     target = predict(args["run_dir"], cfg.dataset, out_dir=args.get("out"))
     print(f"predictions written to {target}")
     return 0

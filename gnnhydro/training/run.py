@@ -341,19 +341,23 @@ def _loss_fn(cfg: DictConfig):
     return build_loss(spec)
 
 
-def _windows(
-    exp: Experiment, rng: np.random.Generator, batch_size: int
-) -> list[tuple[int, int, int]]:
-    """Random training windows ``(start, stop, warmup)`` inside the training period; the warm-up
-    may reach back before the period's start (forcing only: losses skip it)."""
+def _windows(exp: Experiment, rng: np.random.Generator, batch_size: int) -> list[tuple[int, int, int]]:
+    """Random training windows ``(start, stop, warmup)`` inside the training period. The warm-up
+    may reach back before the period's start (forcing only; losses skip it) but never before the
+    record's start, so every window has the same warm-up length."""
     t0, t1 = exp.periods["train"]
     window = int(round(float(exp.cfg.trainer.window_days) * 86400.0 / exp.step_seconds))
-    window = max(1, min(window, t1 - t0))
+    first = max(t0, exp.warmup)
+    window = max(1, min(window, t1 - first))
+    if t1 - first < 1:
+        raise ValueError(
+            f"training period ({t1 - t0} steps) leaves no step after the {exp.warmup}-step warm-up at the "
+            "start of the record: lengthen it or lower dataset.warmup_days"
+        )
     out = []
     for _ in range(batch_size):
-        start = int(rng.integers(t0, t1 - window + 1))
-        w0 = max(0, start - exp.warmup)
-        out.append((w0, start + window, start - w0))
+        start = int(rng.integers(first, t1 - window + 1))
+        out.append((start - exp.warmup, start + window, exp.warmup))
     return out
 
 

@@ -1,0 +1,212 @@
+"""End-to-end tests of the ``gnnhydro`` command line on a tiny synthetic basin: train, evaluate,
+export, predict, resume, invalid input, and data-parallel (DDP, gloo, 2 processes) training."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+TINY = [
+    "dataset.num_nodes=30",
+    "dataset.years=3",
+    "dataset.periods.train=[2000-01-01,2001-06-30]",
+    "dataset.periods.validation=[2001-07-01,2001-12-31]",
+    "dataset.periods.test=[2002-01-01,2002-12-31]",
+    "dataset.warmup_days=60",
+    "trainer.window_days=120",
+    "trainer.steps_per_epoch=2",
+    "trainer.batch_size=2",
+    "trainer.progress_bar=false",
+    "model.runoff.nmul=2",
+    "parameterizer.hidden_channels=16",
+    "parameterizer.num_layers=2",
+    "export.plots=false",
+]
+
+
+def gnnhydro(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "gnnhydro", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, data_root) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny"
+    result = gnnhydro(
+        "train", f"run_dir={run_dir}", f"dataset.root={data_root}/synthetic", "trainer.epochs=2", *TINY
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return run_dir
+
+
+def test_train_writes_the_run_directory(trained_run):
+    for name in ("config.yaml", "provenance.json", "train_log.csv", "gauges.csv", "checkpoints/last.pt"):
+        assert (trained_run / name).exists(), name
+    metrics = pd.read_csv(trained_run / "metrics.csv")
+    assert {"gauge_id", "split", "nse", "kge"} <= set(metrics.columns)
+    assert {"test", "test_ungauged", "train"} <= set(metrics["split"])
+    held = set(pd.read_csv(trained_run / "gauges.csv").query("role == 'holdout'")["gauge_id"])
+    assert set(metrics.query("split == 'test_ungauged'")["gauge_id"]) == held
+    assert not set(metrics.query("split == 'test'")["gauge_id"]) & held
+    log = pd.read_csv(trained_run / "train_log.csv")
+    assert log["epoch"].tolist() == [1, 2]
+    assert np.isfinite(log["train_loss"]).all()
+
+
+def test_parameters_gpkg_one_row_per_node_with_crs(trained_run):
+    import geopandas as gpd
+
+    params = gpd.read_file(trained_run / "parameters.gpkg")
+    assert len(params) == 30
+    assert params.crs is not None
+    for name in ("fc", "beta", "k0", "k", "x"):
+        assert name in params.columns
+    assert params["fc"].between(50, 1000).all()
+
+
+def test_discharge_nc_is_cf(trained_run):
+    ds = xr.open_dataset(trained_run / "discharge.nc")
+    assert "time" in ds.dims
+    assert ds["discharge"].attrs["units"] == "m3 s-1"
+    assert np.isfinite(ds["discharge"].values).all()
+
+
+def test_evaluate_and_export(trained_run):
+    before = pd.read_csv(trained_run / "metrics.csv")
+    result = gnnhydro("evaluate", f"run_dir={trained_run}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = pd.read_csv(trained_run / "metrics.csv")
+    pd.testing.assert_frame_equal(before, after, check_exact=False, rtol=1e-4)
+    result = gnnhydro("export", f"run_dir={trained_run}", "format=parquet")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (trained_run / "parameters.parquet").exists()
+    result = gnnhydro("export", f"run_dir={trained_run}", "format=shapefile")
+    assert result.returncode == 2 and "format" in result.stderr
+
+
+def test_predict_on_an_ungauged_basin(trained_run, tmp_path):
+    """Predict on a generic-layout basin that has no observations at all."""
+    from gnnhydro.datasets.synthetic import generate_synthetic_basin
+
+    g = generate_synthetic_basin(seed=5, num_nodes=20, years=1)
+    raw = tmp_path / "ungauged" / "raw"
+    raw.mkdir(parents=True)
+    ids = g.node_id
+    downstream = [""] * g.num_nodes
+    for u, v in g.edge_index.t().tolist():
+        downstream[u] = ids[v]
+    table = pd.DataFrame({"id": ids, "downstream_id": downstream, "lon": g.pos[:, 0], "lat": g.pos[:, 1]})
+    for j, name in enumerate(g.x_names):
+        table[name] = g.x[:, j].numpy()
+    table.to_csv(raw / "nodes.csv", index=False)
+    data = {
+        name: (("time", "id"), g.forcing[:, :, k].numpy().T, {"units": unit})
+        for k, (name, unit) in enumerate(zip(g.forcing_names, ["mm/day", "degC", "mm/day"], strict=True))
+    }
+    data["discharge"] = (("time", "id"), np.full((len(g.time), g.num_nodes), np.nan, np.float32), {"units": "m3/s"})
+    xr.Dataset(data, coords={"time": g.time, "id": ids}).to_netcdf(raw / "timeseries.nc")
+    result = gnnhydro(
+        "predict", f"run_dir={trained_run}", "dataset=generic", f"dataset.root={tmp_path / 'ungauged'}"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = trained_run / "predictions" / "generic"
+    ds = xr.open_dataset(out / "discharge.nc")
+    assert ds["discharge"].shape == (len(g.time), 20)
+    assert np.isfinite(ds["discharge"].values).all()
+
+
+def test_resume_continues_from_last_epoch(trained_run, data_root):
+    result = gnnhydro(
+        "train",
+        f"run_dir={trained_run}",
+        f"dataset.root={data_root}/synthetic",
+        "trainer.epochs=3",
+        "trainer.resume=true",
+        *TINY,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = pd.read_csv(trained_run / "train_log.csv")
+    assert log["epoch"].tolist() == [1, 2, 3]
+    assert torch.load(trained_run / "checkpoints" / "last.pt", weights_only=False)["epoch"] == 3
+
+
+def test_invalid_network_exits_nonzero_naming_ids(tmp_path):
+    raw = tmp_path / "bad" / "raw"
+    raw.mkdir(parents=True)
+    pd.DataFrame(
+        {"id": [1, 2, 3], "downstream_id": [2, 3, 1], "area_km2": [1.0, 1.0, 1.0], "elev": [1.0, 2.0, 3.0]}
+    ).to_csv(raw / "nodes.csv", index=False)
+    time = pd.date_range("2000-01-01", periods=10)
+    ones = np.ones((10, 3), np.float32)
+    xr.Dataset(
+        {
+            "precipitation": (("time", "id"), ones, {"units": "mm/day"}),
+            "pet": (("time", "id"), ones, {"units": "mm/day"}),
+            "temperature": (("time", "id"), ones, {"units": "degC"}),
+            "discharge": (("time", "id"), ones, {"units": "m3/s"}),
+        },
+        coords={"time": time, "id": [1, 2, 3]},
+    ).to_netcdf(raw / "timeseries.nc")
+    run_dir = tmp_path / "run"
+    result = gnnhydro("train", f"run_dir={run_dir}", "dataset=generic", f"dataset.root={tmp_path / 'bad'}")
+    assert result.returncode != 0
+    assert "cycle" in result.stderr.lower()
+    assert "1" in result.stderr and "2" in result.stderr and "3" in result.stderr
+    assert not (run_dir / "metrics.csv").exists()
+
+
+def test_data_parallel_matches_single_process(tmp_path, data_root):
+    """torchrun with 2 gloo processes, each with half the windows, matches one process."""
+    common = [f"dataset.root={data_root}/synthetic", "trainer.epochs=1", "trainer.scheduler=none", *TINY]
+    common = [c for c in common if not c.startswith("parameterizer.")] + [
+        "parameterizer.hidden_channels=16",
+        "parameterizer.dropout=0.0",
+        "parameterizer.norm=null",
+    ]
+    single = tmp_path / "single"
+    result = gnnhydro("train", f"run_dir={single}", *common)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ddp = tmp_path / "ddp"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            "--master_port=29533",
+            "-m",
+            "gnnhydro",
+            "train",
+            f"run_dir={ddp}",
+            *common,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    a = torch.load(single / "checkpoints" / "last.pt", weights_only=False)["model"]
+    b = torch.load(ddp / "checkpoints" / "last.pt", weights_only=False)["model"]
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=2e-3, atol=2e-4, msg=key)
