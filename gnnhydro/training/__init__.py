@@ -1,0 +1,1 @@
+"""Training: losses, metrics, trainer, windows, checkpoints, logging."""
