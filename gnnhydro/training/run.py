@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
 import gnnhydro
@@ -180,7 +180,7 @@ def build_model(cfg: DictConfig, graph: Any, split: GaugeSplit) -> torch.nn.Modu
         from gnnhydro.runoff import get_runoff_model
 
         rcfg = model_cfg.runoff
-        options = OmegaConf.to_container(rcfg.get("options") or {}, resolve=True)
+        options = _plain(rcfg.get("options") or {})
         nmul = int(rcfg.get("nmul", 1))
         runoff = get_runoff_model(rcfg.name)(nmul=nmul, **options)
         if rcfg.get("gradient"):
@@ -220,6 +220,15 @@ def build_model(cfg: DictConfig, graph: Any, split: GaugeSplit) -> torch.nn.Modu
         x_std=std,
         x_names=list(graph.x_names) if getattr(graph, "x_names", None) else None,
         dynamic_names=_forcing_names(graph) if dynamic else (),
+    )
+
+
+def _plain(value: Any) -> Any:
+    """A plain python container from a config node (or the value itself)."""
+    return (
+        OmegaConf.to_container(value, resolve=True)
+        if isinstance(value, DictConfig | ListConfig)
+        else value
     )
 
 
@@ -336,12 +345,12 @@ def _device(name: str) -> torch.device:
 def _loss_fn(cfg: DictConfig):
     from gnnhydro.training.losses import build_loss
 
-    spec = cfg.trainer.loss
-    spec = OmegaConf.to_container(spec, resolve=True) if isinstance(spec, DictConfig) else spec
-    return build_loss(spec)
+    return build_loss(_plain(cfg.trainer.loss))
 
 
-def _windows(exp: Experiment, rng: np.random.Generator, batch_size: int) -> list[tuple[int, int, int]]:
+def _windows(
+    exp: Experiment, rng: np.random.Generator, batch_size: int
+) -> list[tuple[int, int, int]]:
     """Random training windows ``(start, stop, warmup)`` inside the training period. The warm-up
     may reach back before the period's start (forcing only; losses skip it) but never before the
     record's start, so every window has the same warm-up length."""
