@@ -1,0 +1,219 @@
+"""Lazy forcing: an xarray + dask reader that validates a (time, id) forcing file once and then
+reads one time window at a time (netCDF or zarr), converting units on the fly."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from gnnhydro.datasets._checks import infer_step_seconds, match_ids, to_canonical
+from gnnhydro.graph.errors import format_ids
+
+__all__ = ["ForcingReader", "open_timeseries", "CANONICAL_UNITS"]
+
+#: Canonical units of the known time-series variables (depths are per time step).
+CANONICAL_UNITS: dict[str, str] = {
+    "precipitation": "mm",
+    "pet": "mm",
+    "temperature": "degC",
+    "discharge": "m3/s",
+    "lateral_inflow": "m3/s",
+}
+
+_UNIT_LABEL = {"mm": "mm/step", "degC": "degC", "m3/s": "m3/s"}
+
+
+def open_timeseries(path: str | Path, *, chunks: Any = None) -> Any:
+    """Open a netCDF file or zarr store lazily (dask-backed) as an ``xarray.Dataset``."""
+    import xarray as xr
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"time-series file not found: {path}")
+    if path.suffix == ".zarr" or (
+        path.is_dir() and any((path / m).exists() for m in (".zgroup", "zarr.json"))
+    ):
+        return xr.open_zarr(path, chunks=chunks if chunks is not None else "auto")
+    return xr.open_dataset(path, chunks=chunks if chunks is not None else {})
+
+
+class ForcingReader:
+    r"""Reads windows of ``(time, id)`` variables from a netCDF/zarr file without loading the rest.
+
+    On construction it checks, without loading the data into memory at once (dask reductions
+    stream over chunks): that the requested variables exist with dims exactly ``(time, id)`` in
+    any order; that the file's ids and ``node_ids`` match both ways; that the time axis is
+    regular (naming the first gap); that the units (``units`` attribute; absent = canonical)
+    are known; and, with ``check_nan=True``, that forcing has no NaN/inf (naming the variable,
+    the ids and the first time).
+
+    Args:
+        source: path to a netCDF file / zarr store, or an open ``xarray.Dataset``.
+        node_ids: the network's node ids; windows come out in this order.
+        forcing: names of forcing variables (each in :data:`CANONICAL_UNITS` or with
+            ``extra_units``), stacked along the last axis.
+        discharge: name of the observed-discharge variable (``None``: no observations).
+        id_dim / time_dim: dimension names in the file.
+        ids_as_str: compare ids as strings (generic datasets).
+        check_nan: check the forcing for NaN/inf on construction.
+
+    Shapes:
+        :meth:`read` → ``[N, stop - start, F]`` float32 (canonical units, depths per step);
+        :meth:`read_discharge` → ``[N, stop - start]`` float32 m³/s (NaN = missing).
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        node_ids: Sequence[Hashable],
+        forcing: Sequence[str] = ("precipitation", "temperature", "pet"),
+        discharge: str | None = "discharge",
+        *,
+        id_dim: str = "id",
+        time_dim: str = "time",
+        ids_as_str: bool = False,
+        check_nan: bool = True,
+        what: str | None = None,
+    ) -> None:
+        self.ds = open_timeseries(source) if isinstance(source, (str, Path)) else source
+        self.what = what or (
+            f"time series {source}" if isinstance(source, (str, Path)) else "time series"
+        )
+        self.id_dim, self.time_dim = id_dim, time_dim
+        self.forcing_names = list(forcing)
+        self.discharge_name = discharge
+        ds = self.ds
+        for dim in (id_dim, time_dim):
+            if dim not in ds.dims:
+                raise ValueError(
+                    f"{self.what}: dimension {dim!r} missing; dims are {list(ds.dims)}"
+                )
+        needed = list(forcing) + ([discharge] if discharge is not None else [])
+        missing = [v for v in needed if v not in ds.data_vars]
+        if missing:
+            raise ValueError(
+                f"{self.what}: variable(s) {missing} missing; it has {list(ds.data_vars)}"
+            )
+        for v in needed:
+            if set(ds[v].dims) != {id_dim, time_dim}:
+                raise ValueError(
+                    f"{self.what}: variable {v!r} has dims {ds[v].dims}, expected ({time_dim!r}, {id_dim!r})"
+                )
+        file_ids = ds[id_dim].values.tolist()
+        if ids_as_str:
+            from gnnhydro.graph.river_graph import normalize_id
+
+            file_ids = [str(normalize_id(i)) for i in file_ids]
+            node_ids = [str(i) for i in node_ids]
+        self.node_ids = list(node_ids)
+        self.positions = match_ids(file_ids, self.node_ids, what=self.what)
+        self._identity_order = bool(np.array_equal(self.positions, np.arange(len(self.positions))))
+        self.time = np.asarray(ds[time_dim].values)
+        if not np.issubdtype(self.time.dtype, np.datetime64):
+            raise ValueError(
+                f"{self.what}: coordinate {time_dim!r} is not a decodable date/time ({self.time.dtype})"
+            )
+        self.time = self.time.astype("datetime64[ns]")
+        self.step_seconds = infer_step_seconds(self.time, what=self.what)
+        self.units: dict[str, str | None] = {}
+        for v in needed:
+            units = ds[v].attrs.get("units")
+            expected = CANONICAL_UNITS.get(v)
+            if expected is None:
+                raise ValueError(
+                    f"{self.what}: variable {v!r} has no known canonical unit; known variables: {sorted(CANONICAL_UNITS)}"
+                )
+            to_canonical(
+                np.zeros(1), units, expected, variable=v, step_seconds=self.step_seconds
+            )  # validate
+            self.units[v] = units
+        self.forcing_units = [_UNIT_LABEL[CANONICAL_UNITS[v]] for v in self.forcing_names]
+        if check_nan:
+            self.check_forcing_finite()
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.time)
+
+    def check_forcing_finite(self) -> None:
+        """Raise ``ValueError`` naming variable, ids and first time of any NaN/inf forcing value.
+
+        Computed as dask reductions (chunk by chunk), so it never holds the whole array."""
+        for v in self.forcing_names:
+            da = self.ds[v]
+            bad = ~np.isfinite(da)
+            per_id = np.asarray(bad.any(self.time_dim).values)
+            if not per_id.any():
+                continue
+            per_t = np.asarray(bad.any(self.id_dim).values)
+            file_ids = self.ds[self.id_dim].values.tolist()
+            bad_ids = [file_ids[i] for i in np.flatnonzero(per_id)]
+            raise ValueError(
+                f"{self.what}: forcing variable {v!r} has NaN/inf values at ids {format_ids(bad_ids)}; first at "
+                f"time {self.time[int(np.argmax(per_t))]}. Forcing must be complete."
+            )
+
+    def _read(self, name: str, start: int, stop: int) -> np.ndarray:
+        if not 0 <= start < stop <= self.num_steps:
+            raise ValueError(
+                f"window [{start}, {stop}) outside the {self.num_steps} steps of {self.what}"
+            )
+        da = self.ds[name].isel({self.time_dim: slice(start, stop)})
+        if not self._identity_order:
+            da = da.isel({self.id_dim: self.positions})
+        values = np.asarray(da.transpose(self.id_dim, self.time_dim).values, dtype=np.float64)
+        return to_canonical(
+            values,
+            self.units[name],
+            CANONICAL_UNITS[name],
+            variable=name,
+            step_seconds=self.step_seconds,
+        )
+
+    def read(self, start: int = 0, stop: int | None = None) -> Tensor:
+        """Forcing of steps ``[start, stop)`` as ``[N, stop - start, F]`` float32."""
+        stop = self.num_steps if stop is None else stop
+        arrays = [self._read(v, start, stop) for v in self.forcing_names]
+        return torch.from_numpy(np.stack(arrays, axis=-1).astype(np.float32))
+
+    def read_discharge(self, start: int = 0, stop: int | None = None) -> Tensor:
+        """Observed discharge of steps ``[start, stop)`` as ``[N, stop - start]`` float32 m³/s."""
+        stop = self.num_steps if stop is None else stop
+        if self.discharge_name is None:
+            return torch.full((len(self.node_ids), stop - start), float("nan"))
+        return torch.from_numpy(self._read(self.discharge_name, start, stop).astype(np.float32))
+
+    def gauged(self) -> np.ndarray:
+        """Bool ``[N]`` (network order): nodes with at least one observation (dask reduction)."""
+        if self.discharge_name is None:
+            return np.zeros(len(self.node_ids), dtype=bool)
+        has = np.asarray(self.ds[self.discharge_name].notnull().any(self.time_dim).values)
+        return has[self.positions]
+
+    def fill(self, graph: Any, start: int, stop: int) -> Any:
+        """Set ``forcing`` (and ``q_obs`` when a discharge variable is read) of a window graph that
+        covers steps ``[start, stop)`` of this file."""
+        graph.forcing = self.read(start, stop)
+        graph.forcing_names = list(self.forcing_names)
+        graph.forcing_units = list(self.forcing_units)
+        if self.discharge_name is not None:
+            graph.q_obs = self.read_discharge(start, stop)
+        return graph
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+def warn_no_temperature(what: str) -> None:
+    warnings.warn(
+        f"{what}: no 'temperature' variable; forcing is precipitation and pet only, so the snow "
+        "routine of runoff models will be bypassed",
+        UserWarning,
+        stacklevel=3,
+    )
