@@ -7,6 +7,8 @@ km², lengths in m, temperatures in °C, time steps given in seconds where a con
 from __future__ import annotations
 
 import math
+import re
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,6 +25,8 @@ __all__ = [
     "extraterrestrial_radiation_mm",
     "hargreaves_pet",
     "convert_units",
+    "to_canonical",
+    "UNIT_ALIASES",
 ]
 
 SECONDS_PER_DAY = 86_400.0
@@ -171,3 +175,93 @@ def convert_units(value, units: str, expected: str, *, variable: str = "value"):
             f"variable {variable!r}: units {units!r} measure {canonical!r}, expected {expected!r}"
         )
     return converter(value)
+
+
+#: CF-style and other spellings, mapped to spellings of the table above.
+UNIT_ALIASES: dict[str, str] = {
+    "degree_fahrenheit": "degf",
+    "degrees_fahrenheit": "degf",
+    "degree_f": "degf",
+    "degrees_f": "degf",
+    "degreef": "degf",
+    "degrees_celsius": "degc",
+    "degree_c": "degc",
+    "degrees_c": "degc",
+    "degreec": "degc",
+    "deg_celsius": "degc",
+    "m3s^-1": "m3/s",
+    "m^3s^-1": "m3/s",
+    "m^3/s": "m3/s",
+    "cubic_meters_per_second": "m3/s",
+    "ft3/sec": "ft3/s",
+    "ft^3s^-1": "ft3/s",
+    "inch": "in",
+    "millimeter": "mm",
+    "millimetre": "mm",
+    "millimetres": "mm",
+    "kgm-2": "mm",
+    "kg/m2": "mm",
+    "kg/m^2": "mm",
+}
+
+# Rate suffixes of depth units: (pattern, seconds of the rate's time unit).
+_RATE_SUFFIXES: tuple[tuple[str, float], ...] = (
+    (r"(/day|/d|day-1|d-1|day\^-1|perday)$", 86_400.0),
+    (r"(/hour|/hr|/h|h-1|hr-1|hour-1|h\^-1)$", 3_600.0),
+    (r"(/s|/sec|s-1|s\^-1)$", 1.0),
+)
+
+
+def _key(units: str) -> str:
+    return str(units).strip().lower().replace(" ", "")
+
+
+def to_canonical(
+    values: Any,
+    units: str | None,
+    expected: str,
+    *,
+    variable: str,
+    step_seconds: float | None = None,
+) -> Any:
+    """Convert ``values`` given in ``units`` to the canonical ``expected`` unit.
+
+    ``expected`` is ``"mm"`` (water depth per time step), ``"degC"`` or ``"m3/s"``. For depths a
+    rate (``mm/day``, ``mm h-1``, ``kg m-2 s-1``, ``in/day``) is turned into a depth per step
+    using ``step_seconds``; a plain depth (``mm``, ``in``) is taken as per step. ``units=None``
+    means the canonical unit. Raises ``ValueError`` naming the variable and the unit when the unit
+    is unknown or measures another quantity.
+    """
+    if units is None or str(units).strip() == "":
+        return values
+    key = _key(units)
+    if expected == "mm":
+        factor = 1.0
+        for pattern, seconds in _RATE_SUFFIXES:
+            m = re.search(pattern, key)
+            if m and key != "m3/s":
+                depth = key[: m.start()]
+                if depth == "":
+                    break
+                if step_seconds is None:
+                    raise ValueError(
+                        f"variable {variable!r}: units {units!r} are a rate; the time step is unknown"
+                    )
+                key = depth
+                factor = step_seconds / seconds
+                break
+        key = UNIT_ALIASES.get(key, key)
+        try:
+            out = convert_units(values, key, expected, variable=variable)
+        except ValueError as err:
+            raise ValueError(
+                f"variable {variable!r}: unknown or wrong units {units!r} ({err})"
+            ) from None
+        return out * factor if factor != 1.0 else out
+    key = UNIT_ALIASES.get(key, key)
+    try:
+        return convert_units(values, key, expected, variable=variable)
+    except ValueError as err:
+        raise ValueError(
+            f"variable {variable!r}: unknown or wrong units {units!r} ({err})"
+        ) from None

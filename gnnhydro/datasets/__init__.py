@@ -15,6 +15,7 @@ from gnnhydro.datasets.generic import GenericRiverDataset
 from gnnhydro.datasets.nwm import NWMDomain
 from gnnhydro.datasets.rapid import RapidDataset
 from gnnhydro.datasets.splits import GaugeSplit, k_fold_gauges, spatial_holdout
+from gnnhydro.datasets.synthetic import SyntheticRiverBasin
 from gnnhydro.datasets.windows import TimeWindows, slice_time, time_slice
 
 DATASETS: dict[str, type] = {
@@ -25,12 +26,7 @@ DATASETS: dict[str, type] = {
     "rapid": RapidDataset,
 }
 
-try:  # written by another helper; the package works without it
-    from gnnhydro.datasets.synthetic import SyntheticRiverBasin
-except ImportError:  # pragma: no cover - depends on the tree state
-    SyntheticRiverBasin = None  # type: ignore[assignment,misc]
-else:
-    DATASETS["synthetic"] = SyntheticRiverBasin
+DATASETS["synthetic"] = SyntheticRiverBasin
 
 __all__ = [
     "DATASETS",
