@@ -848,6 +848,30 @@ def predict(
     return target
 
 
+def attributes_by_name(graph: Any, names: list[str] | None) -> Tensor:
+    """``[N, F]`` static attributes in the order ``names`` (the model's training attributes),
+    looked up by NAME in ``graph.x_names`` and, failing that, among the graph's per-node
+    attributes (``area_km2``, ``length_m``, ``slope``, ...). Raises naming missing attributes."""
+    if names is None:
+        return graph.x.float()
+    have = list(getattr(graph, "x_names", None) or [])
+    columns, missing = [], []
+    for name in names:
+        if name in have:
+            columns.append(graph.x[:, have.index(name)].float())
+        elif isinstance(getattr(graph, name, None), Tensor) and graph[name].shape == (
+            graph.num_nodes,
+        ):
+            columns.append(graph[name].float())
+        else:
+            missing.append(name)
+    if missing:
+        raise ValueError(
+            f"the dataset lacks static attributes {missing} that the model was trained on; it has {have}"
+        )
+    return torch.stack(columns, dim=1)
+
+
 def export_run(run_dir: str | Path, fmt: str = "gpkg") -> Path:
     """Export a trained run's parameter maps to ``gpkg``, ``parquet``, ``netcdf`` or ``csv``."""
     from gnnhydro import export
