@@ -8,6 +8,8 @@ from gnnhydro.runoff.base import (
     register_runoff_model,
 )
 from gnnhydro.runoff.hbv import HBV, gamma_unit_hydrograph, hbv_step, hbv_torch_loop, uh_convolve
+from gnnhydro.runoff.linear_reservoir import LinearReservoir, linear_reservoir
+from gnnhydro.runoff.lstm import LSTMRunoff
 
 __all__ = [
     "RunoffModel",
@@ -20,4 +22,7 @@ __all__ = [
     "hbv_torch_loop",
     "gamma_unit_hydrograph",
     "uh_convolve",
+    "LinearReservoir",
+    "linear_reservoir",
+    "LSTMRunoff",
 ]

@@ -191,6 +191,8 @@ class RunoffModel(nn.Module):
                 pass
             else:
                 allowed = f"{list(static_shape)}"
+                if not spec.dynamic and value.dim() == len(static_shape) + 1:
+                    allowed += " (it is not declared dynamic: time-varying values need the model's dynamic= option)"
                 if spec.dynamic:
                     allowed += f" or (dynamic) {[num_nodes, num_steps, static_shape[-1]]}"
                 raise ValueError(
@@ -293,7 +295,9 @@ class RunoffModel(nn.Module):
         try:
             return {s: out[f"final_{s}"] for s in self.state_names}
         except KeyError as err:
-            raise ValueError("final states missing: call the model with return_states=True") from err
+            raise ValueError(
+                "final states missing: call the model with return_states=True"
+            ) from err
 
 
 def mass_balance(

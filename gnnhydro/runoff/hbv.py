@@ -374,9 +374,7 @@ class HBV(RunoffModel):
         }
 
     def _select_backend(self, forcing: dict[str, Tensor], params: dict[str, Tensor]) -> str:
-        needs_grad = torch.is_grad_enabled() and any(
-            v.requires_grad for v in forcing.values()
-        )
+        needs_grad = torch.is_grad_enabled() and any(v.requires_grad for v in forcing.values())
         if self.backend != "auto":
             return self.backend
         device = forcing["precipitation"].device

@@ -1,0 +1,708 @@
+"""Fused CPU time loops for HBV (numba): forward, hand-written adjoint, forward sensitivities.
+
+The step is exactly :func:`gnnhydro.runoff.hbv.hbv_step` written for one cell (node × component)
+in float64.  Three kernels, each parallel over nodes (``prange``), sequential in time:
+
+* :func:`_forward_kernel`: states and per-step outputs (means over components).
+* :func:`_adjoint_kernel`: reverse mode.  Per cell it re-runs the forward into a cell-local
+  buffer of states ``[T, 5]`` (no trajectory is kept between forward and backward), then sweeps
+  back in time with the vector-Jacobian product of the step (:func:`_step_vjp`).  Cost ≈ 3
+  forward passes; memory O(threads · T) besides inputs and outputs.
+* :func:`_sensitivity_kernel`: forward sensitivities ``S = ∂state/∂(θ, state₀)`` ``[5, K+5]``
+  propagated with the states (Vrugt et al., 2026): ``S ← J_s S + J_θ`` with the Jacobian rows
+  from the step's VJP; the loss gradient ``Σ_t ḡ_t·∂y_t/∂θ`` is accumulated on the fly, so no
+  tape and memory flat in T.
+
+Parameter order (K = 14): beta, fc, k0, k1, k2, lp, perc, uzl, tt, cfmax, cfr, cwh, betaet, c.
+Output order (F = 15): runoff, surface_flow, interflow, baseflow, evapotranspiration, recharge,
+excess, tosoil, percolation, capillary_rise, then the 5 states after the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numba
+import numpy as np
+import torch
+from numba import prange
+from torch import Tensor
+
+from gnnhydro.runoff.hbv import HBV_OUTPUTS, HBV_STATES, KERNEL_PARAMS
+
+__all__ = ["hbv_numba_apply", "hbv_sensitivity_apply", "HBVFused", "HBVSensitivity"]
+
+K = len(KERNEL_PARAMS)
+NS = 5
+NF = 10  # fluxes (the 5 states follow in the output array)
+NOUT = NF + NS
+_BETA, _FC, _K0, _K1, _K2, _LP, _PERC, _UZL, _TT, _CFMAX, _CFR, _CWH, _BETAET, _C = range(K)
+
+_jit = numba.njit(cache=True, fastmath=False, inline="always")  # tiny primitives
+_sjit = numba.njit(cache=True, fastmath=False)  # the step: compiled once, called per step
+
+
+# ------------------------------------------------------------------ primitives (value, derivs)
+@_jit
+def _relu(x, eps):
+    if eps == 0.0:
+        if x >= 0.0:
+            return x, 1.0
+        return 0.0, 0.0
+    if x <= 0.0:
+        return 0.0, 0.0
+    if x < eps:
+        return x * x / (2.0 * eps), x / eps
+    return x - 0.5 * eps, 1.0
+
+
+@_jit
+def _step(x, eps):
+    if eps == 0.0:
+        if x >= 0.0:
+            return 1.0, 0.0
+        return 0.0, 0.0
+    u = x / eps + 0.5
+    if u <= 0.0:
+        return 0.0, 0.0
+    if u >= 1.0:
+        return 1.0, 0.0
+    return u * u * (3.0 - 2.0 * u), 6.0 * u * (1.0 - u) / eps
+
+
+@_jit
+def _min(a, b, eps):
+    if eps == 0.0:
+        if a < b:
+            return a, 1.0, 0.0
+        if a > b:
+            return b, 0.0, 1.0
+        return a, 0.5, 0.5
+    e2 = eps * eps
+    g = (a - b) * (a - b) + e2 * a * b
+    if g > 0.0:
+        r = np.sqrt(g)
+        dra = (2.0 * (a - b) + e2 * b) / (2.0 * r)
+        drb = (-2.0 * (a - b) + e2 * a) / (2.0 * r)
+        return 0.5 * (a + b - r), 0.5 * (1.0 - dra), 0.5 * (1.0 - drb)
+    return 0.5 * (a + b), 0.5, 0.5
+
+
+@_jit
+def _clip1(x, eps):
+    if eps == 0.0:
+        if x < 0.0:
+            return 0.0, 0.0
+        if x > 1.0:
+            return 1.0, 0.0
+        return x, 1.0
+    r, dr = _relu(x - 1.0, eps)
+    return x - r, 1.0 - dr
+
+
+@_jit
+def _floor(x, nz):
+    if x >= nz:
+        return x, 1.0
+    return nz, 0.0
+
+
+@_jit
+def _powd(x, b):
+    """x**b for x ≥ 0 with d/dx and d/db (0 where x ≤ 0)."""
+    if x > 0.0:
+        lx = np.log(x)
+        v = np.exp(b * lx)
+        return v, b * v / x, v * lx
+    return 0.0, 0.0, 0.0
+
+
+# ------------------------------------------------------------------------------ the step
+@_jit
+def _step_fwd(s, pr, ta, pe, p, eps, nz, betaet, cap, fl):
+    """Advance the 5 states ``s`` in place; write the 10 fluxes into ``fl``."""
+    sp = s[0]
+    mw = s[1]
+    sm = s[2]
+    suz = s[3]
+    slz = s[4]
+    dtemp = ta - p[_TT]
+    fr, _ = _step(dtemp, eps)
+    rain = pr * fr
+    sp = sp + (pr - rain)
+    rm, _ = _relu(dtemp, eps)
+    melt, _, _ = _min(p[_CFMAX] * rm, sp, eps)
+    sp = sp - melt
+    mw = mw + melt
+    rf, _ = _relu(-dtemp, eps)
+    refr, _, _ = _min(p[_CFR] * p[_CFMAX] * rf, mw, eps)
+    sp = sp + refr
+    mw = mw - refr
+    tos, _ = _relu(mw - p[_CWH] * sp, eps)
+    mw = mw - tos
+    inflow = rain + tos
+    rech = 0.0
+    if inflow != 0.0:  # dry steps skip the power (recharge is 0 whatever the wetness)
+        pw, _, _ = _powd(sm / p[_FC], p[_BETA])
+        w, _ = _clip1(pw, eps)
+        rech = inflow * w
+    sm = sm + inflow - rech
+    exc, _ = _relu(sm - p[_FC], eps)
+    sm = sm - exc
+    ef, _ = _clip1(sm / (p[_LP] * p[_FC]), eps)
+    if betaet:
+        ef, _, _ = _powd(ef, p[_BETAET])
+    et, _, _ = _min(sm, pe * ef, eps)
+    sm, _ = _floor(sm - et, nz)
+    cr = 0.0
+    if cap:
+        cw, _ = _clip1(sm / p[_FC], eps)
+        cr, _, _ = _min(slz, p[_C] * slz * (1.0 - cw), eps)
+        sm, _ = _floor(sm + cr, nz)
+        slz, _ = _floor(slz - cr, nz)
+    suz = suz + rech + exc
+    perc, _, _ = _min(suz, p[_PERC], eps)
+    suz = suz - perc
+    slz = slz + perc
+    rq, _ = _relu(suz - p[_UZL], eps)
+    q0 = p[_K0] * rq
+    suz = suz - q0
+    q1 = p[_K1] * suz
+    suz = suz - q1
+    q2 = p[_K2] * slz
+    slz = slz - q2
+    s[0] = sp
+    s[1] = mw
+    s[2] = sm
+    s[3] = suz
+    s[4] = slz
+    fl[0] = q0 + q1 + q2
+    fl[1] = q0
+    fl[2] = q1
+    fl[3] = q2
+    fl[4] = et
+    fl[5] = rech
+    fl[6] = exc
+    fl[7] = tos
+    fl[8] = perc
+    fl[9] = cr
+
+
+@_jit
+def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, a_out, g, a_in, a_p):
+    """Vector-Jacobian product of one step.
+
+    ``s``: states before the step; ``a_out``: adjoint of the states after it; ``g``: adjoint of
+    the 10 fluxes.  Writes the adjoint of the states before the step into ``a_in`` and ADDS the
+    parameter adjoint into ``a_p``.
+    """
+    # ---- forward, keeping what the reverse needs
+    sp0 = s[0]
+    mw0 = s[1]
+    sm0 = s[2]
+    slz0 = s[4]
+    dtemp = ta - p[_TT]
+    fr, dfr = _step(dtemp, eps)
+    rain = pr * fr
+    sp1 = sp0 + (pr - rain)
+    rm, drm = _relu(dtemp, eps)
+    melt, dm_pm, dm_sp = _min(p[_CFMAX] * rm, sp1, eps)
+    sp2 = sp1 - melt
+    mw1 = mw0 + melt
+    rf, drf = _relu(-dtemp, eps)
+    refr, dr_pr, dr_mw = _min(p[_CFR] * p[_CFMAX] * rf, mw1, eps)
+    sp3 = sp2 + refr
+    mw2 = mw1 - refr
+    tos, dtos = _relu(mw2 - p[_CWH] * sp3, eps)
+    x = sm0 / p[_FC]
+    pw, dpw_x, dpw_b = _powd(x, p[_BETA])
+    w, dw = _clip1(pw, eps)
+    inflow = rain + tos
+    sm1 = sm0 + inflow - inflow * w
+    exc, dexc = _relu(sm1 - p[_FC], eps)
+    sm2 = sm1 - exc
+    lpfc = p[_LP] * p[_FC]
+    y = sm2 / lpfc
+    ef0, def0 = _clip1(y, eps)
+    ef = ef0
+    def_e0 = 1.0
+    def_b = 0.0
+    if betaet:
+        ef, def_e0, def_b = _powd(ef0, p[_BETAET])
+    et, det_sm, det_pa = _min(sm2, pe * ef, eps)
+    sm3, dsm3 = _floor(sm2 - et, nz)
+    cw = 0.0
+    dcw = 0.0
+    dc_slz = 0.0
+    dc_pc = 0.0
+    dsm4 = 1.0
+    dslz1 = 1.0
+    slz1 = slz0
+    if cap:
+        cw, dcw = _clip1(sm3 / p[_FC], eps)
+        cr, dc_slz, dc_pc = _min(slz0, p[_C] * slz0 * (1.0 - cw), eps)
+        _, dsm4 = _floor(sm3 + cr, nz)
+        slz1, dslz1 = _floor(slz0 - cr, nz)
+    suz1 = s[3] + inflow * w + exc
+    perc, dp_suz, dp_perc = _min(suz1, p[_PERC], eps)
+    suz2 = suz1 - perc
+    slz2 = slz1 + perc
+    rq, drq = _relu(suz2 - p[_UZL], eps)
+    suz3 = suz2 - p[_K0] * rq
+    # ---- reverse
+    a_sp3 = a_out[0]
+    a_mw3 = a_out[1]
+    a_sm4 = a_out[2]
+    a_suz4 = a_out[3]
+    a_slz3 = a_out[4]
+    a_q0 = g[1] + g[0]
+    a_q1 = g[2] + g[0]
+    a_q2 = g[3] + g[0] - a_slz3
+    a_slz2 = a_slz3 + a_q2 * p[_K2]
+    a_p[_K2] += a_q2 * slz2
+    a_q1 = a_q1 - a_suz4
+    a_suz3 = a_suz4 + a_q1 * p[_K1]
+    a_p[_K1] += a_q1 * suz3
+    a_q0 = a_q0 - a_suz3
+    a_p[_K0] += a_q0 * rq
+    a_xq = a_q0 * p[_K0] * drq
+    a_suz2 = a_suz3 + a_xq
+    a_p[_UZL] -= a_xq
+    a_perc = g[8] - a_suz2 + a_slz2
+    a_suz1 = a_suz2 + a_perc * dp_suz
+    a_p[_PERC] += a_perc * dp_perc
+    a_slz1 = a_slz2
+    a_rech = g[5] + a_suz1
+    a_exc = g[6] + a_suz1
+    if cap:
+        a_sm3 = a_sm4 * dsm4
+        a_cr = g[9] + a_sm4 * dsm4 - a_slz1 * dslz1
+        a_slz0 = a_slz1 * dslz1 + a_cr * dc_slz
+        a_pc = a_cr * dc_pc
+        a_p[_C] += a_pc * slz0 * (1.0 - cw)
+        a_slz0 += a_pc * p[_C] * (1.0 - cw)
+        a_cw = -a_pc * p[_C] * slz0 * dcw
+        a_sm3 += a_cw / p[_FC]
+        a_p[_FC] -= a_cw * sm3 / (p[_FC] * p[_FC])
+    else:
+        a_sm3 = a_sm4
+        a_slz0 = a_slz1
+    a_r = a_sm3 * dsm3
+    a_et = g[4] - a_r
+    a_sm2 = a_r + a_et * det_sm
+    a_ef = a_et * det_pa * pe
+    if betaet:
+        a_p[_BETAET] += a_ef * def_b
+        a_ef = a_ef * def_e0
+    a_y = a_ef * def0
+    a_sm2 += a_y / lpfc
+    a_p[_LP] -= a_y * y / p[_LP]
+    a_p[_FC] -= a_y * y / p[_FC]
+    a_exc = a_exc - a_sm2
+    a_xe = a_exc * dexc
+    a_sm1 = a_sm2 + a_xe
+    a_p[_FC] -= a_xe
+    a_rech = a_rech - a_sm1
+    a_sm0 = a_sm1
+    a_inflow = a_sm1 + a_rech * w
+    a_pw = a_rech * inflow * dw
+    a_x = a_pw * dpw_x
+    a_p[_BETA] += a_pw * dpw_b
+    a_sm0 += a_x / p[_FC]
+    a_p[_FC] -= a_x * x / p[_FC]
+    a_rain = a_inflow
+    a_tos = g[7] + a_inflow - a_mw3
+    a_xs = a_tos * dtos
+    a_mw2 = a_mw3 + a_xs
+    a_sp3 = a_sp3 - a_xs * p[_CWH]
+    a_p[_CWH] -= a_xs * sp3
+    a_refr = a_sp3 - a_mw2
+    a_sp2 = a_sp3
+    a_pr = a_refr * dr_pr
+    a_mw1 = a_mw2 + a_refr * dr_mw
+    a_p[_CFR] += a_pr * p[_CFMAX] * rf
+    a_p[_CFMAX] += a_pr * p[_CFR] * rf
+    a_dt = -a_pr * p[_CFR] * p[_CFMAX] * drf
+    a_melt = a_mw1 - a_sp2
+    a_pm = a_melt * dm_pm
+    a_sp1 = a_sp2 + a_melt * dm_sp
+    a_p[_CFMAX] += a_pm * rm
+    a_dt += a_pm * p[_CFMAX] * drm
+    a_dt += (a_rain - a_sp1) * pr * dfr
+    a_p[_TT] -= a_dt
+    a_in[0] = a_sp1
+    a_in[1] = a_mw1
+    a_in[2] = a_sm0
+    a_in[3] = a_suz1
+    a_in[4] = a_slz0
+
+
+@numba.njit(cache=True, fastmath=False)
+def _vjp_call(s, pr, ta, pe, p, eps, nz, betaet, cap, a_out, g, a_in, a_p):
+    """Non-inlined VJP (compiled once) for the sensitivity kernel, which calls it twice."""
+    _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, a_out, g, a_in, a_p)
+
+
+# ---------------------------------------------------------------------------- kernels
+_kjit = numba.njit(cache=True, fastmath=False, parallel=True)
+
+
+@_kjit
+def _forward_kernel(prc, tmp, pet, pstat, pdyn, dyn_idx, init, eps, nz, betaet, cap, out, final):
+    n_nodes, n_steps = prc.shape
+    m = pstat.shape[1]
+    inv_m = 1.0 / m
+    nd = dyn_idx.shape[0]
+    for n in prange(n_nodes):
+        s = np.empty((m, NS))
+        fl = np.empty(NF)
+        acc = np.empty(NOUT)
+        p = np.empty((m, K))
+        for j in range(m):
+            for k in range(K):
+                p[j, k] = pstat[n, j, k]
+            for i in range(NS):
+                s[j, i] = init[i, n, j]
+        for t in range(n_steps):
+            for i in range(NOUT):
+                acc[i] = 0.0
+            pr = np.float64(prc[n, t])
+            ta = np.float64(tmp[n, t])
+            pe = np.float64(pet[n, t])
+            for j in range(m):
+                pj = p[j]
+                sj = s[j]
+                for d in range(nd):
+                    pj[dyn_idx[d]] = pdyn[d, n, t, j]
+                _step_fwd(sj, pr, ta, pe, pj, eps, nz, betaet, cap, fl)
+                for i in range(NF):
+                    acc[i] += fl[i]
+                for i in range(NS):
+                    acc[NF + i] += sj[i]
+            for i in range(NOUT):
+                out[i, n, t] = acc[i] * inv_m
+        for j in range(m):
+            for i in range(NS):
+                final[i, n, j] = s[j, i]
+
+
+@_kjit
+def _adjoint_kernel(
+    prc, tmp, pet, pstat, pdyn, dyn_idx, init, eps, nz, betaet, cap, gout, gidx, gfinal,
+    gstat, gdyn, ginit,
+):  # fmt: skip
+    n_nodes, n_steps = prc.shape
+    m = pstat.shape[1]
+    inv_m = 1.0 / m
+    nd = dyn_idx.shape[0]
+    ng = gidx.shape[0]
+    for n in prange(n_nodes):
+        traj = np.empty((n_steps, NS))
+        s = np.empty(NS)
+        fl = np.empty(NF)
+        p = np.empty(K)
+        a_p = np.zeros(K)
+        a_s = np.empty(NS)
+        a_in = np.empty(NS)
+        g = np.zeros(NOUT)
+        for j in range(m):
+            for k in range(K):
+                p[k] = pstat[n, j, k]
+                a_p[k] = 0.0
+            for i in range(NS):
+                s[i] = init[i, n, j]
+            for t in range(n_steps):
+                for d in range(nd):
+                    p[dyn_idx[d]] = pdyn[d, n, t, j]
+                for i in range(NS):
+                    traj[t, i] = s[i]
+                _step_fwd(
+                    s, np.float64(prc[n, t]), np.float64(tmp[n, t]), np.float64(pet[n, t]), p,
+                    eps, nz, betaet, cap, fl,
+                )  # fmt: skip
+            for i in range(NS):
+                a_s[i] = gfinal[i, n, j]
+            for t in range(n_steps - 1, -1, -1):
+                for c in range(ng):
+                    g[gidx[c]] = gout[c, n, t] * inv_m
+                for i in range(NS):
+                    a_s[i] += g[NF + i]
+                if nd > 0:
+                    for d in range(nd):
+                        p[dyn_idx[d]] = pdyn[d, n, t, j]
+                        a_p[dyn_idx[d]] = 0.0
+                _step_vjp(
+                    traj[t], np.float64(prc[n, t]), np.float64(tmp[n, t]),
+                    np.float64(pet[n, t]), p, eps, nz, betaet, cap, a_s, g, a_in, a_p,
+                )  # fmt: skip
+                if nd > 0:
+                    for d in range(nd):
+                        gdyn[d, n, t, j] = a_p[dyn_idx[d]]
+                for i in range(NS):
+                    a_s[i] = a_in[i]
+            for k in range(K):
+                gstat[n, j, k] = a_p[k]
+            for i in range(NS):
+                ginit[i, n, j] = a_s[i]
+
+
+@_kjit
+def _sensitivity_kernel(
+    prc, tmp, pet, pstat, init, eps, nz, betaet, cap, gout, gidx, gfinal, gstat, ginit
+):
+    n_nodes, n_steps = prc.shape
+    m = pstat.shape[1]
+    inv_m = 1.0 / m
+    ng = gidx.shape[0]
+    nq = K + NS  # parameters, then initial states
+    for n in prange(n_nodes):
+        s = np.empty(NS)
+        fl = np.empty(NF)
+        p = np.empty(K)
+        sens = np.zeros((NS, nq))
+        new = np.zeros((NS, nq))
+        acc = np.zeros(nq)
+        jp = np.zeros(K)
+        js = np.empty(NS)
+        e = np.zeros(NS)
+        g = np.zeros(NOUT)
+        g0 = np.zeros(NF)
+        for j in range(m):
+            for k in range(K):
+                p[k] = pstat[n, j, k]
+            for i in range(NS):
+                s[i] = init[i, n, j]
+            sens[:, :] = 0.0
+            for i in range(NS):
+                sens[i, K + i] = 1.0
+            acc[:] = 0.0
+            for t in range(n_steps):
+                pr = np.float64(prc[n, t])
+                ta = np.float64(tmp[n, t])
+                pe = np.float64(pet[n, t])
+                for c in range(ng):
+                    g[gidx[c]] = gout[c, n, t] * inv_m
+                # loss contribution of this step's outputs: v_s·S + v_θ
+                for i in range(NS):
+                    e[i] = g[NF + i]
+                for i in range(NF):
+                    g0[i] = g[i]
+                jp[:] = 0.0
+                _vjp_call(s, pr, ta, pe, p, eps, nz, betaet, cap, e, g0,
+                          js, jp)  # fmt: skip
+                for q in range(nq):
+                    v = 0.0
+                    for i in range(NS):
+                        v += js[i] * sens[i, q]
+                    if q < K:
+                        v += jp[q]
+                    acc[q] += v
+                # S_{t+1} = J_s S_t + J_θ, row by row
+                for i in range(NF):
+                    g0[i] = 0.0
+                for r in range(NS):
+                    for i in range(NS):
+                        e[i] = 0.0
+                    e[r] = 1.0
+                    jp[:] = 0.0
+                    _vjp_call(s, pr, ta, pe, p, eps, nz, betaet, cap, e,
+                              g0, js, jp)  # fmt: skip
+                    for q in range(nq):
+                        v = 0.0
+                        for i in range(NS):
+                            v += js[i] * sens[i, q]
+                        if q < K:
+                            v += jp[q]
+                        new[r, q] = v
+                for r in range(NS):
+                    for q in range(nq):
+                        sens[r, q] = new[r, q]
+                _step_fwd(s, pr, ta, pe, p, eps, nz, betaet, cap, fl)
+            for q in range(nq):
+                v = acc[q]
+                for i in range(NS):
+                    v += gfinal[i, n, j] * sens[i, q]
+                acc[q] = v
+            for k in range(K):
+                gstat[n, j, k] = acc[k]
+            for i in range(NS):
+                ginit[i, n, j] = acc[K + i]
+
+
+# ------------------------------------------------------------------------ torch glue
+def _np(x: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().to("cpu", torch.float64).numpy())
+
+
+def _native(x: Tensor) -> np.ndarray:
+    """Forcing as float32/float64 numpy without a copy where possible (kernels compute in f64)."""
+    x = x.detach().cpu()
+    if x.dtype not in (torch.float32, torch.float64):
+        x = x.to(torch.float64)
+    return np.ascontiguousarray(x.numpy())
+
+
+def _pack_params(
+    params: Mapping[str, Tensor], n: int, m: int, t: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+    pstat = np.empty((n, m, K))
+    dyn_names = [k for k in KERNEL_PARAMS if k in params and params[k].dim() == 3]
+    pdyn = np.empty((len(dyn_names), n, t, m))
+    for k, name in enumerate(KERNEL_PARAMS):
+        if name not in params:
+            pstat[:, :, k] = 1.0 if name == "betaet" else 0.0
+        elif params[name].dim() == 3:
+            pstat[:, :, k] = 0.0
+            pdyn[dyn_names.index(name)] = _np(params[name])
+        else:
+            pstat[:, :, k] = _np(params[name])
+    dyn_idx = np.array([KERNEL_PARAMS.index(k) for k in dyn_names], dtype=np.int64)
+    stat_names = [k for k in KERNEL_PARAMS if k in params and params[k].dim() == 2]
+    return pstat, pdyn, dyn_idx, stat_names, dyn_names
+
+
+def _run_forward(prc, tmp, pet, pstat, pdyn, dyn_idx, init, opts):
+    n, t = prc.shape
+    m = pstat.shape[1]
+    out = np.empty((NOUT, n, t), dtype=prc.dtype)
+    final = np.empty((NS, n, m))
+    _forward_kernel(
+        prc, tmp, pet, pstat, pdyn, dyn_idx, init, opts["eps"], opts["nearzero"],
+        opts["betaet"], opts["capillary"], out, final,
+    )  # fmt: skip
+    return out, final
+
+
+def _seeds(grads: tuple, n: int, t: int) -> tuple[np.ndarray, np.ndarray]:
+    idx = [i for i, gr in enumerate(grads) if gr is not None]
+    gout = np.empty((len(idx), n, t))  # float64: one compiled backward per kernel
+    for c, i in enumerate(idx):
+        gout[c] = grads[i].detach().cpu().numpy()
+    return gout, np.array(idx, dtype=np.int64)
+
+
+class HBVFused(torch.autograd.Function):
+    """Fused numba forward + hand-written adjoint (exact reverse mode, O(T) memory per thread).
+
+    Inputs: forcing ``[N, T]`` ×3, ``opts`` dict, parameter names, initial states ``[5, N, m]``,
+    then the parameter tensors.  Outputs: the 15 per-step outputs ``[N, T]`` and the final
+    states ``[5, N, m]``.
+    """
+
+    @staticmethod
+    def forward(ctx, prc, tmp, pet, opts, names, init, *ptensors):
+        n, t = prc.shape
+        params = dict(zip(names, ptensors, strict=True))
+        m = init.shape[-1]
+        pstat, pdyn, dyn_idx, _, _ = _pack_params(params, n, m, t)
+        arrays = (_native(prc), _native(tmp), _native(pet), pstat, pdyn, dyn_idx, _np(init))
+        out, final = _run_forward(*arrays, opts)
+        ctx.arrays = arrays
+        ctx.opts = opts
+        ctx.names = names
+        ctx.dyn = [p.dim() == 3 for p in ptensors]
+        dt, dev = prc.dtype, prc.device
+        outs = tuple(torch.from_numpy(out[i]).to(dev, dt) for i in range(NOUT))
+        return (*outs, torch.from_numpy(final).to(dev, dt))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        prc, tmp, pet, pstat, pdyn, dyn_idx, init = ctx.arrays
+        prc, tmp, pet = (np.asarray(a, dtype=np.float64) for a in (prc, tmp, pet))
+        opts = ctx.opts
+        n, t = prc.shape
+        m = pstat.shape[1]
+        gout, gidx = _seeds(grads[:NOUT], n, t)
+        gfinal = _np(grads[NOUT]) if grads[NOUT] is not None else np.zeros((NS, n, m))
+        gstat = np.zeros((n, m, K))
+        gdyn = np.zeros_like(pdyn)
+        ginit = np.zeros((NS, n, m))
+        _adjoint_kernel(
+            prc, tmp, pet, pstat, pdyn, dyn_idx, init, opts["eps"], opts["nearzero"],
+            opts["betaet"], opts["capillary"], gout, gidx, gfinal, gstat, gdyn, ginit,
+        )  # fmt: skip
+        like = grads[0] if grads[0] is not None else next(g for g in grads if g is not None)
+        dt, dev = like.dtype, like.device
+        dyn_list = [KERNEL_PARAMS[i] for i in dyn_idx]
+        pgrads = []
+        for name in ctx.names:
+            k = KERNEL_PARAMS.index(name)
+            if name in dyn_list:
+                arr = gdyn[dyn_list.index(name)]
+            else:
+                arr = gstat[:, :, k]
+            pgrads.append(torch.from_numpy(np.ascontiguousarray(arr)).to(dev, dt))
+        return (None, None, None, None, None, torch.from_numpy(ginit).to(dev, dt), *pgrads)
+
+
+class HBVSensitivity(torch.autograd.Function):
+    """Numba forward; backward by forward sensitivities re-propagated with the states.
+
+    Same inputs/outputs as :class:`HBVFused`; static parameters only.  The backward re-runs the
+    model with ``S = ∂state/∂(θ, state₀)`` ``[5, K+5]`` per cell and accumulates
+    ``Σ_t ḡ_t·dy_t/dθ`` on the fly: no tape, memory independent of T.
+    """
+
+    @staticmethod
+    def forward(ctx, prc, tmp, pet, opts, names, init, *ptensors):
+        n, t = prc.shape
+        params = dict(zip(names, ptensors, strict=True))
+        if any(p.dim() == 3 for p in ptensors):
+            raise ValueError("sensitivity gradients support static parameters only")
+        m = init.shape[-1]
+        pstat, pdyn, dyn_idx, _, _ = _pack_params(params, n, m, t)
+        arrays = (_native(prc), _native(tmp), _native(pet), pstat, pdyn, dyn_idx, _np(init))
+        out, final = _run_forward(*arrays, opts)
+        ctx.arrays = arrays
+        ctx.opts = opts
+        ctx.names = names
+        dt, dev = prc.dtype, prc.device
+        outs = tuple(torch.from_numpy(out[i]).to(dev, dt) for i in range(NOUT))
+        return (*outs, torch.from_numpy(final).to(dev, dt))
+
+    @staticmethod
+    def backward(ctx, *grads):
+        prc, tmp, pet, pstat, _, _, init = ctx.arrays
+        prc, tmp, pet = (np.asarray(a, dtype=np.float64) for a in (prc, tmp, pet))
+        opts = ctx.opts
+        n, t = prc.shape
+        m = pstat.shape[1]
+        gout, gidx = _seeds(grads[:NOUT], n, t)
+        gfinal = _np(grads[NOUT]) if grads[NOUT] is not None else np.zeros((NS, n, m))
+        gstat = np.zeros((n, m, K))
+        ginit = np.zeros((NS, n, m))
+        _sensitivity_kernel(
+            prc, tmp, pet, pstat, init, opts["eps"], opts["nearzero"], opts["betaet"],
+            opts["capillary"], gout, gidx, gfinal, gstat, ginit,
+        )  # fmt: skip
+        like = next(g for g in grads if g is not None)
+        dt, dev = like.dtype, like.device
+        pgrads = [
+            torch.from_numpy(np.ascontiguousarray(gstat[:, :, KERNEL_PARAMS.index(k)])).to(dev, dt)
+            for k in ctx.names
+        ]
+        return (None, None, None, None, None, torch.from_numpy(ginit).to(dev, dt), *pgrads)
+
+
+def _apply(fn, prc, tmp, pet, params, states, **opts) -> dict[str, Tensor]:
+    names = tuple(k for k in KERNEL_PARAMS if k in params)
+    init = torch.stack([states[s] for s in HBV_STATES])
+    res = fn.apply(prc, tmp, pet, dict(opts), names, init, *(params[k] for k in names))
+    out = dict(zip(HBV_OUTPUTS, res[:NOUT], strict=True))
+    for i, s in enumerate(HBV_STATES):
+        out[f"final_{s}"] = res[NOUT][i]
+    return out
+
+
+def hbv_numba_apply(prc, tmp, pet, params, states, **opts) -> dict[str, Tensor]:
+    """Fused HBV on CPU with the exact adjoint (same outputs as ``hbv_torch_loop``).
+
+    Shapes:
+        prc, tmp, pet ``[N, T]``; params ``[N, m]`` / ``[N, T, m]``; states ``[N, m]``.
+    """
+    return _apply(HBVFused, prc, tmp, pet, params, states, **opts)
+
+
+def hbv_sensitivity_apply(prc, tmp, pet, params, states, **opts) -> dict[str, Tensor]:
+    """Fused HBV on CPU whose backward uses forward sensitivities (memory flat in T)."""
+    return _apply(HBVSensitivity, prc, tmp, pet, params, states, **opts)
