@@ -32,7 +32,9 @@ TINY = [
 ]
 
 
-def gnnhydro(*args: str, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+def gnnhydro(
+    *args: str, env: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "gnnhydro", *args],
@@ -52,14 +54,24 @@ def data_root(tmp_path_factory) -> Path:
 def trained_run(tmp_path_factory, data_root) -> Path:
     run_dir = tmp_path_factory.mktemp("runs") / "tiny"
     result = gnnhydro(
-        "train", f"run_dir={run_dir}", f"dataset.root={data_root}/synthetic", "trainer.epochs=2", *TINY
+        "train",
+        f"run_dir={run_dir}",
+        f"dataset.root={data_root}/synthetic",
+        "trainer.epochs=2",
+        *TINY,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return run_dir
 
 
 def test_train_writes_the_run_directory(trained_run):
-    for name in ("config.yaml", "provenance.json", "train_log.csv", "gauges.csv", "checkpoints/last.pt"):
+    for name in (
+        "config.yaml",
+        "provenance.json",
+        "train_log.csv",
+        "gauges.csv",
+        "checkpoints/last.pt",
+    ):
         assert (trained_run / name).exists(), name
     metrics = pd.read_csv(trained_run / "metrics.csv")
     assert {"gauge_id", "split", "nse", "kge"} <= set(metrics.columns)
@@ -114,18 +126,29 @@ def test_predict_on_an_ungauged_basin(trained_run, tmp_path):
     downstream = [""] * g.num_nodes
     for u, v in g.edge_index.t().tolist():
         downstream[u] = ids[v]
-    table = pd.DataFrame({"id": ids, "downstream_id": downstream, "lon": g.pos[:, 0], "lat": g.pos[:, 1]})
+    table = pd.DataFrame(
+        {"id": ids, "downstream_id": downstream, "lon": g.pos[:, 0], "lat": g.pos[:, 1]}
+    )
     for j, name in enumerate(g.x_names):
         table[name] = g.x[:, j].numpy()
     table.to_csv(raw / "nodes.csv", index=False)
     data = {
         name: (("time", "id"), g.forcing[:, :, k].numpy().T, {"units": unit})
-        for k, (name, unit) in enumerate(zip(g.forcing_names, ["mm/day", "degC", "mm/day"], strict=True))
+        for k, (name, unit) in enumerate(
+            zip(g.forcing_names, ["mm/day", "degC", "mm/day"], strict=True)
+        )
     }
-    data["discharge"] = (("time", "id"), np.full((len(g.time), g.num_nodes), np.nan, np.float32), {"units": "m3/s"})
+    data["discharge"] = (
+        ("time", "id"),
+        np.full((len(g.time), g.num_nodes), np.nan, np.float32),
+        {"units": "m3/s"},
+    )
     xr.Dataset(data, coords={"time": g.time, "id": ids}).to_netcdf(raw / "timeseries.nc")
     result = gnnhydro(
-        "predict", f"run_dir={trained_run}", "dataset=generic", f"dataset.root={tmp_path / 'ungauged'}"
+        "predict",
+        f"run_dir={trained_run}",
+        "dataset=generic",
+        f"dataset.root={tmp_path / 'ungauged'}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = trained_run / "predictions" / "generic"
@@ -153,7 +176,12 @@ def test_invalid_network_exits_nonzero_naming_ids(tmp_path):
     raw = tmp_path / "bad" / "raw"
     raw.mkdir(parents=True)
     pd.DataFrame(
-        {"id": [1, 2, 3], "downstream_id": [2, 3, 1], "area_km2": [1.0, 1.0, 1.0], "elev": [1.0, 2.0, 3.0]}
+        {
+            "id": [1, 2, 3],
+            "downstream_id": [2, 3, 1],
+            "area_km2": [1.0, 1.0, 1.0],
+            "elev": [1.0, 2.0, 3.0],
+        }
     ).to_csv(raw / "nodes.csv", index=False)
     time = pd.date_range("2000-01-01", periods=10)
     ones = np.ones((10, 3), np.float32)
@@ -167,7 +195,9 @@ def test_invalid_network_exits_nonzero_naming_ids(tmp_path):
         coords={"time": time, "id": [1, 2, 3]},
     ).to_netcdf(raw / "timeseries.nc")
     run_dir = tmp_path / "run"
-    result = gnnhydro("train", f"run_dir={run_dir}", "dataset=generic", f"dataset.root={tmp_path / 'bad'}")
+    result = gnnhydro(
+        "train", f"run_dir={run_dir}", "dataset=generic", f"dataset.root={tmp_path / 'bad'}"
+    )
     assert result.returncode != 0
     assert "cycle" in result.stderr.lower()
     assert "1" in result.stderr and "2" in result.stderr and "3" in result.stderr
@@ -176,7 +206,12 @@ def test_invalid_network_exits_nonzero_naming_ids(tmp_path):
 
 def test_data_parallel_matches_single_process(tmp_path, data_root):
     """torchrun with 2 gloo processes, each with half the windows, matches one process."""
-    common = [f"dataset.root={data_root}/synthetic", "trainer.epochs=1", "trainer.scheduler=none", *TINY]
+    common = [
+        f"dataset.root={data_root}/synthetic",
+        "trainer.epochs=1",
+        "trainer.scheduler=none",
+        *TINY,
+    ]
     common = [c for c in common if not c.startswith("parameterizer.")] + [
         "parameterizer.hidden_channels=16",
         "parameterizer.dropout=0.0",
