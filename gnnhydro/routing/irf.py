@@ -63,7 +63,9 @@ def register_irf(name: str) -> Callable[[type[ImpulseResponse]], type[ImpulseRes
 
     def deco(cls: type[ImpulseResponse]) -> type[ImpulseResponse]:
         if not (isinstance(cls, type) and issubclass(cls, ImpulseResponse)):
-            raise TypeError(f"register_irf({name!r}) expects an ImpulseResponse subclass, got {cls}")
+            raise TypeError(
+                f"register_irf({name!r}) expects an ImpulseResponse subclass, got {cls}"
+            )
         cls.name = name
         IRF_REGISTRY[name] = cls
         return cls
@@ -133,6 +135,10 @@ class ImpulseResponse:
     name: ClassVar[str] = ""
     kind: ClassVar[str] = ""
     param_spec: ClassVar[dict[str, ParamSpec]] = {}
+
+    def node_axis(self, name: str) -> int:
+        """Axis of the node dimension of parameter ``name`` (−1: ``[N]`` / ``[B, N]``)."""
+        return -1
 
     def check_params(self, params: Mapping[str, Tensor]) -> None:
         """Raise ``ValueError`` naming any missing/unknown/NaN/out-of-bounds parameter."""
@@ -254,7 +260,9 @@ class Muskingum(RecursiveIRF):
     """
 
     param_spec: ClassVar[dict[str, ParamSpec]] = {
-        "k": ParamSpec("k", "time steps", 0.01, 100.0, 1.0, description="Muskingum storage constant"),
+        "k": ParamSpec(
+            "k", "time steps", 0.01, 100.0, 1.0, description="Muskingum storage constant"
+        ),
         "x": ParamSpec("x", "-", 0.0, 0.5, 0.2, description="Muskingum weighting factor"),
     }
 
@@ -439,14 +447,18 @@ class DiffusiveWave(KernelIRF):
 
     def _moments(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> tuple[Tensor, Tensor]:
         if ctx.step_seconds is None:
-            raise ValueError("IRF 'diffusive_wave' needs step_seconds (length of one input step, s)")
+            raise ValueError(
+                "IRF 'diffusive_wave' needs step_seconds (length of one input step, s)"
+            )
         if ctx.length_m is None:
             raise ValueError("IRF 'diffusive_wave' needs reach lengths: graph.length_m is missing")
         c, d = _time_params(params, ("celerity", "diffusivity"))
         length = ctx.length_m.to(c.dtype)
         if (length <= 0).any() or torch.isnan(length).any():
             bad = torch.nonzero(~(length > 0)).flatten().tolist()[:20]
-            raise ValueError(f"IRF 'diffusive_wave': length_m must be > 0 m; bad node indices {bad}")
+            raise ValueError(
+                f"IRF 'diffusive_wave': length_m must be > 0 m; bad node indices {bad}"
+            )
         step = ctx.step_seconds * ctx.dt
         mean = length / c / step  # internal steps
         shape = length**2 / (2 * d) / step
@@ -464,7 +476,11 @@ class DiffusiveWave(KernelIRF):
         for chunk in torch.split(torch.arange(mean_f.shape[0]), 4096):
             tail = 1 - _inverse_gaussian_cdf(t, mean_f[chunk], shape_f[chunk])
             ok = tail < self.tail_tol
-            first = torch.where(ok.any(-1), ok.float().argmax(-1), torch.full_like(ok[:, 0], hi - 1, dtype=torch.long))
+            first = torch.where(
+                ok.any(-1),
+                ok.float().argmax(-1),
+                torch.full_like(ok[:, 0], hi - 1, dtype=torch.long),
+            )
             need = max(need, int(first.max().item()) + 1)
         return need
 
@@ -483,12 +499,19 @@ class ExplicitKernel(KernelIRF):
 
     param_spec: ClassVar[dict[str, ParamSpec]] = {}
 
+    def node_axis(self, name: str) -> int:
+        return -2 if name == "h" else -1
+
     def check_params(self, params: Mapping[str, Tensor]) -> None:
         if set(params) != {"h"}:
-            raise ValueError(f"IRF 'explicit': expected exactly the parameter 'h', got {sorted(params)}")
+            raise ValueError(
+                f"IRF 'explicit': expected exactly the parameter 'h', got {sorted(params)}"
+            )
         h = params["h"]
         if h.dim() not in (2, 3) or h.shape[-1] < 1:
-            raise ValueError(f"IRF 'explicit': kernels must be [N, K] or [B, N, K], got {tuple(h.shape)}")
+            raise ValueError(
+                f"IRF 'explicit': kernels must be [N, K] or [B, N, K], got {tuple(h.shape)}"
+            )
         if not torch.isfinite(h).all():
             bad = torch.nonzero(~torch.isfinite(h).all(-1)).tolist()[:20]
             raise ValueError(f"IRF 'explicit': kernels contain NaN/inf at (batch, node) {bad}")

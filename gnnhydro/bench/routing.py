@@ -1,0 +1,291 @@
+"""Benchmark of LTI river routing: ``gnnhydro bench routing``.
+
+For the NWM Lower Colorado network (``RouteLink.nc``, 11,248 reaches, 649 levels) and synthetic
+trees (:func:`gnnhydro.graph.synthetic.random_river_network`, shallow and deep) it measures, for
+Muskingum routing with per-reach ``k`` and ``x`` (float32):
+
+* forward and forward+backward wall time (median of repeats; loss ``Σ w·Q`` with random ``w``),
+* peak resident memory above the baseline (sampled every millisecond),
+* reach-steps per second,
+* in the same run, the ratio to the sequential reference (scipy ``lfilter`` reach by reach in
+  topological order) and to the copy floor (one copy of the ``[B, N, T]`` array),
+* the largest relative difference from the reference (exactness).
+
+The 1e6-reach cases run staged (``stage_plan="auto"``, ``--max-nodes`` per stage).
+
+Example::
+
+    python -m gnnhydro.bench.routing --quick
+    python -m gnnhydro.bench.routing --sizes 1000 100000 1000000 --steps 365 --batch 1 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["main", "scipy_reference", "PeakMemory"]
+
+
+class PeakMemory:
+    """Context manager sampling the resident set size (``/proc/self/statm``) every ``interval``
+    seconds; ``peak_bytes`` is the peak above the RSS at entry."""
+
+    def __init__(self, interval: float = 0.001) -> None:
+        self.interval = interval
+        self.peak_bytes = 0
+        self._stop = threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def _rss(self) -> int:
+        try:
+            with open("/proc/self/statm") as f:
+                return int(f.read().split()[1]) * self._page
+        except OSError:  # pragma: no cover - non-Linux
+            return 0
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_bytes = max(self.peak_bytes, self._rss() - self._base)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        self._base = self._rss()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_bytes = max(self.peak_bytes, self._rss() - self._base)
+
+
+def scipy_reference(
+    lateral: np.ndarray,
+    edge_index: np.ndarray,
+    edge_weight: np.ndarray,
+    coefs: np.ndarray,
+    order: np.ndarray,
+) -> np.ndarray:
+    """Sequential reference: ``scipy.signal.lfilter`` reach by reach in topological order.
+
+    Shapes: lateral ``[N, T]``; edge_index ``[2, E]``; edge_weight ``[E]``; coefs ``[N, 3]``
+    (Muskingum ``C0, C1, C2``); order ``[N]``; result ``[N, T]``.
+    """
+    from scipy.signal import lfilter
+
+    N = lateral.shape[0]
+    src, dst = edge_index
+    eid = np.argsort(dst, kind="stable")
+    ptr = np.zeros(N + 1, dtype=np.int64)
+    np.cumsum(np.bincount(dst, minlength=N), out=ptr[1:])
+    up_src, up_w = src[eid], edge_weight[eid].astype(lateral.dtype)
+    out = np.empty_like(lateral)
+    for i in order.tolist():
+        inflow = lateral[i].copy()
+        for e in range(ptr[i], ptr[i + 1]):
+            inflow += up_w[e] * out[up_src[e]]
+        c0, c1, c2 = coefs[i]
+        out[i] = lfilter([c0, c1], [1.0, -c2], inflow)
+    return out
+
+
+def _time(fn: Callable[[], object], repeats: int) -> float:
+    fn()  # warm-up (compilation, caches)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _graphs(args) -> list[tuple[str, object]]:
+    from gnnhydro.graph import RiverGraph
+    from gnnhydro.graph.synthetic import random_river_network
+
+    out = []
+    rl = Path(args.routelink)
+    if rl.exists():
+        out.append(("lower_colorado", RiverGraph.from_routelink(rl)))
+    else:
+        print(f"# RouteLink not found at {rl}: Lower Colorado skipped", file=sys.stderr)
+    for n in args.sizes:
+        for depth in args.depths:
+            out.append(
+                (f"{depth}_{n:.0e}".replace("+0", ""), random_river_network(n, depth=depth, seed=0))
+            )
+    return out
+
+
+def _case(name, g, T, B, args, rows) -> None:
+    from gnnhydro.routing import muskingum_coefficients, route
+
+    N = g.num_nodes
+    if B * N * T > args.max_elements:
+        print(
+            f"# {name} T={T} B={B}: {B * N * T:.1e} elements > --max-elements, skipped",
+            file=sys.stderr,
+        )
+        return
+    staged = N > args.stage_above
+    gen = torch.Generator().manual_seed(0)
+    lat = torch.rand(B, N, T, generator=gen)
+    k = 0.2 + 3.0 * torch.rand(N, generator=gen)
+    x = 0.45 * torch.rand(N, generator=gen)
+    kw = {"stage_plan": "auto", "max_nodes": args.max_nodes} if staged else {}
+    if staged:
+        g.stage_plan(max_nodes=args.max_nodes)  # plan once (cached), not timed
+    _ = g.topo_order
+    repeats = args.repeats if N * T * B < 5e8 else 1
+
+    def fwd():
+        with torch.no_grad():
+            return route(lat, g, "muskingum", {"k": k, "x": x}, **kw)
+
+    weight = torch.rand(B, N, T, generator=gen)
+
+    def fwd_bwd():
+        lat_g = lat.clone().requires_grad_(True)
+        kg, xg = k.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        q = route(lat_g, g, "muskingum", {"k": kg, "x": xg}, **kw)
+        (q * weight).sum().backward()
+        return lat_g.grad
+
+    t_fwd = _time(fwd, repeats)
+    t_fb = _time(fwd_bwd, repeats)
+    # memory in separate runs: the sampling thread must not disturb the timings
+    with PeakMemory() as mem_f:
+        fwd()
+    with PeakMemory() as mem_fb:
+        fwd_bwd()
+    lat_np = lat.numpy()
+    t_copy = _time(lambda: lat_np.copy(), 5)
+    t_ref = float("nan")
+    err = float("nan")
+    if B * N * T <= args.max_reference:
+        coefs = muskingum_coefficients(k.double(), x.double()).numpy()
+        order = g.topo_order.numpy()
+        ei, ew = g.edge_index.numpy(), g.edge_weight.double().numpy()
+        t0 = time.perf_counter()
+        ref = np.stack([scipy_reference(lat_np[b], ei, ew, coefs, order) for b in range(B)])
+        t_ref = time.perf_counter() - t0
+        q = fwd().numpy()
+        err = float(np.abs(q - ref).max() / np.abs(ref).max())
+    rows.append(
+        {
+            "case": name,
+            "N": N,
+            "levels": int(g.topo_level.max()) + 1,
+            "T": T,
+            "B": B,
+            "staged": staged,
+            "fwd_s": t_fwd,
+            "fwdbwd_s": t_fb,
+            "fb/f": t_fb / t_fwd,
+            "peak_fwd_MB": mem_f.peak_bytes / 2**20,
+            "peak_fb_MB": mem_fb.peak_bytes / 2**20,
+            "reach_steps/s": B * N * T / t_fwd,
+            "ref_s": t_ref,
+            "ref/fwd": t_ref / t_fwd,
+            "fwd/copy": t_fwd / t_copy,
+            "max_rel_err": err,
+        }
+    )
+    _print_row(rows[-1])
+
+
+_COLS = [
+    ("case", "{:<16}"),
+    ("N", "{:>8}"),
+    ("levels", "{:>6}"),
+    ("T", "{:>5}"),
+    ("B", "{:>2}"),
+    ("staged", "{!s:>6}"),
+    ("fwd_s", "{:>8.4f}"),
+    ("fwdbwd_s", "{:>8.4f}"),
+    ("fb/f", "{:>5.2f}"),
+    ("peak_fwd_MB", "{:>9.0f}"),
+    ("peak_fb_MB", "{:>9.0f}"),
+    ("reach_steps/s", "{:>9.2e}"),
+    ("ref_s", "{:>7.3f}"),
+    ("ref/fwd", "{:>7.2f}"),
+    ("fwd/copy", "{:>8.1f}"),
+    ("max_rel_err", "{:>9.1e}"),
+]
+
+
+def _print_header() -> None:
+    widths = [len(fmt.format(*(["x"] if "s" in fmt[-3:] else [0]))) for _, fmt in _COLS]
+    print(
+        " ".join(name.rjust(max(w, len(name))) for (name, _), w in zip(_COLS, widths)), flush=True
+    )
+
+
+def _print_row(row: dict) -> None:
+    cells = []
+    for name, fmt in _COLS:
+        cells.append(fmt.format(row[name]).rjust(len(name)))
+    print(" ".join(cells), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the routing benchmark; prints one row per case. Returns 0."""
+    default_rl = (
+        Path(__file__).resolve().parents[2]
+        / ".."
+        / "shared"
+        / "data"
+        / "lower_colorado_tx"
+        / "domain"
+        / "RouteLink.nc"
+    )
+    p = argparse.ArgumentParser(prog="gnnhydro bench routing", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--quick", action="store_true", help="small cases only (Lower Colorado, 1e3, 1e4; T=365)"
+    )
+    p.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000, 1_000_000])
+    p.add_argument("--depths", nargs="+", default=["shallow", "deep"], choices=["shallow", "deep"])
+    p.add_argument("--steps", type=int, nargs="+", default=[365, 8760], help="series lengths T")
+    p.add_argument("--batch", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    p.add_argument("--routelink", default=str(default_rl))
+    p.add_argument(
+        "--stage-above", type=int, default=200_000, help="route staged above this many reaches"
+    )
+    p.add_argument("--max-nodes", type=int, default=200_000, help="stage size for staged cases")
+    p.add_argument("--max-elements", type=float, default=4.0e8, help="skip cases with more B·N·T")
+    p.add_argument(
+        "--max-reference", type=float, default=3.0e7, help="scipy reference up to this B·N·T"
+    )
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.steps, args.repeats = [1_000, 10_000], [365], 3
+    torch.set_num_threads(args.threads)
+    print(
+        f"# gnnhydro bench routing: muskingum, float32, torch threads={args.threads}, cpu count={os.cpu_count()}"
+    )
+    rows: list[dict] = []
+    _print_header()
+    for name, g in _graphs(args):
+        for T in args.steps:
+            for B in args.batch:
+                _case(name, g, T, B, args, rows)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,41 @@
+"""Exact, differentiable, staged LTI river routing (impulse-response registry and router)."""
+
+from gnnhydro.routing.irf import (
+    IRF_REGISTRY,
+    DiffusiveWave,
+    ExplicitKernel,
+    ImpulseResponse,
+    KernelIRF,
+    LinearStorage,
+    Muskingum,
+    NashCascade,
+    PureLag,
+    RecursiveIRF,
+    RoutingContext,
+    available_irfs,
+    get_irf,
+    muskingum_coefficients,
+    register_irf,
+)
+from gnnhydro.routing.lti import LTIRouter, RoutingState, route
+
+__all__ = [
+    "route",
+    "LTIRouter",
+    "RoutingState",
+    "IRF_REGISTRY",
+    "register_irf",
+    "get_irf",
+    "available_irfs",
+    "ImpulseResponse",
+    "RecursiveIRF",
+    "KernelIRF",
+    "RoutingContext",
+    "Muskingum",
+    "LinearStorage",
+    "PureLag",
+    "NashCascade",
+    "DiffusiveWave",
+    "ExplicitKernel",
+    "muskingum_coefficients",
+]

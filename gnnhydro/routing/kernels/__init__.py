@@ -1,0 +1,1 @@
+"""Routing kernels: fused numba kernels (CPU), triton kernels (CUDA) and a pure-torch path."""

@@ -1,0 +1,676 @@
+"""Exact, differentiable, staged LTI river routing as message passing.
+
+Every reach ``i`` receives its lateral inflow at its upstream end, together with the weighted
+outflow of the reaches draining into it, and routes the sum through its own impulse response
+(RAPID / NWM convention):
+
+.. math::
+    I_i(t) = q_i(t) + \\sum_{j \\to i} w_{ji}\\, O_j(t), \\qquad O_i = h_i * I_i
+
+On CPU a fused numba kernel walks the reaches in topological order (exact adjoint in reverse
+order); a pure-torch path routes level by level (any device, autograd); CUDA tensors use triton.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch_geometric.nn import MessagePassing
+
+from gnnhydro.routing.irf import (
+    ImpulseResponse,
+    KernelIRF,
+    RecursiveIRF,
+    RoutingContext,
+    get_irf,
+)
+from gnnhydro.routing.kernels import torch_path
+from gnnhydro.routing.network import RoutingNetwork, routing_network, subnetwork
+
+__all__ = ["route", "LTIRouter", "RoutingState", "lti_route"]
+
+Backend = Literal["auto", "numba", "torch", "triton"]
+
+
+@dataclass
+class RoutingState:
+    """Routing state at the end of a run, to continue exactly from it (time chunking, warm starts).
+
+    Attributes:
+        inflow: ``[B, N, H]`` the last ``H`` inflows of every reach (internal steps, oldest first;
+            ``H = 1`` for recursive IRFs, kernel length − 1 for kernel IRFs).
+        outflow: ``[B, N]`` the last outflow of every reach (m³/s or the unit of the inflow).
+    """
+
+    inflow: Tensor
+    outflow: Tensor
+
+    def index_nodes(self, nodes: Tensor) -> RoutingState:
+        return RoutingState(self.inflow[:, nodes], self.outflow[:, nodes])
+
+
+# ------------------------------------------------------------------------------- validation
+def _node_ids(graph: Any, idx: list[int]) -> list:
+    ids = getattr(graph, "node_id", None)
+    if ids is None or isinstance(graph, Tensor):
+        return idx
+    return [ids[i] for i in idx]
+
+
+def _check_lateral(lateral: Tensor, graph: Any, num_nodes: int) -> Tensor:
+    if not isinstance(lateral, Tensor):
+        raise ValueError(
+            f"lateral inflow must be a tensor [N, T] or [B, N, T], got {type(lateral)}"
+        )
+    if lateral.dim() not in (2, 3):
+        raise ValueError(
+            f"lateral inflow must be [N, T] or [B, N, T], got shape {tuple(lateral.shape)}"
+        )
+    if lateral.shape[-2] != num_nodes:
+        raise ValueError(
+            f"lateral inflow has {lateral.shape[-2]} nodes on axis -2 (shape {tuple(lateral.shape)}) "
+            f"but the network has N = {num_nodes} nodes"
+        )
+    if not lateral.is_floating_point():
+        raise ValueError(f"lateral inflow must be floating point, got {lateral.dtype}")
+    # one fast reduction (numpy on CPU: torch's threaded reductions stall on busy cores);
+    # locate the NaN only when the sum is not finite
+    total = (
+        lateral.detach().numpy().sum()
+        if lateral.device.type == "cpu"
+        else lateral.detach().sum().item()
+    )
+    if np.isfinite(total):
+        return lateral
+    nan = torch.isnan(lateral)
+    if nan.any():
+        bad = torch.nonzero(nan.reshape(-1, num_nodes, lateral.shape[-1]).any(0).any(-1)).flatten()
+        raise ValueError(
+            f"lateral inflow contains NaN at {bad.numel()} node(s), ids {_node_ids(graph, bad.tolist()[:20])}"
+        )
+    return lateral
+
+
+def _prepare_params(
+    irf: ImpulseResponse, params: Mapping[str, Any] | None, num_nodes: int, batch: int, ref: Tensor
+) -> dict[str, Tensor]:
+    if params is None:
+        params = {}
+    out: dict[str, Tensor] = {}
+    for name, value in params.items():
+        t = torch.as_tensor(value, device=ref.device)
+        if not t.is_floating_point():
+            t = t.to(ref.dtype)
+        node_axis = irf.node_axis(name)
+        if t.dim() == 0:
+            t = t.expand(num_nodes)
+        elif t.dim() < -node_axis or t.shape[node_axis] != num_nodes:
+            raise ValueError(
+                f"IRF {irf.name!r}: parameter {name!r} has shape {tuple(t.shape)}; expected N = "
+                f"{num_nodes} nodes on axis {node_axis} ([N] or [B, N])"
+            )
+        extra = t.dim() + node_axis  # number of leading (batch) axes
+        if extra > 1:
+            raise ValueError(
+                f"IRF {irf.name!r}: parameter {name!r} has too many axes {tuple(t.shape)}"
+            )
+        if extra == 1 and t.shape[0] not in (1, batch):
+            raise ValueError(
+                f"IRF {irf.name!r}: parameter {name!r} has batch size {t.shape[0]} but the lateral "
+                f"inflow has B = {batch}"
+            )
+        out[name] = t
+    irf.check_params(out)
+    return out
+
+
+def _slice_params(
+    irf: ImpulseResponse, params: Mapping[str, Tensor], nodes: Tensor
+) -> dict[str, Tensor]:
+    out = {}
+    for name, t in params.items():
+        ax = irf.node_axis(name)
+        out[name] = t.index_select(t.dim() + ax, nodes.to(t.device))
+    return out
+
+
+def _lead(t: Tensor, node_dims: int) -> Tensor:
+    """Give a per-node tensor a leading batch axis of 1 if it has none."""
+    return t.unsqueeze(0) if t.dim() == node_dims else t
+
+
+# ------------------------------------------------------------------------------- core
+def _pick_backend(backend: str, device: torch.device) -> str:
+    if backend not in ("auto", "numba", "torch", "triton"):
+        raise ValueError(f"backend must be 'auto', 'numba', 'torch' or 'triton', got {backend!r}")
+    if backend != "auto":
+        return backend
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+
+            return "triton"
+        except ImportError:  # pragma: no cover
+            return "torch"
+    try:
+        import numba  # noqa: F401
+
+        return "numba"
+    except ImportError:  # pragma: no cover
+        return "torch"
+
+
+def _last_inflow(
+    lat: Tensor, out: Tensor, net: RoutingNetwork, edge_weight: Tensor, steps: int
+) -> Tensor:
+    """Inflow of every reach over the last ``steps`` steps (differentiable, torch)."""
+    ei = net.edge_index_on(lat.device)
+    lat_t, out_t = lat[..., -steps:], out[..., -steps:]
+    msg = out_t[:, ei[0]] * edge_weight.view(1, -1, 1)
+    return lat_t.index_add(1, ei[1], msg)
+
+
+def _route_core(
+    lat: Tensor,
+    net: RoutingNetwork,
+    edge_weight: Tensor,
+    irf: ImpulseResponse,
+    params: Mapping[str, Tensor],
+    ctx: RoutingContext,
+    state: RoutingState | None,
+    kfull: int | None,
+    backend: str,
+    aggregate: Callable | None,
+    want_state: bool,
+) -> tuple[Tensor, RoutingState | None]:
+    """Route ``lat [B, N, T]`` (internal steps) through one (sub)network."""
+    B, N, T = lat.shape
+    dtype = lat.dtype
+    if isinstance(irf, RecursiveIRF):
+        coef = _lead(irf.coefficients(params, ctx), 2).to(dtype)
+        if state is None:
+            init_in = lat.new_zeros(B, N)
+            init_out = lat.new_zeros(B, N)
+        else:
+            init_in = state.inflow[..., -1].to(dtype)
+            init_out = state.outflow.to(dtype)
+        if backend == "numba":
+            from gnnhydro.routing.kernels.cpu import iir_route_numba
+
+            out = iir_route_numba(lat, coef, init_in, init_out, edge_weight, net)
+        elif backend == "triton":
+            from gnnhydro.routing.kernels.triton_kernels import iir_route_triton
+
+            out = iir_route_triton(lat, coef, init_in, init_out, edge_weight, net, aggregate)
+        else:
+            coef_b = coef
+
+            def filt(inflow: Tensor, nodes: Tensor) -> Tensor:
+                return torch_path.iir_filter(
+                    inflow, coef_b[:, nodes], init_in[:, nodes], init_out[:, nodes]
+                )
+
+            out = torch_path.route_levels(lat, net, edge_weight, filt, aggregate)
+        new_state = None
+        if want_state:
+            new_state = RoutingState(_last_inflow(lat, out, net, edge_weight, 1), out[..., -1])
+        return out, new_state
+
+    assert isinstance(irf, KernelIRF)
+    kfull = kfull if kfull is not None else irf.full_length(params, ctx)
+    hist = state.inflow.to(dtype) if state is not None else lat.new_zeros(B, N, 0)
+    H = hist.shape[-1]
+    K = max(1, min(kfull, T + H))
+    h = _lead(irf.kernel(params, ctx, max_len=K), 2).to(dtype)
+    K = h.shape[-1]
+    if H > K - 1:
+        hist = hist[..., H - (K - 1) :] if K > 1 else hist[..., :0]
+    sup = irf.support(params, ctx, K)
+    if sup is None:
+        sup = torch.tensor([0, K], dtype=torch.long).expand(h.shape[0], N, 2)
+    else:
+        sup = _lead(sup, 2).expand(h.shape[0], N, 2)
+    if backend == "numba":
+        from gnnhydro.routing.kernels.cpu import fir_route_numba
+
+        out = fir_route_numba(lat, h, hist, edge_weight, sup.cpu(), net)
+    elif backend == "triton":
+        from gnnhydro.routing.kernels.triton_kernels import fir_route_triton
+
+        out = fir_route_triton(lat, h, hist, edge_weight, net, aggregate)
+    else:
+
+        def filt(inflow: Tensor, nodes: Tensor) -> Tensor:
+            return torch_path.fir_filter(inflow, h[:, nodes], hist[:, nodes])
+
+        out = torch_path.route_levels(lat, net, edge_weight, filt, aggregate)
+    new_state = None
+    if want_state:
+        keep = max(kfull - 1, 0)
+        inflow = (
+            _last_inflow(lat, out, net, edge_weight, min(keep, T))
+            if keep
+            else lat.new_zeros(B, N, 0)
+        )
+        if keep > T:
+            prev = state.inflow.to(dtype) if state is not None else lat.new_zeros(B, N, 0)
+            inflow = torch.cat([prev, inflow], dim=-1)
+            if inflow.shape[-1] < keep:
+                inflow = torch.nn.functional.pad(inflow, (keep - inflow.shape[-1], 0))
+            inflow = inflow[..., -keep:]
+        new_state = RoutingState(inflow, out[..., -1])
+    return out, new_state
+
+
+def _stage_structs(net: RoutingNetwork, plan: Any) -> list[tuple]:
+    cache = net._device_cache
+    key = ("stages", id(plan))
+    if key in cache and cache[key][0] is plan:
+        return cache[key][1]
+    stage_of = plan.stage_of_node.cpu()
+    structs = []
+    src, dst = net.edge_index
+    local_all = torch.empty(net.num_nodes, dtype=torch.long)
+    for nodes in plan.stages:
+        local_all[nodes.cpu()] = torch.arange(nodes.numel())
+    for s, nodes in enumerate(plan.stages):
+        nodes = nodes.cpu()
+        sub, _inner, local_of = subnetwork(net, nodes)
+        into = torch.nonzero((stage_of[dst] == s) & (stage_of[src] != s)).flatten()
+        # boundary edges grouped by source stage
+        src_stage = stage_of[src[into]]
+        groups = []
+        for ss in torch.unique(src_stage).tolist():
+            e = into[src_stage == ss]
+            groups.append((ss, e, local_all[src[e]], local_of[dst[e]]))
+        structs.append((nodes, sub, _inner, groups))
+    cache[key] = (plan, structs)
+    return structs
+
+
+def _route_window(
+    lat: Tensor,
+    graph: Any,
+    net: RoutingNetwork,
+    edge_weight: Tensor,
+    irf: ImpulseResponse,
+    params: Mapping[str, Tensor],
+    ctx: RoutingContext,
+    state: RoutingState | None,
+    kfull: int | None,
+    plan: Any,
+    backend: str,
+    aggregate: Callable | None,
+    want_state: bool,
+) -> tuple[Tensor, RoutingState | None]:
+    if plan is None or len(plan.stages) <= 1:
+        return _route_core(
+            lat, net, edge_weight, irf, params, ctx, state, kfull, backend, aggregate, want_state
+        )
+    outs: list[Tensor] = []
+    states: list[RoutingState] = []
+    B, _, T = lat.shape
+    for nodes, sub, inner, groups in _stage_structs(net, plan):
+        dev_nodes = nodes.to(lat.device)
+        lat_s = lat.index_select(1, dev_nodes)
+        if groups:
+            bnd = lat.new_zeros(B, nodes.numel(), T)
+            for ss, e, src_local, dst_local in groups:
+                w = edge_weight[e.to(edge_weight.device)].view(1, -1, 1)
+                msg = outs[ss].index_select(1, src_local.to(lat.device)) * w
+                bnd = bnd.index_add(1, dst_local.to(lat.device), msg)
+            lat_s = lat_s + bnd
+        params_s = _slice_params(irf, params, nodes)
+        ctx_s = RoutingContext(
+            ctx.dt,
+            ctx.num_steps,
+            ctx.step_seconds,
+            None if ctx.length_m is None else ctx.length_m[dev_nodes],
+        )
+        st = state.index_nodes(dev_nodes) if state is not None else None
+        out_s, st_s = _route_core(
+            lat_s,
+            sub,
+            edge_weight[inner.to(edge_weight.device)],
+            irf,
+            params_s,
+            ctx_s,
+            st,
+            kfull,
+            backend,
+            aggregate,
+            want_state,
+        )
+        outs.append(out_s)
+        if st_s is not None:
+            states.append(st_s)
+    perm = torch.cat([n for n, *_ in _stage_structs(net, plan)]).to(lat.device)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel(), device=lat.device)
+    out = torch.cat(outs, dim=1).index_select(1, inv)
+    new_state = None
+    if want_state:
+        new_state = RoutingState(
+            torch.cat([s.inflow for s in states], dim=1).index_select(1, inv),
+            torch.cat([s.outflow for s in states], dim=1).index_select(1, inv),
+        )
+    return out, new_state
+
+
+def _initial_state(
+    initial_state: Any, irf: ImpulseResponse, kfull: int | None, B: int, N: int, ref: Tensor
+) -> RoutingState | None:
+    if initial_state is None:
+        return None
+    if isinstance(initial_state, RoutingState):
+        st = initial_state
+        if st.inflow.dim() == 2:
+            st = RoutingState(st.inflow.unsqueeze(0), st.outflow.unsqueeze(0))
+        if st.inflow.shape[:2] != (B, N) and st.inflow.shape[:2] != (1, N):
+            raise ValueError(
+                f"initial_state has shape {tuple(st.inflow.shape)}; expected [B={B}, N={N}, H]"
+            )
+        if st.inflow.shape[0] != B:
+            st = RoutingState(st.inflow.expand(B, *st.inflow.shape[1:]), st.outflow.expand(B, N))
+        return st
+    q0 = torch.as_tensor(initial_state, dtype=ref.dtype, device=ref.device)
+    if q0.dim() == 1:
+        q0 = q0.unsqueeze(0)
+    if q0.dim() != 2 or q0.shape[-1] != N:
+        raise ValueError(
+            f"initial discharge must be [N] or [B, N] with N = {N}, got shape {tuple(q0.shape)}"
+        )
+    q0 = q0.expand(B, N)
+    H = 1 if isinstance(irf, RecursiveIRF) else max((kfull or 1) - 1, 0)
+    return RoutingState(q0.unsqueeze(-1).expand(B, N, H), q0)
+
+
+def lti_route(
+    lateral: Tensor,
+    graph: Any,
+    irf: str | ImpulseResponse = "muskingum",
+    params: Mapping[str, Any] | None = None,
+    *,
+    kernels: Tensor | None = None,
+    substeps: int = 1,
+    initial_state: RoutingState | Tensor | None = None,
+    return_state: bool = False,
+    stage_plan: Any = None,
+    max_nodes: int | None = None,
+    time_chunk: int | None = None,
+    step_seconds: float | None = None,
+    edge_weight: Tensor | None = None,
+    num_nodes: int | None = None,
+    backend: Backend = "auto",
+    aggregate: Callable | None = None,
+) -> Tensor | tuple[Tensor, RoutingState]:
+    """Route lateral inflow through a river network; see :func:`route` (same arguments, plus
+    ``aggregate``: a callable ``(out, src, local_dst, weight, n_dst) -> [B, n_dst, T]`` used by
+    the pure-torch path to sum upstream outflows)."""
+    if kernels is not None:
+        irf, params = "explicit", {"h": kernels}
+    irf_obj = get_irf(irf)
+    if isinstance(graph, Tensor):
+        n = (
+            num_nodes
+            if num_nodes is not None
+            else (lateral.shape[-2] if isinstance(lateral, Tensor) else None)
+        )
+        net = routing_network(graph, n)
+        ew = (
+            edge_weight
+            if edge_weight is not None
+            else torch.ones(graph.shape[1], dtype=lateral.dtype)
+        )
+        length_m = None
+    else:
+        net = routing_network(graph)
+        ew = edge_weight if edge_weight is not None else getattr(graph, "edge_weight", None)
+        if ew is None:
+            ew = torch.ones(net.edge_index.shape[1])
+        length_m = getattr(graph, "length_m", None)
+    N = net.num_nodes
+    _check_lateral(lateral, graph, N)
+    if not isinstance(substeps, int) or substeps < 1:
+        raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
+    squeeze = lateral.dim() == 2
+    lat = lateral.unsqueeze(0) if squeeze else lateral
+    B, _, T = lat.shape
+    pdict = _prepare_params(irf_obj, params, N, B, lat)
+    ew = ew.to(device=lat.device, dtype=lat.dtype)
+    if ew.shape != (net.edge_index.shape[1],):
+        raise ValueError(
+            f"edge_weight must be [E = {net.edge_index.shape[1]}], got {tuple(ew.shape)}"
+        )
+    be = _pick_backend(backend, lat.device)
+    if be == "numba" and lat.device.type != "cpu":
+        raise ValueError("backend 'numba' needs CPU tensors")
+    ctx = RoutingContext(
+        dt=1.0 / substeps,
+        num_steps=T * substeps,
+        step_seconds=step_seconds,
+        length_m=None if length_m is None else length_m.to(lat.device),
+    )
+    if "length_m" in pdict:  # explicit reach lengths as a parameter override the graph's
+        ctx.length_m = pdict.pop("length_m")
+    kfull = irf_obj.full_length(pdict, ctx) if isinstance(irf_obj, KernelIRF) else None
+    plan = None
+    if isinstance(stage_plan, str):
+        if stage_plan != "auto":
+            raise ValueError(f"stage_plan must be None, 'auto' or a StagePlan, got {stage_plan!r}")
+        budget = max_nodes if max_nodes is not None else 200_000
+        if hasattr(graph, "stage_plan"):
+            plan = graph.stage_plan(max_nodes=budget)
+        else:
+            from gnnhydro.graph.topology import stage_plan as make_plan
+
+            plan = make_plan(
+                net.edge_index, N, net.levels, edge_weight=ew.detach().cpu(), max_nodes=budget
+            )
+    elif stage_plan is not None:
+        plan = stage_plan
+    state = _initial_state(initial_state, irf_obj, kfull, B, N, lat)
+    chunk = T if time_chunk is None else int(time_chunk)
+    if chunk < 1:
+        raise ValueError(f"time_chunk must be >= 1, got {time_chunk}")
+    outs = []
+    for t0 in range(0, T, chunk):
+        piece = lat[..., t0 : t0 + chunk]
+        if substeps > 1:
+            piece = piece.repeat_interleave(substeps, dim=-1)
+        last = t0 + chunk >= T
+        out, state = _route_window(
+            piece,
+            graph,
+            net,
+            ew,
+            irf_obj,
+            pdict,
+            ctx,
+            state,
+            kfull,
+            plan,
+            be,
+            aggregate,
+            want_state=return_state or not last,
+        )
+        if substeps > 1:
+            out = out.view(B, N, -1, substeps).mean(-1)
+        outs.append(out)
+    out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
+    if squeeze:
+        out = out.squeeze(0)
+    if return_state:
+        return out, state
+    return out
+
+
+def route(
+    lateral: Tensor,
+    graph: Any,
+    irf: str | ImpulseResponse = "muskingum",
+    params: Mapping[str, Any] | None = None,
+    *,
+    kernels: Tensor | None = None,
+    substeps: int = 1,
+    initial_state: RoutingState | Tensor | None = None,
+    return_state: bool = False,
+    stage_plan: Any = None,
+    max_nodes: int | None = None,
+    time_chunk: int | None = None,
+    step_seconds: float | None = None,
+    edge_weight: Tensor | None = None,
+    num_nodes: int | None = None,
+    backend: Backend = "auto",
+) -> Tensor | tuple[Tensor, RoutingState]:
+    """Route lateral inflow through a river network with per-reach LTI impulse responses.
+
+    Args:
+        lateral: lateral inflow of every reach (enters at the reach's upstream end), in graph
+            node order, any discharge unit (m³/s by convention).
+        graph: a :class:`~gnnhydro.graph.RiverGraph`, or an ``edge_index`` ``[2, E]``
+            (upstream→downstream; then ``num_nodes`` defaults to ``lateral.shape[-2]``).
+        irf: name of a registered IRF (:func:`~gnnhydro.routing.available_irfs`) or an instance.
+        params: the IRF's parameters by name, each ``[N]`` or ``[B, N]`` (scalars broadcast);
+            time-valued parameters in input time steps; checked against the IRF's ``param_spec``.
+        kernels: explicit impulse responses ``[N, K]`` or ``[B, N, K]`` (``h[..., 0]`` = lag 0);
+            replaces ``irf``/``params``.
+        substeps: internal steps per input step (input held constant within a step; the output
+            is the mean over the internal steps of each input step, so volume is conserved).
+        initial_state: None (empty channels), an initial discharge ``[N]`` / ``[B, N]`` (steady
+            flow through every reach), or a :class:`RoutingState` from ``return_state=True``.
+        return_state: also return the final :class:`RoutingState` (internal-step resolution).
+        stage_plan: None (one stage), ``"auto"`` (``graph.stage_plan(max_nodes=max_nodes)``) or
+            a :class:`~gnnhydro.graph.StagePlan`; stages run one after another carrying boundary
+            outflows, exactly equal to unstaged routing, gradients flow across stages.
+        max_nodes: node budget per stage for ``stage_plan="auto"`` (default 200,000).
+        time_chunk: route the series in chunks of this many input steps carrying the state
+            (exact; bounds the size of per-chunk work arrays).
+        step_seconds: length of one input step in seconds (needed by ``diffusive_wave``).
+        edge_weight: split fractions ``[E]`` overriding ``graph.edge_weight`` (differentiable).
+        backend: ``"auto"`` (numba on CPU, triton on CUDA), ``"numba"``, ``"torch"``, ``"triton"``.
+
+    Returns:
+        Outflow of every reach, same shape and dtype as ``lateral`` (and the final state if
+        ``return_state``).
+
+    Shapes:
+        lateral ``[N, T]`` or ``[B, N, T]``; params ``[N]`` or ``[B, N]``; kernels ``[N, K]`` or
+        ``[B, N, K]``; result like ``lateral``.
+
+    Raises:
+        ValueError: shape mismatch with N, parameters outside their bounds (naming the
+            parameter), NaN lateral inflow (naming the node ids), unknown IRF (listing them).
+    """
+    return lti_route(
+        lateral,
+        graph,
+        irf,
+        params,
+        kernels=kernels,
+        substeps=substeps,
+        initial_state=initial_state,
+        return_state=return_state,
+        stage_plan=stage_plan,
+        max_nodes=max_nodes,
+        time_chunk=time_chunk,
+        step_seconds=step_seconds,
+        edge_weight=edge_weight,
+        num_nodes=num_nodes,
+        backend=backend,
+    )
+
+
+class LTIRouter(MessagePassing):
+    """LTI river routing as message passing along ``edge_index`` (upstream→downstream).
+
+    Each reach's inflow is its lateral inflow plus the sum over incoming edges of the messages
+    ``w_ji · O_j`` (``aggr="add"``, ``flow="source_to_target"``); its outflow is the inflow
+    convolved with the reach's impulse response (:mod:`gnnhydro.routing.irf`). Messages are
+    passed in topological order, so one forward call routes the whole network exactly.
+
+    .. math::
+        O_i = h_i * \\Big(q_i + \\sum_{j \\in \\mathcal{N}^{\\uparrow}(i)} w_{ji} O_j\\Big)
+
+    Args:
+        irf: name of a registered IRF or an instance (default ``"muskingum"``).
+        substeps: internal steps per input step (default 1).
+        backend: ``"auto"`` (default), ``"numba"``, ``"torch"`` or ``"triton"``; the
+            ``"torch"`` path aggregates with this module's :meth:`propagate`.
+        **route_kwargs: defaults for :func:`route` (``stage_plan``, ``max_nodes``,
+            ``time_chunk``, ``step_seconds``).
+
+    Shapes:
+        lateral ``[N, T]`` or ``[B, N, T]``; params each ``[N]`` or ``[B, N]``; output like
+        ``lateral``.
+    """
+
+    def __init__(
+        self,
+        irf: str | ImpulseResponse = "muskingum",
+        substeps: int = 1,
+        backend: Backend = "auto",
+        **route_kwargs: Any,
+    ) -> None:
+        super().__init__(aggr="add", flow="source_to_target", node_dim=-2)
+        self.irf = get_irf(irf)
+        self.substeps = substeps
+        self.backend = backend
+        self.route_kwargs = route_kwargs
+        self.reset_parameters()
+
+    @property
+    def param_spec(self):
+        return self.irf.param_spec
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+
+    def forward(
+        self,
+        lateral: Tensor,
+        graph: Any,
+        params: Mapping[str, Tensor] | None = None,
+        edge_weight: Tensor | None = None,
+        *,
+        kernels: Tensor | None = None,
+        initial_state: RoutingState | Tensor | None = None,
+        return_state: bool = False,
+        **kwargs: Any,
+    ) -> Tensor | tuple[Tensor, RoutingState]:
+        """Route ``lateral`` through ``graph`` (a RiverGraph or an ``edge_index``)."""
+        opts = {**self.route_kwargs, **kwargs}
+        return lti_route(
+            lateral,
+            graph,
+            self.irf,
+            params,
+            kernels=kernels,
+            substeps=self.substeps,
+            initial_state=initial_state,
+            return_state=return_state,
+            edge_weight=edge_weight,
+            backend=self.backend,
+            aggregate=self._aggregate,
+            **opts,
+        )
+
+    def _aggregate(
+        self, out: Tensor, src: Tensor, local_dst: Tensor, weight: Tensor, n_dst: int
+    ) -> Tensor:
+        edge_index = torch.stack([src, local_dst])
+        return self.propagate(
+            edge_index, x=(out, None), edge_weight=weight, size=(out.shape[-2], n_dst)
+        )
+
+    def message(self, x_j: Tensor, edge_weight: Tensor) -> Tensor:
+        """Weighted upstream outflow ``w_ji · O_j``. Shapes: x_j ``[B, E, T]``; edge_weight ``[E]``."""
+        return x_j * edge_weight.view(-1, 1)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(irf={self.irf.name!r}, substeps={self.substeps})"
