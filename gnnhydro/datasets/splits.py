@@ -115,9 +115,18 @@ def split_from_gauges(graph: RiverGraph, holdout: Tensor) -> GaugeSplit:
     )
 
 
-def spatial_holdout(graph: RiverGraph, fraction: float, seed: int = 0) -> GaugeSplit:
+def spatial_holdout(
+    graph: RiverGraph, fraction: float, seed: int = 0, *, downstream_closed: bool = False
+) -> GaugeSplit:
     """Hold out ``round(fraction · G)`` gauges chosen at random (seeded), at least one and at most
-    ``G - 1``; see the module docstring for the node sets it marks."""
+    ``G - 1``; see the module docstring for the node sets it marks.
+
+    With ``downstream_closed=True`` a held-out gauge brings every gauge downstream of it into the
+    hold-out too (gauges are drawn in random order and added with their downstream closure while
+    the total stays within ``round(fraction · G)``, at least one closure). Then no held-out gauge
+    lies upstream of a training gauge, so each has a non-empty exclusive area (unless training
+    gauges upstream cover its whole basin): a truly ungauged test, not only nested gauges.
+    """
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"fraction must be in (0, 1), got {fraction}")
     gi, _ = _gauges(graph)
@@ -126,7 +135,27 @@ def spatial_holdout(graph: RiverGraph, fraction: float, seed: int = 0) -> GaugeS
         raise ValueError(f"spatial_holdout needs at least 2 gauges, the graph has {g}")
     k = min(max(int(round(fraction * g)), 1), g - 1)
     perm = torch.randperm(g, generator=torch.Generator().manual_seed(seed))
-    return split_from_gauges(graph, perm[:k].sort().values)
+    if not downstream_closed:
+        return split_from_gauges(graph, perm[:k].sort().values)
+    chosen: set[int] = set()
+    for p in perm.tolist():
+        # gauges downstream of gauge p: those whose basin contains it
+        closure = {
+            q for q in range(g) if q not in chosen and _drains_to(graph, int(gi[p]), int(gi[q]))
+        }
+        if chosen and len(chosen) + len(closure) > k:
+            continue
+        if len(chosen) + len(closure) > g - 1:
+            continue
+        chosen |= closure
+        if len(chosen) >= k:
+            break
+    return split_from_gauges(graph, torch.tensor(sorted(chosen), dtype=torch.long))
+
+
+def _drains_to(graph: RiverGraph, upstream: int, downstream: int) -> bool:
+    """Whether node ``upstream`` lies in the basin of node ``downstream`` (or is it)."""
+    return bool(upstream_mask(graph, torch.tensor([downstream]))[upstream])
 
 
 def k_fold_gauges(graph: RiverGraph, k: int, seed: int = 0) -> list[GaugeSplit]:

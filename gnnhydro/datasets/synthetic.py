@@ -66,7 +66,7 @@ __all__ = [
 ]
 
 #: Bumped whenever the generator changes its output (part of the processed file name).
-SYNTHETIC_VERSION = 1
+SYNTHETIC_VERSION = 2
 
 #: Static attributes in ``x`` (raw physical units, see :data:`ATTRIBUTE_UNITS`).
 ATTRIBUTE_NAMES: tuple[str, ...] = (
@@ -746,12 +746,14 @@ def generate_synthetic_basin(
 
 
 def _holdout(graph: RiverGraph, seed: int) -> list[str]:
-    """Suggested spatial hold-out: ~25 % of the gauges, random but fixed by the seed."""
+    """Suggested spatial hold-out: ~25 % of the gauges, random but fixed by the seed, closed
+    downstream (a held-out gauge's downstream gauges are held out too), so the held-out gauges
+    have exclusive areas never seen in training: a truly ungauged test."""
     if graph.gauge_index.numel() < 2:
         return []
     from gnnhydro.datasets.splits import spatial_holdout
 
-    return list(spatial_holdout(graph, 0.25, seed=seed).holdout_gauge_id)
+    return list(spatial_holdout(graph, 0.25, seed=seed, downstream_closed=True).holdout_gauge_id)
 
 
 # --------------------------------------------------------------------------------- dataset

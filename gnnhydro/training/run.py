@@ -128,7 +128,8 @@ def make_gauge_split(graph: Any, holdout_cfg: DictConfig | dict) -> GaugeSplit:
       (``graph.holdout_gauge_ids``) when it has one;
     - ``k`` and ``fold``: k-fold cross-validation over gauges (run ``fold=0..k-1``, e.g. as a
       multirun sweep);
-    - otherwise ``fraction`` of the gauges at random (``seed``); 0 holds out none.
+    - otherwise ``fraction`` of the gauges at random (``seed``; ``downstream_closed`` to hold out
+      each chosen gauge with all gauges downstream of it); 0 holds out none.
 
     See :mod:`gnnhydro.datasets.splits` for the node sets (held-out gauges' exclusive areas).
     """
