@@ -227,3 +227,66 @@ def write_qout(
     path = Path(path)
     ds.to_netcdf(path)
     return path
+
+
+def route_files(
+    *,
+    out: str | Path,
+    routelink: str | Path | None = None,
+    chrtout: str | Path | None = None,
+    rapid_connect: str | Path | None = None,
+    k: str | Path | None = None,
+    x: str | Path | None = None,
+    inflow: str | Path | None = None,
+    irf: str = "muskingum",
+    substeps: int | str = 1,
+) -> Path:
+    """Route a real domain from files (the ``gnnhydro route`` command).
+
+    Either an NWM domain (``routelink`` + ``chrtout``: a directory or a glob of CHRTOUT files,
+    ``q_lateral`` m³/s, Muskingum k/x from RouteLink) written as CF-1.8 ``timeSeries`` netCDF, or
+    a RAPID domain (``rapid_connect``, ``k``, ``x``, ``inflow`` = m3_riv netCDF) written as RAPID
+    ``Qout(time, rivid)`` netCDF. Muskingum parameters come from the files, so ``irf`` must be
+    ``muskingum``.
+    """
+    import glob
+
+    from gnnhydro.routing.lti import route
+
+    if irf != "muskingum":
+        raise ValueError(
+            f"routing from files takes Muskingum k, x from the files; irf={irf!r} is not supported"
+        )
+    if out is None:
+        raise ValueError("route needs out=PATH (the netCDF file to write)")
+    if routelink is not None:
+        if chrtout is None:
+            raise ValueError("an NWM domain needs chrtout=DIR or a glob of CHRTOUT files")
+        files: object = chrtout
+        if any(ch in str(chrtout) for ch in "*?["):
+            files = sorted(glob.glob(str(chrtout)))
+            if not files:
+                raise FileNotFoundError(f"no CHRTOUT files match {chrtout!r}")
+        inputs = read_nwm(routelink, files)
+    elif rapid_connect is not None:
+        missing = [
+            name for name, value in (("k", k), ("x", x), ("inflow", inflow)) if value is None
+        ]
+        if missing:
+            raise ValueError(f"a RAPID domain needs {missing} (k=PATH x=PATH inflow=m3_riv.nc)")
+        inputs = read_rapid(rapid_connect, k, x, inflow)
+    else:
+        raise ValueError(
+            "give routelink=... chrtout=... (NWM) or rapid_connect=... k=... x=... inflow=... (RAPID)"
+        )
+    discharge = route(
+        inputs.lateral, inputs.graph, irf="muskingum", params=inputs.params, substeps=int(substeps)
+    )
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if routelink is not None:
+        from gnnhydro.export import export_discharge
+
+        times = inputs.times if inputs.times is not None else np.arange(discharge.shape[-1])
+        return export_discharge(inputs.graph, discharge, times, out)
+    return write_qout(out, discharge, inputs.graph.node_id, inputs.times)
