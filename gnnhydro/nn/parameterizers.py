@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from torch_geometric.nn import GATv2Conv, GCNConv, GINConv, GINEConv, GraphNorm, SAGEConv
 
 from gnnhydro.nn.heads import ParameterHeads
+from gnnhydro.registry import Registry
 from gnnhydro.spec import ParamSpec
 
 __all__ = [
@@ -54,34 +55,32 @@ __all__ = [
     "DirectionalConv",
     "register_parameterizer",
     "build_parameterizer",
+    "get_parameterizer",
+    "PARAMETERIZERS",
     "list_parameterizers",
     "normalize_spec_groups",
 ]
 
 SpecGroups = dict[str, tuple[dict[str, ParamSpec], int | None]]
 
-_REGISTRY: dict[str, type[GNNParameterizer]] = {}
+PARAMETERIZERS: Registry[type[GNNParameterizer]] = Registry("parameterizer")
 
 
 def register_parameterizer(
     name: str,
 ) -> Callable[[type[GNNParameterizer]], type[GNNParameterizer]]:
     """Class decorator registering a :class:`GNNParameterizer` subclass under ``name``."""
-
-    def wrap(cls: type[GNNParameterizer]) -> type[GNNParameterizer]:
-        key = name.lower()
-        if key in _REGISTRY and _REGISTRY[key] is not cls:
-            raise ValueError(f"parameterizer {key!r} is already registered ({_REGISTRY[key]!r})")
-        _REGISTRY[key] = cls
-        cls.registry_name = key
-        return cls
-
-    return wrap
+    return PARAMETERIZERS.register(name)
 
 
 def list_parameterizers() -> list[str]:
     """Names of the registered parameterizers."""
-    return sorted(_REGISTRY)
+    return PARAMETERIZERS.names()
+
+
+def get_parameterizer(name: str) -> type[GNNParameterizer]:
+    """The parameterizer class registered as ``name`` (``ValueError`` listing the others)."""
+    return PARAMETERIZERS.get(name)
 
 
 def build_parameterizer(name: str, **kwargs: Any) -> GNNParameterizer:
@@ -89,10 +88,7 @@ def build_parameterizer(name: str, **kwargs: Any) -> GNNParameterizer:
 
     Example: ``build_parameterizer("gatv2", in_channels=8, specs=spec, edge_dim=2)``.
     """
-    key = name.lower()
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown parameterizer {name!r}; available: {list_parameterizers()}")
-    return _REGISTRY[key](**kwargs)
+    return get_parameterizer(name)(**kwargs)
 
 
 def normalize_spec_groups(

@@ -25,13 +25,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 from typing import ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from gnnhydro.registry import Registry
 from gnnhydro.spec import ParamSpec, check_in_bounds
 
 __all__ = [
@@ -53,9 +53,7 @@ __all__ = [
     "regularized_gamma_p",
 ]
 
-IRF_REGISTRY: dict[str, type[ImpulseResponse]] = {}
-_ENTRY_POINT_GROUP = "gnnhydro.irfs"
-_entry_points_loaded = False
+IRF_REGISTRY: Registry[type[ImpulseResponse]] = Registry("IRF", entry_point_group="gnnhydro.irfs")
 
 
 def register_irf(name: str) -> Callable[[type[ImpulseResponse]], type[ImpulseResponse]]:
@@ -67,30 +65,14 @@ def register_irf(name: str) -> Callable[[type[ImpulseResponse]], type[ImpulseRes
                 f"register_irf({name!r}) expects an ImpulseResponse subclass, got {cls}"
             )
         cls.name = name
-        IRF_REGISTRY[name] = cls
-        return cls
+        return IRF_REGISTRY.register(name)(cls)
 
     return deco
 
 
-def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in entry_points(group=_ENTRY_POINT_GROUP):
-        if ep.name in IRF_REGISTRY:
-            continue
-        cls = ep.load()
-        if isinstance(cls, type) and issubclass(cls, ImpulseResponse):
-            cls.name = ep.name
-            IRF_REGISTRY[ep.name] = cls
-
-
 def available_irfs() -> list[str]:
-    """Sorted names of all registered IRFs (built-in, decorated and entry points)."""
-    _load_entry_points()
-    return sorted(IRF_REGISTRY)
+    """Names of the registered IRFs (built-ins and ``gnnhydro.irfs`` entry points)."""
+    return IRF_REGISTRY.names()
 
 
 def get_irf(name: str | ImpulseResponse | type[ImpulseResponse]) -> ImpulseResponse:
@@ -102,11 +84,7 @@ def get_irf(name: str | ImpulseResponse | type[ImpulseResponse]) -> ImpulseRespo
         return name
     if isinstance(name, type) and issubclass(name, ImpulseResponse):
         return name()
-    if name not in IRF_REGISTRY:
-        _load_entry_points()
-    if name not in IRF_REGISTRY:
-        raise ValueError(f"unknown IRF {name!r}; registered IRFs: {available_irfs()}")
-    return IRF_REGISTRY[name]()
+    return IRF_REGISTRY.get(name)()
 
 
 @dataclass

@@ -32,6 +32,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from gnnhydro.registry import Registry
+
 __all__ = [
     "HydroLoss",
     "NSELoss",
@@ -45,26 +47,17 @@ __all__ = [
     "list_losses",
 ]
 
-_REGISTRY: dict[str, type[HydroLoss]] = {}
+LOSSES: Registry[type[HydroLoss]] = Registry("loss")
 
 
 def register_loss(name: str) -> Callable[[type[HydroLoss]], type[HydroLoss]]:
     """Class decorator registering a :class:`HydroLoss` subclass under ``name``."""
-
-    def wrap(cls: type[HydroLoss]) -> type[HydroLoss]:
-        key = name.lower()
-        if key in _REGISTRY and _REGISTRY[key] is not cls:
-            raise ValueError(f"loss {key!r} is already registered ({_REGISTRY[key]!r})")
-        _REGISTRY[key] = cls
-        cls.registry_name = key
-        return cls
-
-    return wrap
+    return LOSSES.register(name)
 
 
 def list_losses() -> list[str]:
     """Names of the registered losses."""
-    return sorted(_REGISTRY)
+    return LOSSES.names()
 
 
 def build_loss(spec: str | Mapping[str, Any], **kwargs: Any) -> HydroLoss:
@@ -77,9 +70,7 @@ def build_loss(spec: str | Mapping[str, Any], **kwargs: Any) -> HydroLoss:
     """
     if isinstance(spec, str):
         key = spec.lower()
-        if key not in _REGISTRY:
-            raise ValueError(f"unknown loss {spec!r}; available: {list_losses()}")
-        return _REGISTRY[key](**kwargs)
+        return LOSSES.get(key)(**kwargs)
     if isinstance(spec, Mapping):
         if "name" in spec:
             options = {k: v for k, v in spec.items() if k != "name"}

@@ -169,7 +169,7 @@ def make_gauge_split(graph: Any, holdout_cfg: DictConfig | dict) -> GaugeSplit:
 def build_model(cfg: DictConfig, graph: Any, split: GaugeSplit) -> torch.nn.Module:
     """Runoff model, IRF and parameterizer from the config; normalisation from training nodes."""
     from gnnhydro.models import HydroModel
-    from gnnhydro.nn import build_parameterizer
+    from gnnhydro.nn import build_parameterizer, get_parameterizer
 
     model_cfg = cfg.model
     mode = model_cfg.mode
@@ -208,7 +208,7 @@ def build_model(cfg: DictConfig, graph: Any, split: GaugeSplit) -> torch.nn.Modu
         specs=specs,
         dynamic=set(dynamic),
         dynamic_channels=len(_forcing_names(graph)) if dynamic else None,
-        edge_dim=_edge_dim(graph) if _parameterizer_class(name).supports_edge_attr else None,
+        edge_dim=_edge_dim(graph) if get_parameterizer(name).supports_edge_attr else None,
         **pcfg,
     )
     return HydroModel(
@@ -231,15 +231,6 @@ def _plain(value: Any) -> Any:
         if isinstance(value, DictConfig | ListConfig)
         else value
     )
-
-
-def _parameterizer_class(name: str) -> type:
-    from gnnhydro.nn import list_parameterizers
-    from gnnhydro.nn.parameterizers import _REGISTRY
-
-    if name.lower() not in _REGISTRY:
-        raise ValueError(f"unknown parameterizer {name!r}; available: {list_parameterizers()}")
-    return _REGISTRY[name.lower()]
 
 
 def _forcing_names(graph: Any) -> list[str]:

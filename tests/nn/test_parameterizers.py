@@ -15,7 +15,7 @@ from gnnhydro.nn import (
     list_parameterizers,
     register_parameterizer,
 )
-from gnnhydro.nn.parameterizers import _REGISTRY, normalize_spec_groups
+from gnnhydro.nn.parameterizers import PARAMETERIZERS, normalize_spec_groups
 from gnnhydro.spec import ParamSpec, check_in_bounds, from_bounds
 
 RUNOFF = {
@@ -57,7 +57,7 @@ def test_register_custom_parameterizer():
         with pytest.raises(ValueError, match="already registered"):
             register_parameterizer("test_custom_sage")(GINParameterizer)
     finally:
-        _REGISTRY.pop("test_custom_sage", None)
+        PARAMETERIZERS._items.pop("test_custom_sage", None)
 
 
 @pytest.mark.parametrize("name", NAMES)

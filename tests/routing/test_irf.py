@@ -58,7 +58,7 @@ def test_register_user_irf_decorator():
         h = get_irf("test_half_gain").impulse_response({"g": torch.tensor([0.5])}, 3)
         assert torch.allclose(h, torch.tensor([[0.5, 0.0, 0.0]]))
     finally:
-        IRF_REGISTRY.pop("test_half_gain")
+        IRF_REGISTRY._items.pop("test_half_gain")
 
 
 def test_muskingum_coefficients_closed_form_and_negative_c0():
