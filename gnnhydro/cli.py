@@ -55,6 +55,7 @@ def _train(argv: list[str]) -> int:
         from gnnhydro.training.run import train
 
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+        logging.getLogger("pyogrio").setLevel(logging.WARNING)
         run_dir = HydraConfig.get().runtime.output_dir
         try:
             train(cfg, run_dir)

@@ -60,6 +60,24 @@ def copy_source_files(source_dir: str | Path, raw_dir: str | Path, names: Sequen
             shutil.copyfile(src, dst)
 
 
+def attribute_statistics(x: Tensor) -> tuple[Tensor, Tensor]:
+    """NaN-aware mean and standard deviation of static attributes (rows = training nodes); an
+    undefined or zero standard deviation is returned as 1 so ``(x − mean)/std`` stays finite.
+
+    Shapes:
+        x ``[M, F]`` → mean ``[F]``, std ``[F]`` (float32).
+    """
+    x = x.double()
+    valid = ~torch.isnan(x)
+    count = valid.sum(0)
+    mean = torch.where(valid, x, 0.0).sum(0) / count.clamp_min(1)
+    var = torch.where(valid, (x - mean) ** 2, 0.0).sum(0) / count.clamp_min(1)
+    std = var.sqrt()
+    mean = torch.where(count > 0, mean, 0.0)
+    std = torch.where((count > 0) & (std > 1e-12), std, 1.0)
+    return mean.float(), std.float()
+
+
 class RiverDataset(InMemoryDataset):
     r"""Base class of river datasets: ``root/raw`` → :meth:`process` → ``root/processed``.
 
@@ -223,15 +241,7 @@ class RiverDataset(InMemoryDataset):
         if cache.exists() and not self.force_reload:
             stats = torch.load(cache, weights_only=True)
             return stats["mean"], stats["std"]
-        sub = x[idx]
-        valid = ~torch.isnan(sub)
-        count = valid.sum(0)
-        mean = torch.where(valid, sub, 0.0).sum(0) / count.clamp_min(1)
-        var = torch.where(valid, (sub - mean) ** 2, 0.0).sum(0) / count.clamp_min(1)
-        std = var.sqrt()
-        mean = torch.where(count > 0, mean, 0.0)
-        std = torch.where((count > 0) & (std > 1e-12), std, 1.0)
-        mean, std = mean.float(), std.float()
+        mean, std = attribute_statistics(x[idx])
         torch.save({"mean": mean, "std": std, "train_nodes": idx}, cache)
         return mean, std
 

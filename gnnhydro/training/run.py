@@ -28,6 +28,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import Tensor
 
 import gnnhydro
+from gnnhydro.datasets.base import attribute_statistics
 from gnnhydro.datasets.splits import GaugeSplit, k_fold_gauges, spatial_holdout, split_from_gauges
 from gnnhydro.datasets.windows import slice_time
 
@@ -166,8 +167,15 @@ def make_gauge_split(graph: Any, holdout_cfg: DictConfig | dict) -> GaugeSplit:
 
 
 # ============================================================================ model
-def build_model(cfg: DictConfig, graph: Any, split: GaugeSplit) -> torch.nn.Module:
-    """Runoff model, IRF and parameterizer from the config; normalisation from training nodes."""
+def build_model(
+    cfg: DictConfig,
+    graph: Any,
+    split: GaugeSplit,
+    attribute_stats: tuple[Tensor, Tensor] | None = None,
+) -> torch.nn.Module:
+    """Runoff model, IRF and parameterizer from the config; attribute normalisation fitted on
+    training nodes only (every node outside the held-out gauges' exclusive areas), taken from
+    the dataset's cached ``attribute_stats`` when a dataset is given."""
     from gnnhydro.models import HydroModel
     from gnnhydro.nn import build_parameterizer, get_parameterizer
 
@@ -191,10 +199,11 @@ def build_model(cfg: DictConfig, graph: Any, split: GaugeSplit) -> torch.nn.Modu
     irf = model_cfg.routing.irf if model_cfg.get("routing") else None
     routing_specs = HydroModel.routing_specs(irf) if mode != "runoff" else {}
     x = graph.x.float()
-    train_nodes = ~split.holdout_exclusive
-    mean = x[train_nodes].mean(0)
-    std = x[train_nodes].std(0)
-    std = torch.where(std > 1e-8 * mean.abs().clamp_min(1.0), std, torch.ones_like(std))
+    mean, std = (
+        attribute_stats
+        if attribute_stats is not None
+        else attribute_statistics(x[~split.holdout_exclusive])
+    )
     pcfg = OmegaConf.to_container(cfg.parameterizer, resolve=True)
     name = pcfg.pop("name")
     specs = {}
@@ -323,8 +332,15 @@ class Experiment:
                 )
         return out
 
+    def attribute_stats(self) -> tuple[Tensor, Tensor]:
+        """Normalisation statistics over training nodes (cached with the processed data)."""
+        train_nodes = ~self.split.holdout_exclusive
+        if self.dataset is not None and hasattr(self.dataset, "attribute_stats"):
+            return self.dataset.attribute_stats(train_nodes)
+        return attribute_statistics(self.graph.x[train_nodes])
+
     def build_model(self) -> torch.nn.Module:
-        return build_model(self.cfg, self.graph, self.split).to(self.device)
+        return build_model(self.cfg, self.graph, self.split, self.attribute_stats()).to(self.device)
 
 
 def _device(name: str) -> torch.device:
@@ -687,7 +703,6 @@ def _write_outputs(
     summary = metrics.groupby("split")[["nse", "kge"]].median() if len(metrics) else pd.DataFrame()
     if len(summary):
         summary.to_csv(run_dir / "metrics_summary.csv")
-        log.info("median metrics per split:\n%s", summary.to_string())
         print("median metrics per split:\n" + summary.to_string())
     params = {name: value for name, value in out["params"].items()}
     formats = list(exp.cfg.get("export", {}).get("formats", ["gpkg"]) or ["gpkg"])
