@@ -92,6 +92,8 @@ class RunoffModel(nn.Module):
     state_names: tuple[str, ...] = ()
     #: extra outputs (besides ET and runoff) that leave (+) or enter (−) the modelled water column
     external_fluxes: tuple[str, ...] = ()
+    #: extra outputs that enter (+) the modelled water column from outside (e.g. groundwater gain)
+    external_inflows: tuple[str, ...] = ()
 
     def __init__(self, nmul: int = 1) -> None:
         super().__init__()
@@ -288,7 +290,13 @@ class RunoffModel(nn.Module):
         self, out: Mapping[str, Tensor], forcing: Mapping[str, Tensor], *, warmup_steps: int = 0
     ) -> Tensor:
         """Water-balance residual per node over the run, mm (see :func:`mass_balance`)."""
-        return mass_balance(out, forcing, warmup_steps=warmup_steps, extra=self.external_fluxes)
+        return mass_balance(
+            out,
+            forcing,
+            warmup_steps=warmup_steps,
+            extra=self.external_fluxes,
+            inflows=self.external_inflows,
+        )
 
     def final_states(self, out: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Extract ``{state: [N, m]}`` from an output made with ``return_states=True``."""
@@ -306,15 +314,18 @@ def mass_balance(
     *,
     warmup_steps: int = 0,
     extra: tuple[str, ...] = (),
+    inflows: tuple[str, ...] = (),
 ) -> Tensor:
-    """Residual ``ΣP − ΣET − Σrunoff − Σextra − (S_end − S_start)`` per node, in mm.
+    """Residual ``ΣP + Σinflows − ΣET − Σrunoff − Σextra − (S_end − S_start)`` per node, in mm.
 
     Args:
         out: model output with ``runoff``, ``evapotranspiration``, ``storage`` and
             ``storage_initial`` (mm per step / mm).
         forcing: the forcing given to the model (``precipitation`` in mm per step).
         warmup_steps: the ``warmup_steps`` the output was produced with (dropped from ``P``).
-        extra: names of further outputs that leave the system (e.g. groundwater export).
+        extra: names of further outputs that leave the system (mm per step, positive out).
+        inflows: names of further outputs that enter the system (mm per step, positive in;
+            e.g. HBV's signed ``groundwater_exchange``).
 
     Shapes:
         result ``[N]`` (or ``[B, N]``) mm; zero up to rounding for a closed model.
@@ -323,4 +334,6 @@ def mass_balance(
     resid = p.sum(-1) - out["evapotranspiration"].sum(-1) - out["runoff"].sum(-1)
     for name in extra:
         resid = resid - out[name].sum(-1)
+    for name in inflows:
+        resid = resid + out[name].sum(-1)
     return resid - (out["storage"][..., -1] - out["storage_initial"])

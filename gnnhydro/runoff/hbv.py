@@ -20,7 +20,24 @@ One explicit, operator-split step of length Δt (all fluxes in mm per step, stor
 
 with each flux applied at once in that order (δHBV 1.0 as in hydrodl2).  Options: BETAET
 (δHBV 1.1p), capillary rise ``cap = min(SLZ, C·SLZ·(1 − min(SM/FC, 1)))`` from the lower zone to
-the soil (δHBV 1.1p).  Runoff is the mean over the ``nmul`` components of ``Q0 + Q1 + Q2``;
+the soil (δHBV 1.1p), and the regional groundwater exchange of δHBV 2.0 (Song et al., 2025),
+applied to the lower zone after percolation and before ``Q2``:
+
+.. math::
+    \\phi(A) &= \\begin{cases} \\operatorname{clamp}((A - AC)/1000, -1, 1) & A < 2500 \\\\
+                 \\exp(-\\min((A - 2500)/50, 10)) & A \\ge 2500 \\end{cases} \\\\
+    LF &= RT\\,\\phi(A),\\qquad
+    \\text{gwx} = LF^+ - \\min(SLZ, LF^-),\\qquad SLZ \\leftarrow SLZ + \\text{gwx}
+
+with ``A`` the upstream (drainage) area of the node in km², ``AC`` a learned area threshold
+(km², [0, 2500]) and ``RT`` the exchange rate (mm/day, [0, 20]): catchments smaller than ``AC``
+lose water to the regional aquifer (up to ``RT`` per step, never more than the lower zone
+holds), larger ones gain it, and beyond 2500 km² the gain decays within ~500 km².  ``gwx``
+(mm/step, positive = gain) is returned as ``groundwater_exchange`` and enters the water balance
+as an explicit term (``P + gwx − ET − Q − ΔS = 0``).  The loss split ``min(SLZ, LF⁻)`` is the
+δHBV 2.0 clamp ``SLZ ← max(SLZ + LF, 0)`` written as a flux (smoothed like every other
+``min`` when ε > 0); the sign split of the parameter-only ``LF`` is never smoothed.
+Runoff is the mean over the ``nmul`` components of ``Q0 + Q1 + Q2``;
 an optional gamma unit hydrograph (δHBV lumped use) gives ``runoff_routed``.
 
 Backends: ``"torch"`` (a per-step PyTorch loop, differentiated by autograd: the reference),
@@ -48,6 +65,7 @@ __all__ = [
     "hbv_torch_loop",
     "gamma_unit_hydrograph",
     "uh_convolve",
+    "groundwater_exchange_factor",
 ]
 
 _D = "1/day"
@@ -69,6 +87,8 @@ HBV_PARAM_SPECS: dict[str, ParamSpec] = {
         ParamSpec("cwh", "-", 0.0, 0.2, 0.1, True, "water holding capacity of the snowpack"),
         ParamSpec("betaet", "-", 0.3, 5.0, 1.0, True, "shape of the ET reduction curve"),
         ParamSpec("c", "1/day", 0.0, 1.0, 0.05, True, "capillary rise coefficient"),
+        ParamSpec("rt", "mm/day", 0.0, 20.0, 1.0, True, "regional groundwater exchange rate"),
+        ParamSpec("ac", "km²", 0.0, 2500.0, 1000.0, True, "area threshold of the exchange sign"),
     ]
 }
 #: Order of the parameters inside the fused kernels.
@@ -97,12 +117,24 @@ HBV_OUTPUTS: tuple[str, ...] = (
     "tosoil",
     "percolation",
     "capillary_rise",
+    "groundwater_exchange",
     "snowpack",
     "meltwater",
     "soil_moisture",
     "upper_zone",
     "lower_zone",
 )
+
+
+def groundwater_exchange_factor(area_km2: Tensor, ac: Tensor) -> Tensor:
+    """Dimensionless factor ``φ(A)`` of the δHBV 2.0 exchange ``LF = RT·φ`` (module docstring).
+
+    Shapes:
+        area_km2 (upstream area, km²) and ac (km²) broadcast; result of the broadcast shape.
+    """
+    small = torch.clamp((area_km2 - ac) / 1000.0, -1.0, 1.0)
+    large = torch.exp(-torch.clamp((area_km2 - 2500.0) / 50.0, min=0.0, max=10.0))
+    return torch.where(area_km2 < 2500.0, small, large)
 
 
 def hbv_step(
@@ -116,6 +148,8 @@ def hbv_step(
     nearzero: float = 1e-5,
     betaet: bool = False,
     capillary: bool = False,
+    groundwater_exchange: bool = False,
+    area_km2: Tensor | None = None,
 ) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor, Tensor], dict[str, Tensor]]:
     """One HBV step (pure function; see the module docstring for the equations).
 
@@ -125,9 +159,12 @@ def hbv_step(
         p: parameters of this step by lower-case name, physical units.
         eps: threshold smoothing width (see :mod:`gnnhydro.runoff.smooth`); 0 = exact.
         nearzero: floor of the soil moisture (mm).
+        groundwater_exchange: δHBV 2.0 exchange of the lower zone (needs ``rt``, ``ac`` and
+            ``area_km2``, the upstream area in km²).
 
     Shapes:
-        states and parameters ``[N, m]``; forcing ``[N, 1]`` (broadcast over components).
+        states and parameters ``[N, m]``; forcing and ``area_km2`` ``[N, 1]`` (broadcast over
+        components).
     """
     sp, mw, sm, suz, slz = states
     dtemp = temp - p["tt"]
@@ -167,6 +204,14 @@ def hbv_step(
     suz = suz - q0
     q1 = p["k1"] * suz
     suz = suz - q1
+    if groundwater_exchange:
+        if area_km2 is None:
+            raise ValueError("hbv_step: groundwater_exchange needs area_km2 (upstream area, km²)")
+        lf = p["rt"] * groundwater_exchange_factor(area_km2, p["ac"])
+        gwx = torch.clamp(lf, min=0.0) - min_s(slz, torch.clamp(-lf, min=0.0), eps)
+        slz = slz + gwx
+    else:
+        gwx = torch.zeros_like(slz)
     q2 = p["k2"] * slz
     slz = slz - q2
     fluxes = {
@@ -180,6 +225,7 @@ def hbv_step(
         "tosoil": tosoil,
         "percolation": perc,
         "capillary_rise": cap,
+        "groundwater_exchange": gwx,
     }
     return (sp, mw, sm, suz, slz), fluxes
 
@@ -195,6 +241,8 @@ def hbv_torch_loop(
     nearzero: float = 1e-5,
     betaet: bool = False,
     capillary: bool = False,
+    groundwater_exchange: bool = False,
+    area_km2: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Per-time-step PyTorch loop of :func:`hbv_step` (autograd reference).
 
@@ -203,7 +251,7 @@ def hbv_torch_loop(
 
     Shapes:
         precip, temp, pet ``[N, T]``; params ``[N, m]`` or ``[N, T, m]``; states ``[N, m]``;
-        result: every name of :data:`HBV_OUTPUTS` ``[N, T]`` (mean over components) and
+        area_km2 ``[N]`` (upstream area, km², with ``groundwater_exchange``); result: every name of :data:`HBV_OUTPUTS` ``[N, T]`` (mean over components) and
         ``final_<state>`` ``[N, m]``.
     """
     n_steps = precip.shape[1]
@@ -211,6 +259,7 @@ def hbv_torch_loop(
     dyn = {k: v.unbind(1) for k, v in params.items() if v.dim() == 3}
     pcols, tcols, ecols = (x.unsqueeze(-1).unbind(1) for x in (precip, temp, pet))
     st = tuple(states[s] for s in HBV_STATES)
+    area = area_km2.reshape(-1, 1) if area_km2 is not None else None
     rec: dict[str, list[Tensor]] = {k: [] for k in HBV_OUTPUTS}
     for t in range(n_steps):
         pt = dict(static)
@@ -226,6 +275,8 @@ def hbv_torch_loop(
             nearzero=nearzero,
             betaet=betaet,
             capillary=capillary,
+            groundwater_exchange=groundwater_exchange,
+            area_km2=area,
         )
         for k, v in fl.items():
             rec[k].append(v)
@@ -276,6 +327,9 @@ class HBV(RunoffModel):
         nmul: number of parallel components (parameter sets) per node, averaged.
         betaet: use the BETAET exponent on the ET reduction curve (δHBV 1.1p).
         capillary: capillary rise ``C`` from the lower zone to the soil (δHBV 1.1p).
+        groundwater_exchange: regional groundwater exchange of the lower zone (δHBV 2.0;
+            parameters ``rt``, ``ac``); the forcing dict must then carry
+            ``"upstream_area_km2"`` ``[N]`` (or ``[B, N]``), the node's upstream area in km².
         unit_hydrograph: apply the gamma unit hydrograph (params ``route_a``, ``route_b``
             ``[N]``) and return ``runoff_routed`` (``runoff`` stays before the UH).
         uh_length: lags of the unit hydrograph (time steps).
@@ -289,8 +343,8 @@ class HBV(RunoffModel):
         dynamic: names of parameters that may be given time-varying ``[N, T, m]``.
 
     Shapes:
-        forcing ``precipitation``, ``temperature``, ``pet``: ``[N, T]`` or ``[B, N, T]``;
-        params ``[N, m]`` (or ``[N, T, m]`` for dynamic); ``out["runoff"]`` ``[N, T]`` mm/step.
+        forcing ``precipitation``, ``temperature``, ``pet``: ``[N, T]`` or ``[B, N, T]``
+        (``upstream_area_km2`` ``[N]`` / ``[B, N]`` with ``groundwater_exchange``); params ``[N, m]`` (or ``[N, T, m]`` for dynamic); ``out["runoff"]`` ``[N, T]`` mm/step.
     """
 
     forcing_names = ("precipitation", "temperature", "pet")
@@ -302,6 +356,7 @@ class HBV(RunoffModel):
         *,
         betaet: bool = False,
         capillary: bool = False,
+        groundwater_exchange: bool = False,
         unit_hydrograph: bool = False,
         uh_length: int = 15,
         gradient: str = "autograd",
@@ -318,6 +373,9 @@ class HBV(RunoffModel):
             raise ValueError(f"unknown backend {backend!r}")
         self.betaet = bool(betaet)
         self.capillary = bool(capillary)
+        self.groundwater_exchange = bool(groundwater_exchange)
+        if self.groundwater_exchange:
+            self.external_inflows = ("groundwater_exchange",)
         self.unit_hydrograph = bool(unit_hydrograph)
         self.uh_length = int(uh_length)
         self.gradient = gradient
@@ -334,6 +392,8 @@ class HBV(RunoffModel):
             names.append("betaet")
         if self.capillary:
             names.append("c")
+        if self.groundwater_exchange:
+            names += ["rt", "ac"]
         unknown = sorted(set(dynamic) - set(names))
         if unknown:
             raise ValueError(f"HBV: dynamic parameter(s) {unknown} not in {names}")
@@ -356,6 +416,7 @@ class HBV(RunoffModel):
     def extra_repr(self) -> str:
         return (
             f"nmul={self.nmul}, betaet={self.betaet}, capillary={self.capillary}, "
+            f"groundwater_exchange={self.groundwater_exchange}, "
             f"gradient={self.gradient!r}, smoothing={self.smoothing}, backend={self.backend!r}"
         )
 
@@ -363,6 +424,29 @@ class HBV(RunoffModel):
         if name in UH_PARAM_SPECS:
             return (num_nodes,)
         return (num_nodes, self.nmul)
+
+    def check_forcing(self, forcing: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], tuple]:
+        """As the base class, plus ``upstream_area_km2`` (flattened to ``[B·N]``) when needed."""
+        flat, lead = super().check_forcing(forcing)
+        if self.groundwater_exchange:
+            if "upstream_area_km2" not in forcing:
+                raise ValueError(
+                    "HBV(groundwater_exchange=True): forcing must carry 'upstream_area_km2' "
+                    f"(upstream area per node, km², shape {list(lead)})"
+                )
+            area = torch.as_tensor(forcing["upstream_area_km2"])
+            if tuple(area.shape) != tuple(lead):
+                raise ValueError(
+                    f"HBV: 'upstream_area_km2' has shape {list(area.shape)}, expected {list(lead)}"
+                )
+            bad = torch.nonzero(~(area >= 0)).flatten()  # NaN or negative
+            if bad.numel():
+                raise ValueError(
+                    f"HBV: 'upstream_area_km2' is NaN or negative at node (row) ids "
+                    f"{bad[:10].tolist()}"
+                )
+            flat["upstream_area_km2"] = area.reshape(-1).to(flat[self.forcing_names[0]].dtype)
+        return flat, lead
 
     def init_states(
         self, num_nodes: int, *, dtype: torch.dtype = torch.float32, device=None
@@ -394,7 +478,12 @@ class HBV(RunoffModel):
         hp = {k: v for k, v in params.items() if k not in UH_PARAM_SPECS}
         backend = self._select_backend(forcing, hp)
         opts = dict(
-            eps=self.smoothing, nearzero=self.nearzero, betaet=self.betaet, capillary=self.capillary
+            eps=self.smoothing,
+            nearzero=self.nearzero,
+            betaet=self.betaet,
+            capillary=self.capillary,
+            groundwater_exchange=self.groundwater_exchange,
+            area_km2=forcing.get("upstream_area_km2"),
         )
         if backend == "torch":
             if self.gradient == "sensitivity":

@@ -3,8 +3,8 @@
 One program handles ``BLOCK`` cells (node × component, flattened); each keeps its five stores in
 registers and walks through time, so the whole run is a single launch (no per-step kernels).
 The equations and threshold smoothing are those of :func:`gnnhydro.runoff.hbv.hbv_step`
-(computed in float32 or float64 as the inputs).  Static parameters only; no gradient (the
-autograd loop or the CPU kernels provide gradients).
+(computed in float32 or float64 as the inputs), including the δHBV 2.0 groundwater exchange.
+Static parameters only; no gradient (the autograd loop or the CPU kernels provide gradients).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from gnnhydro.runoff.hbv import HBV_OUTPUTS, HBV_STATES, KERNEL_PARAMS
 __all__ = ["hbv_triton_forward"]
 
 NS = 5
-NF = 10
+NF = 11
 
 
 @triton.jit
@@ -64,10 +64,18 @@ def _clip1(x, eps):
 
 
 @triton.jit
+def _gwphi(area, ac):
+    small = tl.minimum(tl.maximum((area - ac) / 1000.0, -1.0), 1.0)
+    large = tl.exp(-tl.minimum(tl.maximum((area - 2500.0) / 50.0, 0.0), 10.0))
+    return tl.where(area < 2500.0, small, large)
+
+
+@triton.jit
 def _hbv_kernel(
-    prc_ptr, tmp_ptr, pet_ptr, par_ptr, init_ptr, out_ptr, final_ptr,
+    prc_ptr, tmp_ptr, pet_ptr, area_ptr, par_ptr, init_ptr, out_ptr, final_ptr,
     n_cells, n_steps, m, eps, nz,
-    K: tl.constexpr, BETAET: tl.constexpr, CAP: tl.constexpr, BLOCK: tl.constexpr,
+    K: tl.constexpr, BETAET: tl.constexpr, CAP: tl.constexpr, GX: tl.constexpr,
+    BLOCK: tl.constexpr,
 ):  # fmt: skip
     pid = tl.program_id(0)
     cell = pid * BLOCK + tl.arange(0, BLOCK)
@@ -87,6 +95,12 @@ def _hbv_kernel(
     cwh = tl.load(par_ptr + cell * K + 11, mask=mask, other=0.0)
     betaet = tl.load(par_ptr + cell * K + 12, mask=mask, other=1.0)
     cc = tl.load(par_ptr + cell * K + 13, mask=mask, other=0.0)
+    rt = tl.load(par_ptr + cell * K + 14, mask=mask, other=0.0)
+    ac = tl.load(par_ptr + cell * K + 15, mask=mask, other=0.0)
+    area = tl.load(area_ptr + node, mask=mask, other=0.0)
+    lf = rt * _gwphi(area, ac)
+    gain = tl.maximum(lf, 0.0)
+    dem = tl.maximum(-lf, 0.0)
     sp = tl.load(init_ptr + 0 * n_cells + cell, mask=mask, other=0.0)
     mw = tl.load(init_ptr + 1 * n_cells + cell, mask=mask, other=0.0)
     sm = tl.load(init_ptr + 2 * n_cells + cell, mask=mask, other=1.0)
@@ -133,6 +147,10 @@ def _hbv_kernel(
         suz = suz - q0
         q1 = k1 * suz
         suz = suz - q1
+        ex = sm * 0.0
+        if GX:
+            ex = gain - _smin(slz, dem, eps)
+            slz = slz + ex
         q2 = k2 * slz
         slz = slz - q2
         o = out_ptr + cell * n_steps + t
@@ -146,11 +164,12 @@ def _hbv_kernel(
         tl.store(o + 7 * stride, tos, mask=mask)
         tl.store(o + 8 * stride, perc, mask=mask)
         tl.store(o + 9 * stride, cr, mask=mask)
-        tl.store(o + 10 * stride, sp, mask=mask)
-        tl.store(o + 11 * stride, mw, mask=mask)
-        tl.store(o + 12 * stride, sm, mask=mask)
-        tl.store(o + 13 * stride, suz, mask=mask)
-        tl.store(o + 14 * stride, slz, mask=mask)
+        tl.store(o + 10 * stride, ex, mask=mask)
+        tl.store(o + 11 * stride, sp, mask=mask)
+        tl.store(o + 12 * stride, mw, mask=mask)
+        tl.store(o + 13 * stride, sm, mask=mask)
+        tl.store(o + 14 * stride, suz, mask=mask)
+        tl.store(o + 15 * stride, slz, mask=mask)
     tl.store(final_ptr + 0 * n_cells + cell, sp, mask=mask)
     tl.store(final_ptr + 1 * n_cells + cell, mw, mask=mask)
     tl.store(final_ptr + 2 * n_cells + cell, sm, mask=mask)
@@ -169,13 +188,15 @@ def hbv_triton_forward(
     nearzero: float = 1e-5,
     betaet: bool = False,
     capillary: bool = False,
+    groundwater_exchange: bool = False,
+    area_km2: Tensor | None = None,
     block: int = 128,
 ) -> dict[str, Tensor]:
     """HBV forward with the fused triton kernel (no autograd graph).
 
     Shapes:
-        prc, tmp, pet ``[N, T]``; params ``[N, m]`` (static); states ``[N, m]``;
-        result as :func:`gnnhydro.runoff.hbv.hbv_torch_loop`.
+        prc, tmp, pet ``[N, T]``; params ``[N, m]`` (static); states ``[N, m]``; area_km2 ``[N]``
+        (upstream area, km², with ``groundwater_exchange``); result as :func:`gnnhydro.runoff.hbv.hbv_torch_loop`.
     """
     if any(v.dim() == 3 for v in params.values()):
         raise ValueError("hbv_triton_forward: dynamic (time-varying) parameters not supported")
@@ -188,6 +209,9 @@ def hbv_triton_forward(
             par[:, :, k] = params[name].detach()
         else:
             par[:, :, k] = 1.0 if name == "betaet" else 0.0
+    if groundwater_exchange and area_km2 is None:
+        raise ValueError("hbv_triton_forward: groundwater_exchange needs area_km2 (km²)")
+    area = (area_km2 if area_km2 is not None else torch.zeros(n)).detach().to(dev, dt)
     init = torch.stack([states[s].detach().to(dt) for s in HBV_STATES]).contiguous()
     cells = n * m
     out = torch.empty(NS + NF, cells, t, dtype=dt, device=dev)
@@ -195,8 +219,9 @@ def hbv_triton_forward(
     grid = (triton.cdiv(cells, block),)
     _hbv_kernel[grid](
         prc.detach().contiguous(), tmp.detach().contiguous(), pet.detach().contiguous(),
-        par.contiguous(), init, out, final, cells, t, m, float(eps), float(nearzero),
-        K=len(KERNEL_PARAMS), BETAET=bool(betaet), CAP=bool(capillary), BLOCK=block,
+        area.contiguous(), par.contiguous(), init, out, final, cells, t, m, float(eps),
+        float(nearzero), K=len(KERNEL_PARAMS), BETAET=bool(betaet), CAP=bool(capillary),
+        GX=bool(groundwater_exchange), BLOCK=block,
     )  # fmt: skip
     means = out.view(NS + NF, n, m, t).mean(2)
     res = {k: means[i] for i, k in enumerate(HBV_OUTPUTS)}
