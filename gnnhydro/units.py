@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 SECONDS_PER_DAY = 86_400.0
-CFS_TO_M3S = 0.3048**3  # 1 ft³/s in m³/s (exact: 0.028316846592)
+CFS_TO_M3S = 0.028316846592  # 1 ft³/s in m³/s (exact: 0.3048³)
 ACRE_TO_KM2 = 4046.8564224e-6  # 1 international acre in km² (exact)
 INCH_TO_MM = 25.4
 
@@ -76,10 +76,6 @@ def acres_to_km2(value):
     return value * ACRE_TO_KM2
 
 
-def _lib(x):
-    return torch if isinstance(x, Tensor) else np
-
-
 def extraterrestrial_radiation_mm(latitude_deg, day_of_year):
     """Daily extraterrestrial radiation Ra as an equivalent evaporation depth [mm/day].
 
@@ -90,7 +86,21 @@ def extraterrestrial_radiation_mm(latitude_deg, day_of_year):
     Shapes:
         latitude_deg and day_of_year broadcast against each other (numpy arrays or tensors).
     """
-    lib = _lib(latitude_deg) if isinstance(latitude_deg, Tensor) else _lib(day_of_year)
+    if isinstance(latitude_deg, Tensor) or isinstance(day_of_year, Tensor):
+        lib = torch
+        ref = (
+            latitude_deg
+            if isinstance(latitude_deg, Tensor) and latitude_deg.is_floating_point()
+            else None
+        )
+        dtype = ref.dtype if ref is not None else torch.float64
+        device = (latitude_deg if isinstance(latitude_deg, Tensor) else day_of_year).device
+        latitude_deg = torch.as_tensor(latitude_deg, dtype=dtype, device=device)
+        day_of_year = torch.as_tensor(day_of_year, device=device).to(dtype)
+    else:
+        lib = np
+        latitude_deg = np.asarray(latitude_deg, dtype=np.float64)
+        day_of_year = np.asarray(day_of_year, dtype=np.float64)
     phi = latitude_deg * (math.pi / 180.0)
     j = day_of_year
     dr = 1.0 + 0.033 * lib.cos(2.0 * math.pi * j / 365.0)

@@ -88,17 +88,24 @@ def test_hargreaves_numpy_and_torch_agree():
     np.testing.assert_allclose(got32.numpy(), ref, rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.xfail(
-    reason="units.py bug: extraterrestrial_radiation_mm picks torch from one argument and then "
-    "calls torch functions on the other (a Python float latitude or a numpy day_of_year)",
-    raises=TypeError,
-    strict=False,
-)
 def test_hargreaves_scalar_latitude_with_tensors():
     pet = hargreaves_pet(
         torch.tensor([[14.0]]), torch.tensor([[30.0]]), FAO_LAT, torch.tensor([FAO_DOY])
     )
     assert float(pet) == pytest.approx(4.81, abs=0.01)
+    # a numpy day of year with tensor latitude, and an integer day-of-year tensor in float64
+    lat64 = torch.tensor([[FAO_LAT]], dtype=torch.float64)
+    pet64 = hargreaves_pet(
+        torch.tensor([[14.0]], dtype=torch.float64),
+        torch.tensor([[30.0]], dtype=torch.float64),
+        lat64,
+        np.array([FAO_DOY]),
+    )
+    assert pet64.dtype == torch.float64
+    ref = hargreaves_pet(
+        np.array([[14.0]]), np.array([[30.0]]), np.array([[FAO_LAT]]), np.array([FAO_DOY])
+    )
+    np.testing.assert_allclose(pet64.numpy(), ref, rtol=1e-12)
 
 
 def test_exact_conversion_factors():

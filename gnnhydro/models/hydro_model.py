@@ -130,7 +130,10 @@ class HydroModel(nn.Module):
         missing = [n for n in needed if n not in names]
         if missing:
             raise ValueError(f"runoff model needs forcing {missing}; the dataset has {names}")
-        return {name: forcing[..., names.index(name)] for name in needed}
+        out = {name: forcing[..., names.index(name)] for name in needed}
+        if getattr(self.runoff, "groundwater_exchange", False):
+            out["upstream_area_km2"] = batch.upstream_area_km2.to(forcing.dtype)
+        return out
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Any, *, warmup_steps: int = 0) -> dict[str, Any]:
