@@ -71,9 +71,10 @@ class Registry(Generic[T]):
         return sorted(self._items)
 
     def __contains__(self, name: object) -> bool:
-        return str(name).lower() in self._items or (
-            self._load_entry_points() is None and str(name).lower() in self._items
-        )
+        key = str(name).lower()
+        if key not in self._items:
+            self._load_entry_points()
+        return key in self._items
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

@@ -11,11 +11,11 @@ column position.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from importlib.metadata import entry_points
 
 import torch
 from torch import Tensor, nn
 
+from gnnhydro.registry import Registry
 from gnnhydro.spec import ParamSpec
 
 __all__ = [
@@ -26,50 +26,24 @@ __all__ = [
     "mass_balance",
 ]
 
-_REGISTRY: dict[str, type[RunoffModel]] = {}
-_ENTRY_POINT_GROUP = "gnnhydro.runoff_models"
+RUNOFF_MODELS: Registry[type[RunoffModel]] = Registry(
+    "runoff model", entry_point_group="gnnhydro.runoff_models"
+)
 
 
 def register_runoff_model(name: str) -> Callable[[type[RunoffModel]], type[RunoffModel]]:
     """Class decorator registering a :class:`RunoffModel` subclass under ``name`` (lower-case)."""
-
-    def wrap(cls: type[RunoffModel]) -> type[RunoffModel]:
-        key = name.lower()
-        if key in _REGISTRY and _REGISTRY[key] is not cls:
-            raise ValueError(f"runoff model {key!r} is already registered ({_REGISTRY[key]!r})")
-        _REGISTRY[key] = cls
-        cls.registry_name = key
-        return cls
-
-    return wrap
-
-
-def _load_entry_points() -> None:
-    for ep in entry_points(group=_ENTRY_POINT_GROUP):
-        if ep.name.lower() in _REGISTRY:
-            continue
-        try:
-            obj = ep.load()
-        except Exception:  # a broken plugin must not break the built-in models
-            continue
-        if isinstance(obj, type) and issubclass(obj, RunoffModel):
-            _REGISTRY.setdefault(ep.name.lower(), obj)
+    return RUNOFF_MODELS.register(name)
 
 
 def get_runoff_model(name: str) -> type[RunoffModel]:
     """Return the runoff-model class registered as ``name`` (built-ins or entry points)."""
-    key = name.lower()
-    if key not in _REGISTRY:
-        _load_entry_points()
-    if key not in _REGISTRY:
-        raise ValueError(f"unknown runoff model {name!r}; available: {list_runoff_models()}")
-    return _REGISTRY[key]
+    return RUNOFF_MODELS.get(name)
 
 
 def list_runoff_models() -> list[str]:
     """Names of all registered runoff models (built-ins and entry-point plugins)."""
-    _load_entry_points()
-    return sorted(_REGISTRY)
+    return RUNOFF_MODELS.names()
 
 
 class RunoffModel(nn.Module):

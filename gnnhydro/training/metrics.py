@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 from scipy import signal
 
+from gnnhydro.registry import Registry
+
 __all__ = [
     "nse",
     "kge",
@@ -42,25 +44,17 @@ __all__ = [
 #: positive floor replacing zero/negative flows before logarithms in FLV/FMS (discharge units)
 LOG_FLOOR = 1e-6
 
-_METRICS: dict[str, Callable[..., Any]] = {}
+METRICS: Registry[Callable[..., Any]] = Registry("metric")
 
 
 def register_metric(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering a metric ``f(*, observation, simulation, **options)``."""
-
-    def wrap(func: Callable[..., Any]) -> Callable[..., Any]:
-        key = name.lower()
-        if key in _METRICS and _METRICS[key] is not func:
-            raise ValueError(f"metric {key!r} is already registered")
-        _METRICS[key] = func
-        return func
-
-    return wrap
+    return METRICS.register(name)
 
 
 def list_metrics() -> list[str]:
     """Names of the registered metrics."""
-    return sorted(_METRICS)
+    return METRICS.names()
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -408,7 +402,7 @@ def compute_metrics(
         ``{name: values}`` with values of the leading shape (0-d for ``[T]`` input).
     """
     names = list_metrics() if metrics is None else [m.lower() for m in metrics]
-    unknown = sorted(set(names) - set(_METRICS))
+    unknown = sorted(n for n in names if n not in METRICS)
     if unknown:
         raise ValueError(
             f"compute_metrics: unknown metric(s) {unknown}; available {list_metrics()}"
@@ -421,7 +415,9 @@ def compute_metrics(
     obs = obs.reshape(*lead, obs.shape[-1])
     sim = sim.reshape(*lead, sim.shape[-1])
     return {
-        name: np.asarray(_METRICS[name](observation=obs, simulation=sim, **options.get(name, {})))
+        name: np.asarray(
+            METRICS.get(name)(observation=obs, simulation=sim, **options.get(name, {}))
+        )
         for name in names
     }
 
