@@ -39,6 +39,10 @@ class HydroModel(nn.Module):
         substeps: routing sub-steps per input step.
         x_mean, x_std: ``[F]`` attribute normalisation (fitted on training nodes only).
         dynamic_names: forcing variables fed to the parameterizer's temporal encoder.
+        spinup_steps: runoff-model spin-up: the first ``spinup_steps`` of the forcing are run
+            once (without gradient) from empty stores, and the real run starts from the states
+            reached — the usual "recycle the first year" spin-up (use 365 for daily data: the
+            states then belong to the same day of the year as the start).
 
     Shapes:
         batch.x ``[N, F]``; batch.forcing ``[N, T, Ff]`` (or batch.lateral_inflow ``[N, T]`` m³/s
@@ -58,6 +62,7 @@ class HydroModel(nn.Module):
         x_std: Tensor | None = None,
         x_names: Sequence[str] | None = None,
         dynamic_names: Sequence[str] = (),
+        spinup_steps: int = 0,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -73,6 +78,7 @@ class HydroModel(nn.Module):
         self.substeps = int(substeps)
         self.x_names = list(x_names) if x_names is not None else None
         self.dynamic_names = list(dynamic_names)
+        self.spinup_steps = int(spinup_steps)
         self.register_buffer("x_mean", x_mean.clone().float() if x_mean is not None else None)
         self.register_buffer("x_std", x_std.clone().float() if x_std is not None else None)
 
@@ -135,6 +141,25 @@ class HydroModel(nn.Module):
             out["upstream_area_km2"] = batch.upstream_area_km2.to(forcing.dtype)
         return out
 
+    def spun_up_states(
+        self, forcing: dict[str, Tensor], params: dict[str, Tensor]
+    ) -> dict[str, Tensor] | None:
+        """Initial runoff states after cycling the first ``spinup_steps`` of ``forcing`` once
+        (no gradient), or ``None`` (empty stores) when spin-up is off."""
+        steps = min(self.spinup_steps, next(iter(forcing.values())).shape[-1])
+        if steps <= 0:
+            return None
+        with torch.no_grad():
+            head = {
+                k: (v[..., :steps] if v.dim() >= 2 and k != "upstream_area_km2" else v)
+                for k, v in forcing.items()
+            }
+            head_params = {
+                k: (v[:, :steps] if v.dim() == 3 else v).detach() for k, v in params.items()
+            }
+            out = self.runoff(head, head_params, return_states=True)
+            return {k: v.reshape(-1, v.shape[-1]) for k, v in self.runoff.final_states(out).items()}
+
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Any, *, warmup_steps: int = 0) -> dict[str, Any]:
         x = self.normalise(batch.x.float())
@@ -160,7 +185,9 @@ class HydroModel(nn.Module):
         step_seconds = float(_first(getattr(batch, "step_seconds", 86400.0)))
         if self.mode in ("full", "runoff"):
             runoff_params = {name: params[name] for name in self.runoff_specs(self.runoff)}
-            result = self.runoff(self.forcing_dict(batch), runoff_params)
+            forcing = self.forcing_dict(batch)
+            states = self.spun_up_states(forcing, runoff_params)
+            result = self.runoff(forcing, runoff_params, states=states)
             runoff = result["runoff"]
             out["runoff"] = runoff
             out["fluxes"] = result

@@ -230,6 +230,13 @@ def build_model(
         x_std=std,
         x_names=list(graph.x_names) if getattr(graph, "x_names", None) else None,
         dynamic_names=_forcing_names(graph) if dynamic else (),
+        spinup_steps=int(
+            round(
+                float(model_cfg.get("spinup_days", 0) or 0)
+                * 86400.0
+                / float(getattr(graph, "step_seconds", 86400.0))
+            )
+        ),
     )
 
 

@@ -98,3 +98,18 @@ def test_normalisation_and_bad_inputs():
     g2.forcing_names = ["precipitation", "tair", "pet"]
     with pytest.raises(ValueError, match="temperature"):
         _model("full")(g2)
+
+
+def test_spinup_starts_from_states_after_cycling_the_first_steps():
+    g = _graph(T=60)
+    model = _model("full")
+    model.spinup_steps = 30
+    out = model(g)
+    params = {k: out["params"][k] for k in model.runoff.param_spec}
+    forcing = {n: g.forcing[..., i] for i, n in enumerate(g.forcing_names)}
+    hbv = HBV(nmul=2)
+    head = {k: v[:, :30] for k, v in forcing.items()}
+    states = hbv.final_states(hbv(head, params, return_states=True))
+    expected = hbv(forcing, params, states=states)["runoff"]
+    torch.testing.assert_close(out["runoff"], expected)
+    assert not torch.allclose(out["runoff"], hbv(forcing, params)["runoff"])
