@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 import xarray as xr
-from reference import muskingum_coefs, route_sequential
 
 from gnnhydro.routing import route
 from gnnhydro.routing.io import read_nwm, read_rapid, write_qout
+from tests.routing.reference import muskingum_coefs, route_sequential
 
 
 def test_rapid_files_roundtrip(tmp_path):

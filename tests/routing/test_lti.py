@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from reference import muskingum_coefs, route_sequential
 
 from gnnhydro.graph import RiverGraph
 from gnnhydro.graph.synthetic import random_river_network
 from gnnhydro.routing import LTIRouter, RoutingState, get_irf, route
 from gnnhydro.routing.irf import RoutingContext
+from tests.routing.reference import muskingum_coefs, route_sequential
 
 D = torch.float64
 BACKENDS = ["numba", "torch"]
