@@ -835,17 +835,10 @@ def predict(
     from gnnhydro import export
 
     run_dir = Path(run_dir)
-    cfg = OmegaConf.load(run_dir / "config.yaml")
+    _, model = load_run(run_dir)  # the training run's architecture, weights and normalisation
     dataset = build_dataset(dataset_cfg)
     graph = as_single_graph(dataset)
-    ckpt = run_dir / "checkpoints" / "best.pt"
-    if not ckpt.exists():
-        ckpt = run_dir / "checkpoints" / "last.pt"
-    state = torch.load(ckpt, weights_only=False)["model"]
-    # rebuild the model with the training run's architecture and normalisation
-    train_exp = Experiment(cfg, run_dir)
-    model = train_exp.build_model()
-    model.load_state_dict(state)
+    graph.x = attributes_by_name(graph, model.x_names)
     model.eval()
     with torch.no_grad():
         out = model(graph)

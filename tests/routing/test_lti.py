@@ -344,7 +344,7 @@ def test_errors_name_the_problem():
     bad[2, 3] = float("nan")
     with pytest.raises(ValueError, match=r"NaN.*\[3\]"):
         route(bad, g, "muskingum", p)
-    with pytest.raises(ValueError, match="registered IRFs.*muskingum"):
+    with pytest.raises(ValueError, match="available.*muskingum"):
         route(lat, g, "nope", p)
     with pytest.raises(ValueError, match="parameter 'k'"):
         route(lat, g, "muskingum", {"k": torch.ones(5), "x": torch.full((5,), 0.2)})
