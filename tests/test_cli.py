@@ -265,3 +265,28 @@ def test_route_nwm_domain_from_files(shared_data, tmp_path):
     assert np.isfinite(ds["discharge"].values).all()
     result = gnnhydro("route", f"rapid_connect={tmp_path / 'missing.csv'}", f"out={out}")
     assert result.returncode == 2 and "k" in result.stderr
+
+
+def test_multirun_sweep(tmp_path, data_root):
+    """hydra multirun: one run directory per job, each complete."""
+    run_dir = tmp_path / "sweep"
+    result = gnnhydro(
+        "train",
+        "-m",
+        "parameterizer=sage,mlp",
+        f"run_dir={run_dir}",
+        f"dataset.root={data_root}/synthetic",
+        "trainer.epochs=1",
+        *TINY,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for job in ("0", "1"):
+        metrics = pd.read_csv(tmp_path / "sweep_multirun" / job / "metrics.csv")
+        assert {"gauge_id", "split", "nse", "kge"} <= set(metrics.columns)
+    from omegaconf import OmegaConf
+
+    names = {
+        OmegaConf.load(tmp_path / "sweep_multirun" / job / "config.yaml").parameterizer.name
+        for job in ("0", "1")
+    }
+    assert names == {"sage", "mlp"}
