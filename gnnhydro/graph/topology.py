@@ -11,12 +11,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 from torch import Tensor
+from torch_geometric.nn import MessagePassing
 
 __all__ = [
     "csr_downstream",
     "topological_levels",
     "find_cycle",
     "accumulate",
+    "UpstreamSum",
     "upstream_nodes",
     "StagePlan",
     "stage_plan",
@@ -113,35 +115,52 @@ def find_cycle(edge_index: Tensor | np.ndarray, num_nodes: int) -> list[int] | N
     return path[order[node] :]
 
 
+class UpstreamSum(MessagePassing):
+    r"""One message-passing step of upstream accumulation: :math:`y_v = \sum_{u \to v} w_{uv} x_u`
+    (``aggr="add"``, edges upstream→downstream, ``flow="source_to_target"``).
+
+    Shapes:
+        x ``[N]`` or ``[N, F]``; edge_index ``[2, E]``; edge_weight ``[E]`` or None → like ``x``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(aggr="add", flow="source_to_target", node_dim=0)
+
+    def forward(self, x: Tensor, edge_index: Tensor, edge_weight: Tensor | None = None) -> Tensor:
+        return self.propagate(edge_index, x=x, edge_weight=edge_weight, size=(x.size(0), x.size(0)))
+
+    def message(self, x_j: Tensor, edge_weight: Tensor | None) -> Tensor:
+        if edge_weight is None:
+            return x_j
+        return x_j * edge_weight.view(-1, *([1] * (x_j.dim() - 1)))
+
+
+_UPSTREAM_SUM = UpstreamSum()
+
+
 def accumulate(
     values: Tensor, edge_index: Tensor, edge_weight: Tensor | None, levels: Tensor
 ) -> Tensor:
     """Total upstream accumulation: ``acc[v] = values[v] + Σ_{u→v} w_uv · acc[u]``.
 
-    A message-passing sweep level by level (upstream first), differentiable w.r.t. ``values``
-    and ``edge_weight``. With ``values = area_km2`` it gives the total upstream area.
+    Message passing level by level (upstream first): the edges leaving level ``l`` carry final
+    values, one :class:`UpstreamSum` step each. Differentiable w.r.t. ``values`` and
+    ``edge_weight``. With ``values = area_km2`` it gives the total upstream area.
 
     Shapes:
         values: ``[N]`` or ``[N, F]``; edge_index ``[2, E]``; edge_weight ``[E]`` or None (ones);
         levels ``[N]``; result like ``values``.
     """
-    src, dst = edge_index[0], edge_index[1]
-    src_level = levels[src]
-    # group edges by the level of their source, once
+    src_level = levels[edge_index[0]]
     order = torch.argsort(src_level, stable=True)
-    counts = torch.bincount(
-        src_level, minlength=int(levels.max().item()) + 1 if levels.numel() else 0
-    )
-    chunks = torch.split(order, counts.tolist())
-    out = values.clone()
-    for edge_ids in chunks:
+    num_levels = int(levels.max().item()) + 1 if levels.numel() else 0
+    counts = torch.bincount(src_level, minlength=num_levels)
+    out = values
+    for edge_ids in torch.split(order, counts.tolist()):
         if edge_ids.numel() == 0:
             continue
-        msg = out[src[edge_ids]]
-        if edge_weight is not None:
-            w = edge_weight[edge_ids]
-            msg = msg * (w if msg.dim() == 1 else w.unsqueeze(-1))
-        out = out.index_add(0, dst[edge_ids], msg)
+        w = edge_weight[edge_ids] if edge_weight is not None else None
+        out = out + _UPSTREAM_SUM(out, edge_index[:, edge_ids], w)
     return out
 
 
