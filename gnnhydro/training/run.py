@@ -107,7 +107,8 @@ def as_single_graph(dataset: Any) -> Any:
 
 
 def _time_index(time_axis: np.ndarray, period: Any, *, name: str) -> tuple[int, int]:
-    """``[start, stop)`` indices of a ``[start_date, end_date]`` period on the time axis."""
+    """``[start, stop)`` indices of a ``[start_date, end_date]`` period on the time axis (an end
+    given as a date includes the whole day)."""
     t = pd.DatetimeIndex(time_axis)
     start, end = pd.Timestamp(period[0]), pd.Timestamp(period[1])
     if start > t[-1] or end < t[0]:
@@ -115,7 +116,9 @@ def _time_index(time_axis: np.ndarray, period: Any, *, name: str) -> tuple[int, 
             f"period {name} {period[0]}..{period[1]} lies outside the data ({t[0].date()}..{t[-1].date()})"
         )
     i0 = int(t.searchsorted(start, side="left"))
-    i1 = int(t.searchsorted(end + pd.Timedelta(seconds=0), side="right"))
+    if len(str(period[1]).strip()) <= 10:  # a date: the whole day (hourly data included)
+        end = end + pd.Timedelta(days=1) - pd.Timedelta(nanoseconds=1)
+    i1 = int(t.searchsorted(end, side="right"))
     if i1 <= i0:
         raise ValueError(f"period {name} {period[0]}..{period[1]} contains no time steps")
     return i0, i1
@@ -327,16 +330,6 @@ class Experiment:
             b = a + int(0.15 * (T - self.warmup))
             out = {"train": (0, a), "validation": (a, b), "test": (b, T)}
             out = {k: v for k, v in out.items() if v[1] > v[0]}
-        if out["train"][1] - out["train"][0] <= self.warmup:
-            # the warm-up may precede the training period (taken from the record before it)
-            if (
-                out["train"][0] < self.warmup
-                and out["train"][1] - out["train"][0] <= self.warmup // 2
-            ):
-                raise ValueError(
-                    f"training period has {out['train'][1] - out['train'][0]} steps, not more than the warm-up "
-                    f"({self.warmup} steps): lengthen it or lower dataset.warmup_days"
-                )
         return out
 
     def attribute_stats(self) -> tuple[Tensor, Tensor]:
