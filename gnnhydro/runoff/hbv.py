@@ -42,8 +42,9 @@ an optional gamma unit hydrograph (δHBV lumped use) gives ``runoff_routed``.
 
 Backends: ``"torch"`` (a per-step PyTorch loop, differentiated by autograd: the reference),
 ``"numba"`` (fused CPU time loop with a hand-written adjoint or forward sensitivities),
-``"triton"`` (fused GPU forward kernel), ``"auto"`` (numba on CPU, triton on CUDA for forward
-without grad, torch otherwise).
+``"triton"`` (fused GPU forward kernel; with ``gradient="sensitivity"`` also a fused
+forward-sensitivity backward), ``"auto"`` (numba on CPU, triton on CUDA for forward without
+grad, torch otherwise).
 """
 
 from __future__ import annotations
@@ -497,6 +498,10 @@ class HBV(RunoffModel):
 
             fn = hbv_sensitivity_apply if self.gradient == "sensitivity" else hbv_numba_apply
             out = fn(prec, temp, pet, hp, states, **opts)
+        elif self.gradient == "sensitivity":
+            from gnnhydro.runoff.kernels.hbv_triton import hbv_triton_sensitivity_apply
+
+            out = hbv_triton_sensitivity_apply(prec, temp, pet, hp, states, **opts)
         else:
             from gnnhydro.runoff.kernels.hbv_triton import hbv_triton_forward
 
