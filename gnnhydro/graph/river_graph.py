@@ -170,8 +170,11 @@ class RiverGraph(Data):
             )
         cycle = topology.find_cycle(ei, n)
         if cycle is not None:
+            shown = [ids[i] for i in cycle[:20]] + (
+                [ids[cycle[0]]] if len(cycle) <= 20 else ["..."]
+            )
             raise CycleError(
-                f"network has a cycle: {' -> '.join(map(str, [ids[i] for i in cycle + cycle[:1]]))}"
+                f"network has a cycle through {len(cycle)} node(s): {' -> '.join(map(str, shown))}"
             )
         self._validate_split_fractions()
         for name in _PHYSICAL_ATTRS:

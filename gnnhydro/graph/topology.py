@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import torch
 from torch import Tensor
@@ -45,9 +46,38 @@ def _as_numpy(edge_index: Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(edge_index, dtype=np.int64)
 
 
+@numba.njit(cache=True)
+def _kahn_levels(
+    indptr: np.ndarray, targets: np.ndarray, indeg: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """Longest-path levels by Kahn's algorithm in O(N + E); returns (levels, nodes reached)."""
+    n = indeg.size
+    remaining = indeg.copy()
+    levels = np.zeros(n, dtype=np.int64)
+    queue = np.empty(n, dtype=np.int64)
+    head = 0
+    tail = 0
+    for v in range(n):
+        if remaining[v] == 0:
+            queue[tail] = v
+            tail += 1
+    while head < tail:
+        u = queue[head]
+        head += 1
+        for k in range(indptr[u], indptr[u + 1]):
+            v = targets[k]
+            if levels[u] + 1 > levels[v]:
+                levels[v] = levels[u] + 1
+            remaining[v] -= 1
+            if remaining[v] == 0:
+                queue[tail] = v
+                tail += 1
+    return levels, tail
+
+
 def topological_levels(edge_index: Tensor | np.ndarray, num_nodes: int) -> Tensor:
     """Topological level of every node: 0 for headwaters, else 1 + max level of its upstream nodes
-    (the length of the longest path from any headwater).
+    (the length of the longest path from any headwater). O(N + E) (Kahn's algorithm).
 
     Raises ``ValueError`` if the graph has a cycle (use :func:`find_cycle` to name it).
 
@@ -55,59 +85,45 @@ def topological_levels(edge_index: Tensor | np.ndarray, num_nodes: int) -> Tenso
         edge_index: ``[2, E]``; result ``[N]`` (int64).
     """
     ei = _as_numpy(edge_index)
-    src, dst = ei[0], ei[1]
-    indeg = np.bincount(dst, minlength=num_nodes).astype(np.int64)
     indptr, edge_ids = csr_downstream(ei, num_nodes)
-    levels = np.zeros(num_nodes, dtype=np.int64)
-    frontier = np.flatnonzero(indeg == 0)
-    seen = 0
-    level = 0
-    while frontier.size:
-        levels[frontier] = level
-        seen += frontier.size
-        # edges leaving the frontier
-        starts, ends = indptr[frontier], indptr[frontier + 1]
-        lens = ends - starts
-        if lens.sum() == 0:
-            break
-        offs = np.repeat(starts - np.cumsum(lens) + lens, lens) + np.arange(lens.sum())
-        targets = dst[edge_ids[offs]]
-        np.subtract.at(indeg, targets, 1)
-        cand = np.unique(targets)
-        frontier = cand[indeg[cand] == 0]
-        level += 1
-    if seen != num_nodes:
-        raise ValueError(f"network has a cycle through {num_nodes - seen} node(s)")
-    del src
+    targets = np.ascontiguousarray(ei[1][edge_ids])
+    indeg = np.bincount(ei[1], minlength=num_nodes).astype(np.int64)
+    levels, reached = _kahn_levels(indptr, targets, indeg)
+    if reached != num_nodes:
+        raise ValueError(f"network has a cycle through {num_nodes - reached} node(s)")
     return torch.from_numpy(levels)
 
 
 def find_cycle(edge_index: Tensor | np.ndarray, num_nodes: int) -> list[int] | None:
-    """Node indices of one directed cycle (in flow order), or ``None`` for an acyclic graph."""
+    """Node indices of one directed cycle (in flow order), or ``None`` for an acyclic graph.
+
+    O(N + E): strongly connected components (scipy); a component with more than one node (or a
+    self loop) holds a cycle, which is then walked within that component.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
     ei = _as_numpy(edge_index)
     src, dst = ei[0], ei[1]
-    indeg = np.bincount(dst, minlength=num_nodes)
-    outdeg = np.bincount(src, minlength=num_nodes)
-    alive = np.ones(num_nodes, dtype=bool)
-    # peel nodes with no live in-edges or no live out-edges: what remains lies on or between cycles
-    changed = True
-    while changed:
-        dead = alive & ((indeg == 0) | (outdeg == 0))
-        changed = bool(dead.any())
-        if changed:
-            alive &= ~dead
-            live_edge = alive[src] & alive[dst]
-            indeg = np.bincount(dst[live_edge], minlength=num_nodes)
-            outdeg = np.bincount(src[live_edge], minlength=num_nodes)
-            src, dst = src[live_edge], dst[live_edge]
-    if not alive.any():
+    loops = np.flatnonzero(src == dst)
+    if loops.size:
+        return [int(src[loops[0]])]
+    if src.size == 0:
         return None
+    adjacency = coo_matrix(
+        (np.ones(src.size, dtype=np.int8), (src, dst)), shape=(num_nodes, num_nodes)
+    )
+    _, labels = connected_components(adjacency, directed=True, connection="strong")
+    sizes = np.bincount(labels)
+    if sizes.max() <= 1:
+        return None
+    component = int(np.argmax(sizes > 1))
+    inside = (labels[src] == component) & (labels[dst] == component)
     nxt: dict[int, int] = {}
-    for s, d in zip(src.tolist(), dst.tolist(), strict=True):
-        nxt.setdefault(s, d)
-    start = int(np.flatnonzero(alive)[0])
+    for u, v in zip(src[inside].tolist(), dst[inside].tolist(), strict=True):
+        nxt.setdefault(u, v)
+    node = int(src[inside][0])
     order: dict[int, int] = {}
-    node = start
     while node not in order:
         order[node] = len(order)
         node = nxt[node]
