@@ -4,7 +4,9 @@ For the NWM Lower Colorado network (``RouteLink.nc``, 11,248 reaches, 649 levels
 trees (:func:`gnnhydro.graph.synthetic.random_river_network`, shallow and deep) it measures, for
 Muskingum routing with per-reach ``k`` and ``x`` (float32):
 
-* forward and forward+backward wall time (median of repeats; loss ``Σ w·Q`` with random ``w``),
+* forward and forward+backward wall time (medians of repeats timed alternately; the backward is the gradient of
+  ``Σ w·Q`` with random ``w``, given to autograd as the cotangent of ``Q``; ``--loss-op`` also
+  times the product and sum as torch ops),
 * peak resident memory above the baseline (sampled every millisecond),
 * reach-steps per second,
 * in the same run, the ratio to the sequential reference (scipy ``lfilter`` reach by reach in
@@ -112,6 +114,20 @@ def _time(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
+def _time_pair(f1: Callable[[], object], f2: Callable[[], object], repeats: int) -> tuple:
+    """Medians of ``f1`` and ``f2`` timed alternately, so that a load drifting over the run (other
+    processes on the machine) affects both alike and their ratio stays meaningful."""
+    f1()
+    f2()
+    t1, t2 = [], []
+    for _ in range(repeats):
+        for f, ts in ((f1, t1), (f2, t2)):
+            t0 = time.perf_counter()
+            f()
+            ts.append(time.perf_counter() - t0)
+    return statistics.median(t1), statistics.median(t2)
+
+
 def _graphs(args) -> list[tuple[str, object]]:
     from gnnhydro.graph import RiverGraph
     from gnnhydro.graph.synthetic import random_river_network
@@ -156,19 +172,31 @@ def _case(name, g, T, B, args, rows) -> None:
             return route(lat, g, "muskingum", {"k": k, "x": x}, **kw)
 
     weight = torch.rand(B, N, T, generator=gen)
+    # leaves made once (no copy of the inflow); the backward is the vector-Jacobian product with
+    # the cotangent ``weight``, i.e. the gradient of Σ w·Q, without timing torch's [B, N, T]
+    # temporaries for the product and its backward (--loss-op times them too)
+    lat_g = lat.detach().requires_grad_(True)
+    kg, xg = k.clone().requires_grad_(True), x.clone().requires_grad_(True)
 
     def fwd_bwd():
-        lat_g = lat.clone().requires_grad_(True)
-        kg, xg = k.clone().requires_grad_(True), x.clone().requires_grad_(True)
+        lat_g.grad = kg.grad = xg.grad = None
         q = route(lat_g, g, "muskingum", {"k": kg, "x": xg}, **kw)
-        (q * weight).sum().backward()
+        if args.loss_op:
+            (q * weight).sum().backward()
+        else:
+            q.backward(weight)
         return lat_g.grad
 
-    t_fwd = _time(fwd, repeats)
-    t_fb = _time(fwd_bwd, repeats)
-    # memory in separate runs: the sampling thread must not disturb the timings
+    t_fwd, t_fb = _time_pair(fwd, fwd_bwd, repeats)
+    # memory in separate runs: the sampling thread must not disturb the timings; the kernels'
+    # recycled arrays are released first, so the peak is that of a call from scratch
+    from gnnhydro.routing.kernels.cpu import clear_buffer_pool
+
+    lat_g.grad = kg.grad = xg.grad = None
+    clear_buffer_pool()
     with PeakMemory() as mem_f:
         fwd()
+    clear_buffer_pool()
     with PeakMemory() as mem_fb:
         fwd_bwd()
     lat_np = lat.numpy()
@@ -271,9 +299,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--max-reference", type=float, default=3.0e7, help="scipy reference up to this B·N·T"
     )
+    p.add_argument(
+        "--loss-op",
+        action="store_true",
+        help="time the loss Σ w·Q as torch ops ((q * w).sum().backward()) instead of q.backward(w)",
+    )
     args = p.parse_args(argv)
     if args.quick:
-        args.sizes, args.steps, args.repeats = [1_000, 10_000], [365], 3
+        args.sizes, args.steps, args.repeats = [1_000, 10_000], [365], 7
     torch.set_num_threads(args.threads)
     print(
         f"# gnnhydro bench routing: muskingum, float32, torch threads={args.threads}, cpu count={os.cpu_count()}"

@@ -9,10 +9,14 @@ outflow of the reaches draining into it, and routes the sum through its own impu
 
 On CPU a fused numba kernel walks the reaches in topological order (exact adjoint in reverse
 order); a pure-torch path routes level by level (any device, autograd); CUDA tensors use triton.
+Staged execution on the numba backend walks the stages one after another over the full
+``[B, N, T]`` arrays (each stage's outflow written in place, no per-stage copies); the other
+backends route each stage on its own sub-network, carrying the boundary outflows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -293,6 +297,34 @@ def _stage_structs(net: RoutingNetwork, plan: Any) -> list[tuple]:
     return structs
 
 
+def _staged_network(net: RoutingNetwork, plan: Any) -> RoutingNetwork:
+    """``net`` with its execution order replaced by the stages' nodes, stage after stage (cached
+    per plan); raises ``ValueError`` if the stages are not a valid execution order."""
+    cache = net._device_cache
+    key = ("staged_order", id(plan))
+    if key in cache and cache[key][0] is plan:
+        return cache[key][1]
+    order = torch.cat([n.cpu() for n in plan.stages]).numpy().astype(np.int64)
+    N = net.num_nodes
+    pos = np.full(N, -1, dtype=np.int64)
+    pos[order] = np.arange(order.size)
+    if order.size != N or (pos < 0).any():
+        raise ValueError(
+            f"stage plan covers {np.unique(order).size} distinct of N = {N} nodes "
+            f"({order.size} entries): every node must be in exactly one stage"
+        )
+    src, dst = net.src, net.dst
+    bad = np.nonzero(pos[src] >= pos[dst])[0]
+    if bad.size:
+        raise ValueError(
+            f"stage plan is not a valid execution order: {bad.size} edge(s) run from a later "
+            f"to an earlier position, e.g. node {int(src[bad[0]])} -> {int(dst[bad[0]])}"
+        )
+    staged = dataclasses.replace(net, order=np.ascontiguousarray(order), _device_cache={})
+    cache[key] = (plan, staged)
+    return staged
+
+
 def _route_window(
     lat: Tensor,
     graph: Any,
@@ -311,6 +343,22 @@ def _route_window(
     if plan is None or len(plan.stages) <= 1:
         return _route_core(
             lat, net, edge_weight, irf, params, ctx, state, kfull, backend, aggregate, want_state
+        )
+    if backend == "numba":
+        # the fused kernel walks the stages one after another over the full arrays, writing
+        # every stage's outflow in place (no per-stage gathers, boundary messages or reassembly)
+        return _route_core(
+            lat,
+            _staged_network(net, plan),
+            edge_weight,
+            irf,
+            params,
+            ctx,
+            state,
+            kfull,
+            backend,
+            aggregate,
+            want_state,
         )
     outs: list[Tensor] = []
     states: list[RoutingState] = []

@@ -69,3 +69,18 @@ def test_auto_stage_plan_and_state_with_stages():
     np.testing.assert_allclose(
         torch.cat([q1, q2], -1).numpy(), full.numpy(), rtol=1e-12, atol=1e-14
     )
+
+
+def test_numba_staged_order_is_checked():
+    # stages listed downstream-first are not a valid execution order: a clear error, not garbage
+    g = random_river_network(60, depth="deep", seed=5)
+    plan = g.stage_plan(max_nodes=15)
+    assert len(plan.stages) > 1
+    bad = type(plan)(
+        stages=list(reversed(plan.stages)),
+        stage_of_node=plan.stage_of_node,
+        cut_edges=plan.cut_edges,
+    )
+    lat = torch.rand(g.num_nodes, 10, dtype=D)
+    with pytest.raises(ValueError, match="not a valid execution order"):
+        route(lat, g, "muskingum", {"k": 1.0, "x": 0.2}, stage_plan=bad, backend="numba")

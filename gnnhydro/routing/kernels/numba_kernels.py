@@ -17,6 +17,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+# fused multiply-add contraction only (no reassociation): the recursions' critical path is one
+# FMA per step instead of a multiply then an add; results differ from unfused arithmetic only
+# in the last bit of each operation
+_FM = {"contract"}
+
 __all__ = [
     "run_iir_forward",
     "run_iir_backward",
@@ -25,7 +30,7 @@ __all__ = [
 ]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _gather_inflow(buf, lat, out, i, up_ptr, up_src, up_w):  # pragma: no cover
     li = lat[i]
     T = buf.size
@@ -38,27 +43,40 @@ def _gather_inflow(buf, lat, out, i, up_ptr, up_src, up_w):  # pragma: no cover
             buf[t] += w * oj[t]
 
 
-@njit(cache=True, nogil=True)
-def _gather_adjoint(g, gout, glat, i, down_ptr, down_dst, down_w):  # pragma: no cover
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _gather_adjoint(g, gout, glat, out, i, down_ptr, down_dst, down_w, gw):  # pragma: no cover
+    """``g = ∂L/∂O_i`` (own output gradient plus the weighted inflow adjoints of the downstream
+    reaches); with ``gw`` of size E also the edge-weight gradients ``Σ_t glat[dst]·O_i`` of the
+    outgoing edges (down-CSR positions), fused into the same pass."""
     gi = gout[i]
     T = g.size
     for t in range(T):
         g[t] = gi[t]
+    want_w = gw.size > 0
+    oi = out[i]
     for e in range(down_ptr[i], down_ptr[i + 1]):
         gk = glat[down_dst[e]]
         w = down_w[e]
-        for t in range(T):
-            g[t] += w * gk[t]
+        if want_w:
+            acc = 0.0
+            for t in range(T):
+                gt = np.float64(gk[t])
+                g[t] += w * gt
+                acc += gt * oi[t]
+            gw[e] = acc
+        else:
+            for t in range(T):
+                g[t] += w * gk[t]
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _iir_member(
     lat, coef, init_in, init_out, order, up_ptr, up_src, up_w, out, inflow
 ):  # pragma: no cover
     N, T = lat.shape
     buf = np.empty(T, dtype=np.float64)
     keep = inflow.shape[0] == N
-    for ii in range(N):
+    for ii in range(order.size):
         i = order[ii]
         _gather_inflow(buf, lat, out, i, up_ptr, up_src, up_w)
         c0 = coef[i, 0]
@@ -67,19 +85,55 @@ def _iir_member(
         ip = init_in[i]
         op = init_out[i]
         oi = out[i]
-        for t in range(T):
-            it = buf[t]
-            o = c0 * it + c1 * ip + c2 * op
-            oi[t] = o
-            ip = it
-            op = o
-        if keep:
+        if keep and up_ptr[i + 1] > up_ptr[i]:  # the total inflow is stored in the same pass
+            # (headwaters are skipped: their inflow is the lateral inflow, their rows never touched)
             ki = inflow[i]
             for t in range(T):
-                ki[t] = buf[t]
+                it = buf[t]
+                o = c0 * it + c1 * ip + c2 * op
+                oi[t] = o
+                ki[t] = it
+                ip = it
+                op = o
+        else:
+            for t in range(T):
+                it = buf[t]
+                o = c0 * it + c1 * ip + c2 * op
+                oi[t] = o
+                ip = it
+                op = o
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
+def _iir_adjoint_reach(ga, gb, wd, inflow, oi, gi, c0, c1, c2, in0, out0):  # pragma: no cover
+    """Adjoint of one reach's recursion, backwards in time, with ``∂L/∂O_t = ga_t + wd·gb_t``;
+    writes ``gi = ∂L/∂I`` and returns ``(λ_0, ∂L/∂c0, ∂L/∂c1, ∂L/∂c2)``."""
+    T = gi.size
+    lam_next = 0.0
+    s0 = 0.0
+    s1 = 0.0
+    s2 = 0.0
+    if T == 0:
+        return 0.0, s0, s1, s2
+    i_t = np.float64(inflow[T - 1])
+    for t in range(T - 1, 0, -1):
+        i_prev = np.float64(inflow[t - 1])
+        lam = (ga[t] + wd * gb[t]) + c2 * lam_next
+        gi[t] = c0 * lam + c1 * lam_next
+        s0 += lam * i_t
+        s1 += lam * i_prev
+        s2 += lam * oi[t - 1]
+        lam_next = lam
+        i_t = i_prev
+    lam = (ga[0] + wd * gb[0]) + c2 * lam_next
+    gi[0] = c0 * lam + c1 * lam_next
+    s0 += lam * i_t
+    s1 += lam * in0
+    s2 += lam * out0
+    return lam, s0, s1, s2
+
+
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _iir_member_backward(
     gout,
     inflow_all,
@@ -98,49 +152,53 @@ def _iir_member_backward(
     gcoef,
     ginit_in,
     ginit_out,
+    gw,
+    lat,
 ):  # pragma: no cover
     N, T = inflow_all.shape
     g = np.empty(T, dtype=np.float64)
-    for ii in range(N - 1, -1, -1):
+    zero = np.zeros(T, dtype=glat.dtype)
+    want_w = gw.size > 0
+    for ii in range(order.size - 1, -1, -1):
         i = order[ii]
-        _gather_adjoint(g, gout, glat, i, down_ptr, down_dst, down_w)
-        inflow = inflow_all[i]
+        # ∂L/∂O_i = gout_i + w·glat_k: read straight from the arrays for at most one downstream
+        # edge without edge-weight gradient (trees); else gathered into g first
+        nd = down_ptr[i + 1] - down_ptr[i]
         c0 = coef[i, 0]
         c1 = coef[i, 1]
         c2 = coef[i, 2]
-        oi = out[i]
-        gi = glat[i]
-        lam_next = 0.0
-        s0 = 0.0
-        s1 = 0.0
-        s2 = 0.0
-        for t in range(T - 1, 0, -1):
-            lam = g[t] + c2 * lam_next
-            gi[t] = c0 * lam + c1 * lam_next
-            s0 += lam * inflow[t]
-            s1 += lam * inflow[t - 1]
-            s2 += lam * oi[t - 1]
-            lam_next = lam
-        if T > 0:
-            lam = g[0] + c2 * lam_next
-            gi[0] = c0 * lam + c1 * lam_next
-            s0 += lam * inflow[0]
-            s1 += lam * init_in[i]
-            s2 += lam * init_out[i]
-            ginit_in[i] = c1 * lam
-            ginit_out[i] = c2 * lam
+        inflow = inflow_all[i] if up_ptr[i + 1] > up_ptr[i] else lat[i]
+        if nd == 0 and not want_w:
+            lam0, s0, s1, s2 = _iir_adjoint_reach(
+                gout[i], zero, 0.0, inflow, out[i], glat[i], c0, c1, c2,
+                init_in[i], init_out[i],
+            )  # fmt: skip
+        elif nd == 1 and not want_w:
+            e = down_ptr[i]
+            lam0, s0, s1, s2 = _iir_adjoint_reach(
+                gout[i], glat[down_dst[e]], down_w[e], inflow, out[i], glat[i], c0, c1,
+                c2, init_in[i], init_out[i],
+            )  # fmt: skip
+        else:
+            _gather_adjoint(g, gout, glat, out, i, down_ptr, down_dst, down_w, gw)
+            lam0, s0, s1, s2 = _iir_adjoint_reach(
+                g, zero, 0.0, inflow, out[i], glat[i], c0, c1, c2, init_in[i],
+                init_out[i],
+            )  # fmt: skip
+        ginit_in[i] = coef[i, 1] * lam0
+        ginit_out[i] = coef[i, 2] * lam0
         gcoef[i, 0] = s0
         gcoef[i, 1] = s1
         gcoef[i, 2] = s2
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _fir_member(lat, h, sup, hist, order, up_ptr, up_src, up_w, out):  # pragma: no cover
     N, T = lat.shape
     H = hist.shape[1]
     buf = np.empty(T, dtype=np.float64)
     full = np.empty(H + T, dtype=np.float64)
-    for ii in range(N):
+    for ii in range(order.size):
         i = order[ii]
         _gather_inflow(buf, lat, out, i, up_ptr, up_src, up_w)
         for t in range(H):
@@ -159,7 +217,7 @@ def _fir_member(lat, h, sup, hist, order, up_ptr, up_src, up_w, out):  # pragma:
             oi[t] = acc
 
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, nogil=True, fastmath=_FM)
 def _fir_member_backward(
     gout,
     lat,
@@ -177,15 +235,16 @@ def _fir_member_backward(
     glat,
     gh,
     ghist,
+    gw,
 ):  # pragma: no cover
     N, T = lat.shape
     H = hist.shape[1]
     g = np.empty(T, dtype=np.float64)
     buf = np.empty(T, dtype=np.float64)
     full = np.empty(H + T, dtype=np.float64)
-    for ii in range(N - 1, -1, -1):
+    for ii in range(order.size - 1, -1, -1):
         i = order[ii]
-        _gather_adjoint(g, gout, glat, i, down_ptr, down_dst, down_w)
+        _gather_adjoint(g, gout, glat, out, i, down_ptr, down_dst, down_w, gw)
         _gather_inflow(buf, lat, out, i, up_ptr, up_src, up_w)
         for t in range(H):
             full[t] = hist[i, t]
@@ -249,27 +308,33 @@ def _per_member(fn, args, batched, shared) -> None:
 
 # argument positions with a leading batch axis, and those that may be shared (axis of size 1)
 _IIR_FWD = ({0, 1, 2, 3, 8, 9}, {1})
-_IIR_BWD = ({0, 1, 2, 3, 4, 5, 13, 14, 15, 16}, {3})
+_IIR_BWD = ({0, 1, 2, 3, 4, 5, 13, 14, 15, 16, 17, 18}, {3})
 _FIR_FWD = ({0, 1, 2, 3, 8}, {1, 2})
-_FIR_BWD = ({0, 1, 2, 3, 4, 5, 13, 14, 15}, {3, 4})
+_FIR_BWD = ({0, 1, 2, 3, 4, 5, 13, 14, 15, 16}, {3, 4})
 
 
 def run_iir_forward(*args) -> None:
     """``O_t = c0·I_t + c1·I_{t−1} + c2·O_{t−1}`` for every reach, upstream first.
 
     Shapes: lat/out ``[B, N, T]``; coef ``[1|B, N, 3]`` float64; init_in/init_out ``[B, N]``;
-    inflow ``[B, N, T]`` receives the total inflow of every reach (or ``[B, 0, 0]``: not kept)."""
+    inflow ``[B, N, T]`` receives the total inflow of every reach with upstream reaches (or
+    ``[B, 0, 0]``: not kept); the rows of headwaters are left unwritten (their inflow is ``lat``).
+    Only the reaches listed in ``order`` are routed (in that order)."""
     _per_member(_iir_member, args, *_IIR_FWD)
 
 
 def run_iir_backward(*args) -> None:
-    """Exact adjoint of :func:`run_iir_forward`, downstream first (``inflow`` as kept by the forward).
+    """Exact adjoint of :func:`run_iir_forward`, downstream first (``inflow`` as kept by the
+    forward: reading it back is cheaper than regathering it from the upstream outflows; ``lat``,
+    the last argument, stands in for the headwaters' rows).
 
     With ``λ_t = ∂L/∂O_t`` (total) ``= g_t + c2·λ_{t+1}``: ``∂L/∂I_t = c0·λ_t + c1·λ_{t+1}``,
     ``∂L/∂c0 = Σ λ_t I_t``, ``∂L/∂c1 = Σ λ_t I_{t−1}``, ``∂L/∂c2 = Σ λ_t O_{t−1}``; ``g`` of a
     reach is its own output gradient plus the weighted inflow adjoints of its downstream reaches.
 
-    Shapes: gout/glat like lat; gcoef ``[B, N, 3]`` float64; ginit_* ``[B, N]`` float64."""
+    Shapes: gout/glat like lat; gcoef ``[B, N, 3]`` float64; ginit_* ``[B, N]`` float64;
+    gw ``[B, E]`` float64 edge-weight gradients ``Σ_t ∂L/∂I_dst · O_src`` in down-CSR edge
+    order, or ``[B, 0]`` (not wanted)."""
     _per_member(_iir_member_backward, args, *_IIR_BWD)
 
 
@@ -286,5 +351,6 @@ def run_fir_backward(*args) -> None:
     """Exact adjoint of :func:`run_fir_forward`: the inflow adjoint is the time-reversed correlation
     ``∂L/∂I_s = Σ_j h_j·g_{s+j}``; ``∂L/∂h_j = Σ_t g_t·I_{t−j}``.
 
-    Shapes: glat like lat; gh ``[B, N, K]`` float64; ghist ``[B, N, H]`` float64."""
+    Shapes: glat like lat; gh ``[B, N, K]`` float64; ghist ``[B, N, H]`` float64; gw as in
+    :func:`run_iir_backward`."""
     _per_member(_fir_member_backward, args, *_FIR_BWD)
