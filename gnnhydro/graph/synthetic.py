@@ -165,7 +165,5 @@ def random_river_network(
         length_m=length_m,
         area_km2=area_km2,
         slope=slope,
-        # valid by construction (slots form a tree, extra edges point to higher levels); the
-        # full validation pass is skipped for very large networks to keep generation fast
-        validate=num_nodes <= 200_000,
+        validate=True,  # O(N + E): 1.3 s for a 1e6-reach deep network including generation
     )
