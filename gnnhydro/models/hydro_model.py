@@ -43,6 +43,9 @@ class HydroModel(nn.Module):
             once (without gradient) from empty stores, and the real run starts from the states
             reached — the usual "recycle the first year" spin-up (use 365 for daily data: the
             states then belong to the same day of the year as the start).
+        initial_discharge_from: name of a time-shaped discharge attribute of the data (e.g.
+            ``"q_nwm"``, NWM's own simulation) whose first step warm-starts routing as a steady
+            flow [m³/s] (NaN, e.g. at lakes, counts as 0); ``None``: routing starts empty.
 
     Shapes:
         batch.x ``[N, F]``; batch.forcing ``[N, T, Ff]`` (or batch.lateral_inflow ``[N, T]`` m³/s
@@ -63,6 +66,7 @@ class HydroModel(nn.Module):
         x_names: Sequence[str] | None = None,
         dynamic_names: Sequence[str] = (),
         spinup_steps: int = 0,
+        initial_discharge_from: str | None = None,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -79,6 +83,7 @@ class HydroModel(nn.Module):
         self.x_names = list(x_names) if x_names is not None else None
         self.dynamic_names = list(dynamic_names)
         self.spinup_steps = int(spinup_steps)
+        self.initial_discharge_from = initial_discharge_from
         self.register_buffer("x_mean", x_mean.clone().float() if x_mean is not None else None)
         self.register_buffer("x_std", x_std.clone().float() if x_std is not None else None)
 
@@ -201,8 +206,21 @@ class HydroModel(nn.Module):
         from gnnhydro.routing import route
 
         routing_params = {name: params[name] for name in self.routing_specs(self.irf)}
+        initial = None
+        if self.initial_discharge_from is not None:
+            source = getattr(batch, self.initial_discharge_from, None)
+            if source is None:
+                raise ValueError(
+                    f"initial_discharge_from={self.initial_discharge_from!r}: the data have no such attribute"
+                )
+            initial = torch.nan_to_num(source[:, 0].to(lateral.dtype), nan=0.0)
         out["discharge"] = route(
-            lateral, batch, irf=self.irf, params=routing_params, substeps=self.substeps
+            lateral,
+            batch,
+            irf=self.irf,
+            params=routing_params,
+            substeps=self.substeps,
+            initial_state=initial,
         )
         return out
 

@@ -233,6 +233,9 @@ def build_model(
         x_std=std,
         x_names=list(graph.x_names) if getattr(graph, "x_names", None) else None,
         dynamic_names=_forcing_names(graph) if dynamic else (),
+        initial_discharge_from=(
+            model_cfg.routing.get("initial_discharge_from") if model_cfg.get("routing") else None
+        ),
         spinup_steps=int(
             round(
                 float(model_cfg.get("spinup_days", 0) or 0)

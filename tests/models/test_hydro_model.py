@@ -113,3 +113,24 @@ def test_spinup_starts_from_states_after_cycling_the_first_steps():
     expected = hbv(forcing, params, states=states)["runoff"]
     torch.testing.assert_close(out["runoff"], expected)
     assert not torch.allclose(out["runoff"], hbv(forcing, params)["runoff"])
+
+
+def test_routing_warm_start_from_a_discharge_series():
+    g = _graph()
+    g.q_given = torch.rand(4, g.lateral_inflow.size(1)) * 5
+    g.q_given[2, 0] = float("nan")
+    model = _model("routing")
+    model.initial_discharge_from = "q_given"
+    out = model(g)
+    initial = torch.nan_to_num(g.q_given[:, 0], nan=0.0)
+    expected = route(
+        g.lateral_inflow,
+        g,
+        irf="muskingum",
+        params={"k": out["params"]["k"], "x": out["params"]["x"]},
+        initial_state=initial,
+    )
+    torch.testing.assert_close(out["discharge"], expected)
+    model.initial_discharge_from = "q_missing"
+    with pytest.raises(ValueError, match="q_missing"):
+        model(g)
