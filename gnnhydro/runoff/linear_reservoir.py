@@ -11,6 +11,8 @@ so that storage changes and runoff close the water balance exactly; for constant
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
@@ -51,7 +53,7 @@ class LinearReservoir(RunoffModel):
 
     Args:
         nmul: parallel components.
-        dynamic: allow a time-varying ``k`` ``[N, T, m]``.
+        dynamic: ``("k",)`` (or ``True``) allows a time-varying ``k`` ``[N, T, m]``.
 
     Shapes:
         forcing ``precipitation`` ``[N, T]`` mm/step; params ``k`` ``[N, m]`` 1/step;
@@ -61,10 +63,14 @@ class LinearReservoir(RunoffModel):
     forcing_names = ("precipitation",)
     state_names = ("storage",)
 
-    def __init__(self, nmul: int = 1, *, dynamic: bool = False) -> None:
+    def __init__(self, nmul: int = 1, *, dynamic: bool | Sequence[str] = ()) -> None:
         super().__init__(nmul)
+        names = ("k",) if dynamic is True else tuple(dynamic or ())
+        unknown = sorted(set(names) - {"k"})
+        if unknown:
+            raise ValueError(f"LinearReservoir: dynamic parameter(s) {unknown} not in ['k']")
         self.param_spec = {
-            "k": ParamSpec("k", "1/step", 1e-3, 1.0, 0.1, dynamic, "recession coefficient")
+            "k": ParamSpec("k", "1/step", 1e-3, 1.0, 0.1, "k" in names, "recession coefficient")
         }
 
     def _run(self, forcing, params, states):

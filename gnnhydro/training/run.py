@@ -9,6 +9,7 @@ commit, torch version, command), ``checkpoints/`` (``last.pt`` every epoch, ``be
 from __future__ import annotations
 
 import csv
+import inspect
 import json
 import logging
 import math
@@ -194,11 +195,19 @@ def build_model(
         rcfg = model_cfg.runoff
         options = _plain(rcfg.get("options") or {})
         nmul = int(rcfg.get("nmul", 1))
-        runoff = get_runoff_model(rcfg.name)(nmul=nmul, **options)
+        dynamic = list(rcfg.get("dynamic") or [])
+        runoff_cls = get_runoff_model(rcfg.name)
+        if dynamic:
+            if "dynamic" not in inspect.signature(runoff_cls).parameters:
+                raise ValueError(
+                    f"model.runoff.dynamic={dynamic}: runoff model {rcfg.name!r} has no "
+                    "time-varying parameters"
+                )
+            options["dynamic"] = dynamic
+        runoff = runoff_cls(nmul=nmul, **options)
         if rcfg.get("gradient"):
             runoff.gradient = rcfg.gradient
         runoff_specs = dict(runoff.param_spec)
-        dynamic = list(rcfg.get("dynamic") or [])
     irf = model_cfg.routing.irf if model_cfg.get("routing") else None
     routing_specs = HydroModel.routing_specs(irf) if mode != "runoff" else {}
     x = graph.x.float()

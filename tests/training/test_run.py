@@ -86,3 +86,20 @@ def test_parameter_recovery_of_the_truth_is_perfect(graph):
     finite = table["r_all"].dropna()
     assert len(finite) >= 10
     assert np.allclose(finite, 1.0)
+
+
+def test_dynamic_runoff_parameters_from_config(graph):
+    """``model.runoff.dynamic`` reaches the runoff model: the named parameters vary in time."""
+    exp = run.Experiment(_cfg("model.runoff.dynamic=[beta]"), "/tmp/unused", graph=graph)
+    model = exp.build_model()
+    assert model.runoff.param_spec["beta"].dynamic and not model.runoff.param_spec["fc"].dynamic
+    g = run.slice_time(graph, 0, 30)
+    with torch.no_grad():
+        out = model(g)
+    assert out["params"]["beta"].shape == (graph.num_nodes, 30, model.runoff.nmul)
+    assert out["params"]["fc"].shape == (graph.num_nodes, model.runoff.nmul)
+    assert torch.isfinite(out["discharge"]).all()
+    with pytest.raises(ValueError, match="soil_depth"):
+        run.Experiment(
+            _cfg("model.runoff.dynamic=[soil_depth]"), "/tmp/unused", graph=graph
+        ).build_model()
