@@ -37,7 +37,7 @@ log = logging.getLogger("gnnhydro")
 
 __all__ = ["train", "evaluate", "predict", "export_run", "load_run", "Experiment"]
 
-NON_CONSTRUCTOR_KEYS = {"name", "periods", "warmup_days", "holdout"}
+NON_CONSTRUCTOR_KEYS = {"name", "periods", "warmup_days", "holdout", "min_obs_days"}
 
 
 # ============================================================================ setup helpers
@@ -705,6 +705,23 @@ def _parameter_table(out: dict) -> dict[str, np.ndarray]:
     return table
 
 
+def _min_obs_steps(exp: Experiment) -> int:
+    """``dataset.min_obs_days`` in time steps (0: every gauge with an observation counts)."""
+    days = float(exp.cfg.dataset.get("min_obs_days", 0) or 0)
+    return int(math.ceil(days * 86400.0 / exp.step_seconds))
+
+
+def summarize_metrics(metrics: pd.DataFrame, min_obs: int = 0) -> pd.DataFrame:
+    """Median NSE and KGE per split over the gauges with at least ``min_obs`` valid
+    observations in the split's period (``metrics.csv`` keeps every gauge), and their count."""
+    if not len(metrics):
+        return pd.DataFrame()
+    kept = metrics[metrics["n_obs"] >= max(int(min_obs), 1)]
+    summary = kept.groupby("split")[["nse", "kge"]].median()
+    summary["n_gauges"] = kept.groupby("split")["gauge_id"].count()
+    return summary
+
+
 def _write_outputs(
     exp: Experiment, out: dict, discharge: Tensor, metrics: pd.DataFrame, specs: dict | None = None
 ) -> None:
@@ -712,7 +729,7 @@ def _write_outputs(
 
     run_dir = exp.run_dir
     metrics.to_csv(run_dir / "metrics.csv", index=False)
-    summary = metrics.groupby("split")[["nse", "kge"]].median() if len(metrics) else pd.DataFrame()
+    summary = summarize_metrics(metrics, min_obs=_min_obs_steps(exp))
     if len(summary):
         summary.to_csv(run_dir / "metrics_summary.csv")
         print("median metrics per split:\n" + summary.to_string())

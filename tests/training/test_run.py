@@ -103,3 +103,22 @@ def test_dynamic_runoff_parameters_from_config(graph):
         run.Experiment(
             _cfg("model.runoff.dynamic=[soil_depth]"), "/tmp/unused", graph=graph
         ).build_model()
+
+
+def test_summary_keeps_gauges_with_enough_observations():
+    import pandas as pd
+
+    metrics = pd.DataFrame(
+        {
+            "gauge_id": ["a", "b", "c", "a", "b"],
+            "split": ["test", "test", "test", "test_ungauged", "test_ungauged"],
+            "n_obs": [366, 120, 310, 0, 300],
+            "nse": [0.9, -5.0, 0.5, float("nan"), 0.4],
+            "kge": [0.8, -1.0, 0.6, float("nan"), 0.3],
+        }
+    )
+    summary = run.summarize_metrics(metrics, min_obs=300)
+    assert summary.loc["test", "nse"] == pytest.approx(0.7)
+    assert summary.loc["test", "n_gauges"] == 2
+    assert summary.loc["test_ungauged", "n_gauges"] == 1
+    assert run.summarize_metrics(metrics).loc["test", "n_gauges"] == 3
