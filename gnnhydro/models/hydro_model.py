@@ -43,6 +43,9 @@ class HydroModel(nn.Module):
             once (without gradient) from empty stores, and the real run starts from the states
             reached — the usual "recycle the first year" spin-up (use 365 for daily data: the
             states then belong to the same day of the year as the start).
+        spinup_cycles: how many times the spin-up period is cycled (each cycle starts from the
+            states the previous one reached); slow stores (e.g. HBV's lower zone with ``k2`` of
+            1/1000 day⁻¹) need several years to reach their equilibrium.
         initial_discharge_from: name of a time-shaped discharge attribute of the data (e.g.
             ``"q_nwm"``, NWM's own simulation) whose first step warm-starts routing as a steady
             flow [m³/s] (NaN, e.g. at lakes, counts as 0); ``None``: routing starts empty.
@@ -66,6 +69,7 @@ class HydroModel(nn.Module):
         x_names: Sequence[str] | None = None,
         dynamic_names: Sequence[str] = (),
         spinup_steps: int = 0,
+        spinup_cycles: int = 1,
         initial_discharge_from: str | None = None,
     ) -> None:
         super().__init__()
@@ -83,6 +87,9 @@ class HydroModel(nn.Module):
         self.x_names = list(x_names) if x_names is not None else None
         self.dynamic_names = list(dynamic_names)
         self.spinup_steps = int(spinup_steps)
+        if int(spinup_cycles) < 1:
+            raise ValueError(f"spinup_cycles must be at least 1, got {spinup_cycles}")
+        self.spinup_cycles = int(spinup_cycles)
         self.initial_discharge_from = initial_discharge_from
         self.register_buffer("x_mean", x_mean.clone().float() if x_mean is not None else None)
         self.register_buffer("x_std", x_std.clone().float() if x_std is not None else None)
@@ -149,8 +156,8 @@ class HydroModel(nn.Module):
     def spun_up_states(
         self, forcing: dict[str, Tensor], params: dict[str, Tensor]
     ) -> dict[str, Tensor] | None:
-        """Initial runoff states after cycling the first ``spinup_steps`` of ``forcing`` once
-        (no gradient), or ``None`` (empty stores) when spin-up is off."""
+        """Initial runoff states after cycling the first ``spinup_steps`` of ``forcing``
+        ``spinup_cycles`` times (no gradient), or ``None`` (empty stores) when spin-up is off."""
         steps = min(self.spinup_steps, next(iter(forcing.values())).shape[-1])
         if steps <= 0:
             return None
@@ -162,8 +169,13 @@ class HydroModel(nn.Module):
             head_params = {
                 k: (v[:, :steps] if v.dim() == 3 else v).detach() for k, v in params.items()
             }
-            out = self.runoff(head, head_params, return_states=True)
-            return {k: v.reshape(-1, v.shape[-1]) for k, v in self.runoff.final_states(out).items()}
+            states = None
+            for _ in range(self.spinup_cycles):
+                out = self.runoff(head, head_params, states=states, return_states=True)
+                states = {
+                    k: v.reshape(-1, v.shape[-1]) for k, v in self.runoff.final_states(out).items()
+                }
+            return states
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Any, *, warmup_steps: int = 0) -> dict[str, Any]:

@@ -245,6 +245,7 @@ def build_model(
         initial_discharge_from=(
             model_cfg.routing.get("initial_discharge_from") if model_cfg.get("routing") else None
         ),
+        spinup_cycles=int(model_cfg.get("spinup_cycles", 1) or 1),
         spinup_steps=int(
             round(
                 float(model_cfg.get("spinup_days", 0) or 0)

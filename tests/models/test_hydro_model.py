@@ -113,6 +113,13 @@ def test_spinup_starts_from_states_after_cycling_the_first_steps():
     expected = hbv(forcing, params, states=states)["runoff"]
     torch.testing.assert_close(out["runoff"], expected)
     assert not torch.allclose(out["runoff"], hbv(forcing, params)["runoff"])
+    # three cycles: each starts from the states the previous one reached
+    model.spinup_cycles = 3
+    out3 = model(g)
+    for _ in range(2):
+        states = hbv.final_states(hbv(head, params, states=states, return_states=True))
+    torch.testing.assert_close(out3["runoff"], hbv(forcing, params, states=states)["runoff"])
+    assert not torch.allclose(out3["runoff"], out["runoff"])
 
 
 def test_routing_warm_start_from_a_discharge_series():
