@@ -290,3 +290,24 @@ def test_multirun_sweep(tmp_path, data_root):
         for job in ("0", "1")
     }
     assert names == {"sage", "mlp"}
+
+
+def test_ensemble_run_trains_evaluates_and_predicts(tmp_path, data_root):
+    """``model.ensemble=2``: one run directory, one checkpoint holding both members; evaluate
+    and predict rebuild the ensemble from it."""
+    run_dir = tmp_path / "ens"
+    result = gnnhydro(
+        "train",
+        f"run_dir={run_dir}",
+        f"dataset.root={data_root}/synthetic",
+        "trainer.epochs=1",
+        "model.ensemble=2",
+        *TINY,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    state = torch.load(run_dir / "checkpoints" / "best.pt", weights_only=False)["model"]
+    assert any(k.startswith("members.1.parameterizer") for k in state)
+    first = pd.read_csv(run_dir / "metrics.csv")
+    result = gnnhydro("evaluate", f"run_dir={run_dir}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    pd.testing.assert_frame_equal(pd.read_csv(run_dir / "metrics.csv"), first)

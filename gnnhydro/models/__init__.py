@@ -1,5 +1,6 @@
-"""End-to-end models: parameterizer → runoff → units → routing."""
+"""End-to-end models: parameterizer → runoff → units → routing (and seed ensembles of them)."""
 
+from gnnhydro.models.ensemble import HydroEnsemble
 from gnnhydro.models.hydro_model import MODES, HydroModel
 
-__all__ = ["HydroModel", "MODES"]
+__all__ = ["HydroModel", "HydroEnsemble", "MODES"]

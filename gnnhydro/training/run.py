@@ -32,6 +32,7 @@ import gnnhydro
 from gnnhydro.datasets.base import attribute_statistics
 from gnnhydro.datasets.splits import GaugeSplit, k_fold_gauges, spatial_holdout, split_from_gauges
 from gnnhydro.datasets.windows import slice_time
+from gnnhydro.models.ensemble import HydroEnsemble
 
 log = logging.getLogger("gnnhydro")
 
@@ -223,15 +224,39 @@ def build_model(
         specs["runoff"] = (runoff_specs, nmul)
     if routing_specs:
         specs["routing"] = (routing_specs, None)
-    parameterizer = build_parameterizer(
-        name,
-        in_channels=x.size(1),
-        specs=specs,
-        dynamic=set(dynamic),
-        dynamic_channels=len(_forcing_names(graph)) if dynamic else None,
-        edge_dim=_edge_dim(graph) if get_parameterizer(name).supports_edge_attr else None,
-        **pcfg,
-    )
+    size = int(model_cfg.get("ensemble", 1) or 1)
+    if size < 1:
+        raise ValueError(f"model.ensemble must be at least 1, got {size}")
+    members = []
+    for _ in range(size):  # the global RNG advances: every member starts from its own weights
+        parameterizer = build_parameterizer(
+            name,
+            in_channels=x.size(1),
+            specs=specs,
+            dynamic=set(dynamic),
+            dynamic_channels=len(_forcing_names(graph)) if dynamic else None,
+            edge_dim=_edge_dim(graph) if get_parameterizer(name).supports_edge_attr else None,
+            **pcfg,
+        )
+        members.append(
+            _hydro_model(model_cfg, graph, parameterizer, runoff, irf, mean, std, bool(dynamic))
+        )
+    return members[0] if size == 1 else HydroEnsemble(members)
+
+
+def _hydro_model(
+    model_cfg: DictConfig,
+    graph: Any,
+    parameterizer: torch.nn.Module,
+    runoff: torch.nn.Module | None,
+    irf: str | None,
+    mean: Tensor,
+    std: Tensor,
+    dynamic: bool,
+) -> torch.nn.Module:
+    from gnnhydro.models import HydroModel
+
+    mode = model_cfg.mode
     return HydroModel(
         parameterizer,
         runoff,
@@ -407,10 +432,21 @@ def _batch(exp: Experiment, windows: list[tuple[int, int, int]]) -> tuple[Any, i
 
 
 def _masked_loss(loss_fn, out: dict, batch: Any, warmup: int, mask_name: str) -> Tensor:
+    """Loss at the gauges of ``mask_name``; for an ensemble the mean of the members' own
+    losses (each member is trained on its own error, not on the error of the mean)."""
     mask = getattr(batch, mask_name)
-    sim = out["discharge"][mask]
-    obs = batch.q_obs[mask].to(sim.dtype)
-    return loss_fn(simulation=sim, observation=obs, warmup_steps=warmup)
+    losses = []
+    for member in HydroEnsemble.member_outputs(out):
+        sim = member["discharge"][mask]
+        obs = batch.q_obs[mask].to(sim.dtype)
+        losses.append(loss_fn(simulation=sim, observation=obs, warmup_steps=warmup))
+    return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+
+
+def _clip_gradients(module: torch.nn.Module, max_norm: float) -> None:
+    """Clip the gradient norm of every ensemble member separately (of the model if single)."""
+    for part in getattr(module, "members", [module]):
+        torch.nn.utils.clip_grad_norm_(part.parameters(), max_norm)
 
 
 def _forward_period(exp: Experiment, model: torch.nn.Module, period: str) -> tuple[dict, Any, int]:
@@ -529,7 +565,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> Path:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if tcfg.get("clip_grad_norm"):
-                torch.nn.utils.clip_grad_norm_(model.parameters(), float(tcfg.clip_grad_norm))
+                _clip_gradients(module, float(tcfg.clip_grad_norm))
             optimizer.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{loss.item():.4f}")
