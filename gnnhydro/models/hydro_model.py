@@ -205,7 +205,8 @@ class HydroModel(nn.Module):
             forcing = self.forcing_dict(batch)
             states = self.spun_up_states(forcing, runoff_params)
             result = self.runoff(forcing, runoff_params, states=states)
-            runoff = result["runoff"]
+            # runoff entering the river: after the model's own unit hydrograph when it has one
+            runoff = result.get("runoff_routed", result["runoff"])
             out["runoff"] = runoff
             out["fluxes"] = result
             lateral = mm_per_step_to_m3s(runoff, batch.area_km2.to(runoff.dtype), step_seconds)

@@ -191,6 +191,12 @@ class RunoffModel(nn.Module):
     def _static_shape(self, name: str, num_nodes: int) -> tuple[int, ...]:
         return (num_nodes, self.nmul)
 
+    def values_per_node(self, name: str) -> int | None:
+        """How many values parameter ``name`` takes per node: ``nmul`` (one per parallel
+        component, shape ``[N, nmul]``) or ``None`` (one per node, shape ``[N]``, e.g. the
+        parameters of HBV's unit hydrograph)."""
+        return self.nmul if len(self._static_shape(name, 1)) == 2 else None
+
     # ----------------------------------------------------------------- forward
     def forward(
         self,

@@ -220,8 +220,13 @@ def build_model(
     pcfg = OmegaConf.to_container(cfg.parameterizer, resolve=True)
     name = pcfg.pop("name")
     specs = {}
-    if runoff_specs:
-        specs["runoff"] = (runoff_specs, nmul)
+    if runoff_specs:  # one group per shape: per component [N, nmul] and per node [N]
+        per_node = {k: v for k, v in runoff_specs.items() if runoff.values_per_node(k) is None}
+        per_component = {k: v for k, v in runoff_specs.items() if k not in per_node}
+        if per_component:
+            specs["runoff"] = (per_component, nmul)
+        if per_node:
+            specs["runoff_node"] = (per_node, None)
     if routing_specs:
         specs["routing"] = (routing_specs, None)
     size = int(model_cfg.get("ensemble", 1) or 1)

@@ -122,3 +122,27 @@ def test_summary_keeps_gauges_with_enough_observations():
     assert summary.loc["test", "n_gauges"] == 2
     assert summary.loc["test_ungauged", "n_gauges"] == 1
     assert run.summarize_metrics(metrics).loc["test", "n_gauges"] == 3
+
+
+def test_unit_hydrograph_parameters_are_one_per_node_and_shape_the_inflow(graph):
+    """HBV's gamma unit hydrograph from the config: ``route_a``/``route_b`` come out ``[N]``
+    (not per component) and the lateral inflow is the runoff after the unit hydrograph."""
+    from gnnhydro.runoff.hbv import gamma_unit_hydrograph, uh_convolve
+
+    exp = run.Experiment(
+        _cfg("+model.runoff.options.unit_hydrograph=true"), "/tmp/unused", graph=graph
+    )
+    model = exp.build_model()
+    g = run.slice_time(graph, 0, 60)
+    with torch.no_grad():
+        out = model(g)
+    assert out["params"]["route_a"].shape == (graph.num_nodes,)
+    assert out["params"]["fc"].shape == (graph.num_nodes, model.runoff.nmul)
+    raw = out["fluxes"]["runoff"]
+    weights = gamma_unit_hydrograph(
+        torch.relu(out["params"]["route_a"]) + 0.1,
+        torch.relu(out["params"]["route_b"]) + 0.5,
+        model.runoff.uh_length,
+    )
+    torch.testing.assert_close(out["runoff"], uh_convolve(raw, weights))
+    assert not torch.allclose(out["runoff"], raw)
