@@ -16,7 +16,7 @@ from gnnhydro.graph import CatchmentInterpolation, RiverGraph
 from gnnhydro.graph.errors import format_ids
 from gnnhydro.units import acres_to_km2, hargreaves_pet, inches_to_mm
 
-__all__ = ["DelawareRiverBasin", "donor_reaches"]
+__all__ = ["DelawareRiverBasin", "donor_reaches", "prms_climate_adjustment"]
 
 PYWATERSHED_URL = "https://raw.githubusercontent.com/EC-USGS/pywatershed/develop/test_data/drb_2yr/"
 
@@ -73,6 +73,60 @@ _SEGMENT: tuple[tuple[str, str, str, str], ...] = (
     ("parameters_PRMSChannel.nc", "mann_n", "mannings_n", "s/m^(1/3)"),
     ("parameters_PRMSChannel.nc", "x_coef", "prms_muskingum_x", "-"),
 )
+
+
+#: PRMS monthly climate adjustments (``parameters_PRMSAtmosphere.nc``, each ``[12, nhru]``).
+_PRMS_CLIMATE = (
+    "tmax_cbh_adj",
+    "tmin_cbh_adj",
+    "tmax_allsnow",
+    "tmax_allrain_offset",
+    "rain_cbh_adj",
+    "snow_cbh_adj",
+    "adjmix_rain",
+)
+CLIMATE_ADJUSTMENTS = ("none", "prms")
+
+
+def prms_climate_adjustment(
+    precipitation: np.ndarray,
+    tmax: np.ndarray,
+    tmin: np.ndarray,
+    month: np.ndarray,
+    adjustment: dict[str, np.ndarray],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The NHM's calibrated monthly climate adjustments, as PRMS applies them to its
+    climate-by-HRU input before any process runs.
+
+    Temperatures are shifted by ``tmax_cbh_adj``/``tmin_cbh_adj``. Each day is then all snow
+    (adjusted tmax ≤ ``tmax_allsnow``), all rain (adjusted tmin > ``tmax_allsnow`` or adjusted
+    tmax ≥ ``tmax_allsnow + tmax_allrain_offset``) or mixed with rain fraction
+    ``clip((tmax − tmax_allsnow) / (tmax − tmin) · adjmix_rain, 0, 1)``; precipitation is
+    multiplied by ``rain_cbh_adj`` on all-rain days and by ``snow_cbh_adj`` otherwise.
+
+    Args:
+        precipitation: ``[U, T]`` mm/day.
+        tmax, tmin: ``[U, T]`` °C.
+        month: ``[T]`` month index 0..11 of every day.
+        adjustment: the seven parameters of ``_PRMS_CLIMATE``, each ``[12, U]``, temperatures in
+            °F (PRMS ``temp_units = 0``): offsets are converted with 5/9, thresholds with
+            (°F − 32)·5/9.
+
+    Shapes:
+        returns adjusted ``precipitation`` ``[U, T]`` mm/day, ``tmax`` and ``tmin`` ``[U, T]`` °C.
+    """
+    per_day = {k: np.asarray(v, dtype=np.float64)[month].T for k, v in adjustment.items()}
+    to_c = 5.0 / 9.0
+    tmax = tmax + to_c * per_day["tmax_cbh_adj"]
+    tmin = tmin + to_c * per_day["tmin_cbh_adj"]
+    all_snow_below = (per_day["tmax_allsnow"] - 32.0) * to_c
+    all_rain_above = all_snow_below + to_c * per_day["tmax_allrain_offset"]
+    spread = np.where(tmax - tmin < 1e-5, 1e-4 * to_c, tmax - tmin)
+    rain_fraction = np.clip((tmax - all_snow_below) / spread * per_day["adjmix_rain"], 0.0, 1.0)
+    rain_fraction = np.where((tmin > all_snow_below) | (tmax >= all_rain_above), 1.0, rain_fraction)
+    rain_fraction = np.where(tmax <= all_snow_below, 0.0, rain_fraction)
+    factor = np.where(rain_fraction >= 1.0, per_day["rain_cbh_adj"], per_day["snow_cbh_adj"])
+    return precipitation * factor, tmax, tmin
 
 
 def donor_reaches(graph: RiverGraph, has_catchment: np.ndarray) -> np.ndarray:
@@ -137,6 +191,11 @@ class DelawareRiverBasin(RiverDataset):
       ``gauge_index``/``gauge_id``/``gauge_mask`` list the gauges with at least one observation
       in the period (103 of 168); the others are named in ``gauge_id_no_data``.
 
+    * ``climate_adjustment="prms"`` applies the NHM's calibrated monthly climate adjustments
+      (:func:`prms_climate_adjustment`, ``parameters_PRMSAtmosphere.nc``) to the HRU forcing
+      before aggregation — the forcing the NHM itself runs on (e.g. rain × 0.75 in
+      August–October); ``"none"`` (default) keeps the raw climate-by-HRU files.
+
     Source: EC-USGS/pywatershed ``test_data/drb_2yr`` (CC0); downloaded from GitHub when
     ``root/raw`` lacks the files, or copied from ``source_dir``.
     """
@@ -144,9 +203,30 @@ class DelawareRiverBasin(RiverDataset):
     name = "drb"
     url = PYWATERSHED_URL
 
+    def __init__(
+        self,
+        root: str | Path,
+        transform: Callable | None = None,
+        pre_transform: Callable | None = None,
+        pre_filter: Callable | None = None,
+        force_reload: bool = False,
+        source_dir: str | Path | None = None,
+        climate_adjustment: str = "none",
+    ) -> None:
+        if climate_adjustment not in CLIMATE_ADJUSTMENTS:
+            raise ValueError(
+                f"climate_adjustment must be one of {CLIMATE_ADJUSTMENTS}, got {climate_adjustment!r}"
+            )
+        self.climate_adjustment = climate_adjustment
+        super().__init__(root, transform, pre_transform, pre_filter, force_reload, source_dir)
+
+    def config(self) -> dict[str, Any]:
+        return {"climate_adjustment": self.climate_adjustment}
+
     @property
     def raw_file_names(self) -> list[str]:
-        return [
+        extra = ["parameters_PRMSAtmosphere.nc"] if self.climate_adjustment == "prms" else []
+        return extra + [
             "parameters_dis_seg.nc",
             "parameters_dis_hru.nc",
             "parameters_PRMSChannel.nc",
@@ -329,6 +409,14 @@ class DelawareRiverBasin(RiverDataset):
                 f"{time[k[1]]}); Hargreaves uses max(tmax - tmin, 0)",
                 stacklevel=2,
             )
+        if self.climate_adjustment == "prms":
+            prcp, tmax, tmin = prms_climate_adjustment(
+                prcp,
+                tmax,
+                tmin,
+                pd.DatetimeIndex(time).month.to_numpy() - 1,
+                self._prms_climate(hru_ids),
+            )
         pet = hargreaves_pet(tmin, tmax, hru_lat[:, None], doy[None, :])
         temp = 0.5 * (tmax + tmin)
         forcing = np.stack([to_reach(prcp), to_reach(temp), to_reach(pet)], -1)
@@ -341,6 +429,29 @@ class DelawareRiverBasin(RiverDataset):
         # --- observations, matched by gauge id
         self._attach_observations(graph, poi_segment, poi_id, time)
         return [graph]
+
+    def _prms_climate(self, hru_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """The monthly adjustment parameters ``[12, U]`` in parameter-file HRU order."""
+        name = "parameters_PRMSAtmosphere.nc"
+        with self._open(name) as ds:
+            missing = [v for v in (*_PRMS_CLIMATE, "temp_units") if v not in ds]
+            if missing:
+                raise ValueError(f"{name}: parameter(s) {missing} missing")
+            if int(np.asarray(ds["temp_units"].values).ravel()[0]) != 0:
+                raise ValueError(
+                    f"{name}: temp_units is {ds['temp_units'].values}, expected 0 (Fahrenheit)"
+                )
+            ids = ds["nhm_id"].values.astype(np.int64).tolist()
+            pos = match_ids(ids, hru_ids.tolist(), what=f"{name} HRU ids")
+            out = {}
+            for var in _PRMS_CLIMATE:
+                da = ds[var]
+                if da.dims != ("nmonth", "nhru") or da.shape[0] != 12:
+                    raise ValueError(
+                        f"{name}: {var} has dims {da.dims}, expected (nmonth=12, nhru)"
+                    )
+                out[var] = np.asarray(da.values, dtype=np.float64)[:, pos]
+        return out
 
     def _attach_observations(
         self, graph: RiverGraph, poi_segment: np.ndarray, poi_id: list[str], time: np.ndarray

@@ -127,3 +127,56 @@ def test_processed_reload_and_stats(drb):
     assert any(Path(drb.processed_dir).glob("attribute_stats_*.pt"))
     mean2, _ = again.attribute_stats(train)  # from the cache
     assert torch.equal(mean, mean2)
+
+
+def test_prms_climate_adjustment_regimes():
+    """One HRU, four days: all snow, all rain (by tmin), all rain (by tmax), mixed."""
+    from gnnhydro.datasets.drb import prms_climate_adjustment
+
+    f_to_c = lambda f: (np.asarray(f, dtype=np.float64) - 32.0) * 5.0 / 9.0  # noqa: E731
+    tmax = f_to_c([[30.0, 40.0, 45.0, 36.0]])
+    tmin = f_to_c([[20.0, 34.0, 20.0, 26.0]])
+    prcp = np.array([[10.0, 10.0, 10.0, 10.0]])
+    month = np.array([0, 0, 6, 6])
+    adj = {
+        "tmax_cbh_adj": np.full((12, 1), 0.0),
+        "tmin_cbh_adj": np.full((12, 1), 0.0),
+        "tmax_allsnow": np.full((12, 1), 32.0),
+        "tmax_allrain_offset": np.full((12, 1), 8.0),  # all rain at tmax >= 40 °F
+        "rain_cbh_adj": np.full((12, 1), 0.8),
+        "snow_cbh_adj": np.full((12, 1), 1.1),
+        "adjmix_rain": np.full((12, 1), 1.0),
+    }
+    adj["tmax_cbh_adj"][6] = 1.8  # +1 °C in July
+    p, tx, tn = prms_climate_adjustment(prcp, tmax, tmin, month, adj)
+    # snow (30 <= 32) x1.1; rain (tmin 34 > 32) x0.8; rain (tmax 45+1.8 >= 40) x0.8;
+    # mixed (tmax 36+1.8 °F: rain fraction (37.8-32)/(37.8-26) < 1) -> snow factor x1.1
+    np.testing.assert_allclose(p, [[11.0, 8.0, 8.0, 11.0]])
+    np.testing.assert_allclose(tx - tmax, [[0.0, 0.0, 1.0, 1.0]], atol=1e-12)
+    np.testing.assert_allclose(tn, tmin)
+
+
+def test_prms_adjusted_forcing_on_single_hru_reach(drb, drb_dir, tmp_path):
+    """August is all rain in the DRB: the adjusted precipitation of a one-HRU reach is the raw
+    precipitation times that HRU's August rain_cbh_adj."""
+    from gnnhydro.datasets import DelawareRiverBasin
+
+    adjusted = DelawareRiverBasin(tmp_path, source_dir=drb_dir, climate_adjustment="prms")[0]
+    raw = drb[0]
+    (hru_segment,) = _nc(drb_dir / "parameters_PRMSChannel.nc", "hru_segment")
+    (hru_nhm,) = _nc(drb_dir / "parameters_dis_hru.nc", "nhm_id")
+    rain_adj, atm_ids = _nc(drb_dir / "parameters_PRMSAtmosphere.nc", "rain_cbh_adj", "nhm_id")
+    counts = np.bincount(hru_segment, minlength=457)
+    seg = int(np.flatnonzero(counts[1:] == 1)[0]) + 1
+    hru = int(np.flatnonzero(hru_segment == seg)[0])
+    factor = rain_adj[7, int(np.flatnonzero(atm_ids == hru_nhm[hru])[0])]
+    august = np.asarray(raw.time).astype("datetime64[M]").astype(int) % 12 == 7
+    np.testing.assert_allclose(
+        adjusted.forcing[seg - 1, august, 0].numpy(),
+        raw.forcing[seg - 1, august, 0].numpy() * factor,
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    assert factor < 0.9  # the NHM removes rain in late summer: the test is not vacuous
+    with pytest.raises(ValueError, match="climate_adjustment"):
+        DelawareRiverBasin(tmp_path / "x", source_dir=drb_dir, climate_adjustment="nhm")
