@@ -335,7 +335,9 @@ class HBV(RunoffModel):
             ``[N]``) and return ``runoff_routed`` (``runoff`` stays before the UH).
         uh_length: lags of the unit hydrograph (time steps).
         gradient: ``"autograd"`` (exact reverse mode) or ``"sensitivity"`` (forward
-            sensitivities in a custom autograd Function: no tape, memory flat in T).
+            sensitivities in a custom autograd Function: no tape, memory flat in T; with
+            respect to parameters and initial states only, so forcing that needs a gradient,
+            e.g. after a learned forcing correction, takes the exact reverse mode instead).
         smoothing: threshold smoothing width ε (see :mod:`gnnhydro.runoff.smooth`); ``None``
             means 0 for ``"autograd"`` and 0.01 for ``"sensitivity"``.
         backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"triton"``.
@@ -466,9 +468,7 @@ class HBV(RunoffModel):
         if device.type == "cuda":
             grad = torch.is_grad_enabled() and any(v.requires_grad for v in params.values())
             return "torch" if grad or needs_grad else "triton"
-        if needs_grad:  # gradients w.r.t. forcing: only the autograd loop provides them
-            return "torch"
-        return "numba"
+        return "numba"  # its adjoint also gives the forcing gradients
 
     def _run(
         self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
@@ -486,8 +486,14 @@ class HBV(RunoffModel):
             groundwater_exchange=self.groundwater_exchange,
             area_km2=forcing.get("upstream_area_km2"),
         )
+        forcing_grad = torch.is_grad_enabled() and any(
+            forcing[k].requires_grad for k in self.forcing_names
+        )
+        # forward sensitivities cover parameters and initial states only (w.r.t. every step's
+        # forcing they would cost O(T²)): forcing that needs a gradient takes the reverse mode
+        sensitivity = self.gradient == "sensitivity" and not forcing_grad
         if backend == "torch":
-            if self.gradient == "sensitivity":
+            if sensitivity:
                 from gnnhydro.runoff.kernels.hbv_numba import hbv_sensitivity_apply
 
                 out = hbv_sensitivity_apply(prec, temp, pet, hp, states, **opts)
@@ -496,12 +502,14 @@ class HBV(RunoffModel):
         elif backend == "numba":
             from gnnhydro.runoff.kernels.hbv_numba import hbv_numba_apply, hbv_sensitivity_apply
 
-            fn = hbv_sensitivity_apply if self.gradient == "sensitivity" else hbv_numba_apply
+            fn = hbv_sensitivity_apply if sensitivity else hbv_numba_apply
             out = fn(prec, temp, pet, hp, states, **opts)
-        elif self.gradient == "sensitivity":
+        elif sensitivity:
             from gnnhydro.runoff.kernels.hbv_triton import hbv_triton_sensitivity_apply
 
             out = hbv_triton_sensitivity_apply(prec, temp, pet, hp, states, **opts)
+        elif forcing_grad:  # the triton forward has no backward
+            out = hbv_torch_loop(prec, temp, pet, hp, states, **opts)
         else:
             from gnnhydro.runoff.kernels.hbv_triton import hbv_triton_forward
 

@@ -116,3 +116,56 @@ def test_initial_state_gradients(make_forcing, make_params):
             ref = torch.autograd.grad(out_t["runoff"].sum(), list(st.values()))
             for a, b in zip(ref, g, strict=True):
                 torch.testing.assert_close(b, a, rtol=1e-8, atol=1e-12)
+
+
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}" for k in o) or "default")
+def test_forcing_gradients_of_the_fused_adjoint_match_the_torch_loop(
+    opts, make_forcing, make_params
+):
+    """The numba adjoint also differentiates w.r.t. precipitation, temperature and PET (a learned
+    forcing correction trains through them) and still picks the fused kernel on CPU."""
+    f = {k: v.clone().requires_grad_() for k, v in make_forcing(N, T, seed=7).items()}
+    ref_model = HBV(nmul=M, backend="torch", **opts)
+    p = make_params(ref_model, N, T, seed=8, dynamic=opts.get("dynamic", ()))
+    grads = []
+    for model in (ref_model, HBV(nmul=M, **opts)):
+        out = model(f, p, return_states=True)
+        gen = torch.Generator().manual_seed(5)
+        loss = (
+            sum(
+                (out[k] * torch.randn(out[k].shape, generator=gen, dtype=out[k].dtype)).sum()
+                for k in WEIGHTED
+            )
+            + out["final_lower_zone"].sum()
+        )
+        grads.append(torch.autograd.grad(loss, [f[k] for k in model.forcing_names]))
+    assert HBV(nmul=M)._select_backend(f, p) == "numba"
+    for name, a, b in zip(ref_model.forcing_names, *grads, strict=True):
+        assert a.abs().sum() > 0, name
+        torch.testing.assert_close(b, a, rtol=1e-9, atol=1e-12, msg=name)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"smoothing": 0.1, "betaet": True, "capillary": True}, {"gradient": "sensitivity"}],
+    ids=["numba", "numba-options", "sensitivity-falls-back-to-reverse-mode"],
+)
+def test_forcing_gradcheck(kwargs, make_forcing):
+    model = HBV(nmul=2, **kwargs)
+    f = make_forcing(2, 10, seed=21)
+    from tests.runoff.conftest import params
+
+    p = {k: v.detach() for k, v in params(model, 2, 10, seed=22).items()}
+    temp = f["temperature"].detach()
+    # filled stores and rain on every step: away from the kinks of the unsmoothed model
+    # (empty snowpack, zero precipitation), so that finite differences are meaningful
+    states = {k: v + 30.0 for k, v in model.init_states(2, dtype=torch.float64).items()}
+
+    def fn(prec, pet):
+        forcing = {"precipitation": prec, "temperature": temp, "pet": pet}
+        out = model(forcing, p, states=states, return_states=True)
+        return out["runoff"], out["evapotranspiration"], out["final_soil_moisture"]
+
+    prec = (f["precipitation"] + 1.0).clone().requires_grad_()
+    inputs = (prec, f["pet"].clone().requires_grad_())
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)

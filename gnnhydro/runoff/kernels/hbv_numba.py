@@ -224,12 +224,13 @@ def _step_fwd(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, fl):
 
 
 @_jit
-def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, a_p):
+def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, a_p, a_f):
     """Vector-Jacobian product of one step.
 
     ``s``: states before the step; ``a_out``: adjoint of the states after it; ``g``: adjoint of
-    the 10 fluxes.  Writes the adjoint of the states before the step into ``a_in`` and ADDS the
-    parameter adjoint into ``a_p``.
+    the 10 fluxes.  Writes the adjoint of the states before the step into ``a_in`` and of the
+    step's forcing (precipitation, temperature, PET) into ``a_f``, and ADDS the parameter
+    adjoint into ``a_p``.
     """
     # ---- forward, keeping what the reverse needs
     sp0 = s[0]
@@ -346,6 +347,7 @@ def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, 
     a_r = a_sm3 * dsm3
     a_et = g[4] - a_r
     a_sm2 = a_r + a_et * det_sm
+    a_f[2] = a_et * det_pa * ef  # ET demand = PET · ef
     a_ef = a_et * det_pa * pe
     if betaet:
         a_p[_BETAET] += a_ef * def_b
@@ -386,6 +388,8 @@ def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, 
     a_dt += a_pm * p[_CFMAX] * drm
     a_dt += (a_rain - a_sp1) * pr * dfr
     a_p[_TT] -= a_dt
+    a_f[0] = a_sp1 + (a_rain - a_sp1) * fr  # rain = P·fr, snow = P − rain
+    a_f[1] = a_dt
     a_in[0] = a_sp1
     a_in[1] = a_mw1
     a_in[2] = a_sm0
@@ -394,9 +398,9 @@ def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, 
 
 
 @numba.njit(cache=True, fastmath=False)
-def _vjp_call(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, a_p):
+def _vjp_call(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, a_p, a_f):
     """Non-inlined VJP (compiled once) for the sensitivity kernel, which calls it twice."""
-    _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, a_p)
+    _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, a_p, a_f)
 
 
 # ---------------------------------------------------------------------------- kernels
@@ -454,17 +458,21 @@ def _forward_kernel(
 @_kjit
 def _adjoint_kernel(
     prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, eps, nz, betaet, cap, gx, gout, gidx,
-    gfinal, traj, gstat, gdyn, ginit,
+    gfinal, traj, gstat, gdyn, ginit, gforce,
 ):  # fmt: skip
     """Reverse sweep per cell.  With a recorded ``traj`` the states before each step are read
-    from it; otherwise the cell's forward is re-run into a local buffer first."""
+    from it; otherwise the cell's forward is re-run into a local buffer first.  With a
+    non-empty ``gforce`` ``[3, N, T]`` the forcing adjoint (summed over components) is written
+    there too."""
     n_nodes, n_steps = prc.shape
     m = pstat.shape[1]
     inv_m = 1.0 / m
     nd = dyn_idx.shape[0]
     ng = gidx.shape[0]
     have = traj.shape[0] > 0
+    want_forcing = gforce.shape[0] > 0
     for n in prange(n_nodes):
+        a_f = np.zeros(3)
         buf = np.empty((n_steps, NS))
         s = np.empty(NS)
         fl = np.empty(NF)
@@ -508,7 +516,11 @@ def _adjoint_kernel(
                 _step_vjp(
                     buf[t], np.float64(prc[n, t]), np.float64(tmp[n, t]),
                     np.float64(pet[n, t]), p, eps, nz, betaet, cap, gx, ar, a_s, g, a_in, a_p,
+                    a_f,
                 )  # fmt: skip
+                if want_forcing:
+                    for i in range(3):
+                        gforce[i, n, t] += a_f[i]
                 if nd > 0:
                     for d in range(nd):
                         gdyn[d, n, t, j] = a_p[dyn_idx[d]]
@@ -541,6 +553,7 @@ def _sensitivity_kernel(
         e = np.zeros(NS)
         g = np.zeros(NOUT)
         g0 = np.zeros(NF)
+        a_f = np.zeros(3)  # forcing adjoint: not used here
         ar = area[n]
         for j in range(m):
             for k in range(K):
@@ -564,7 +577,7 @@ def _sensitivity_kernel(
                     g0[i] = g[i]
                 jp[:] = 0.0
                 _vjp_call(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, ar, e, g0,
-                          js, jp)  # fmt: skip
+                          js, jp, a_f)  # fmt: skip
                 for q in range(nq):
                     v = 0.0
                     for i in range(NS):
@@ -581,7 +594,7 @@ def _sensitivity_kernel(
                     e[r] = 1.0
                     jp[:] = 0.0
                     _vjp_call(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, ar, e,
-                              g0, js, jp)  # fmt: skip
+                              g0, js, jp, a_f)  # fmt: skip
                     for q in range(nq):
                         v = 0.0
                         for i in range(NS):
@@ -704,7 +717,8 @@ def _wrap_outputs(out: np.ndarray, final: np.ndarray, like: Tensor) -> tuple[Ten
 
 
 class HBVFused(torch.autograd.Function):
-    """Fused numba forward + hand-written adjoint (exact reverse mode).
+    """Fused numba forward + hand-written adjoint (exact reverse mode), gradients with respect
+    to the parameters, the initial states and the forcing.
 
     Inputs: forcing ``[N, T]`` ×3, upstream area ``[N]`` (km²), ``opts`` dict, parameter names,
     initial states ``[5, N, m]``, then the parameter tensors.  Outputs: the 16 per-step outputs
@@ -716,7 +730,11 @@ class HBVFused(torch.autograd.Function):
     @staticmethod
     def forward(ctx, prc, tmp, pet, area, opts, names, init, *ptensors):
         arrays = _prepare(prc, tmp, pet, area, names, init, ptensors)
-        record = RECORD_TAPE and (init.requires_grad or any(p.requires_grad for p in ptensors))
+        record = RECORD_TAPE and (
+            init.requires_grad
+            or any(p.requires_grad for p in ptensors)
+            or any(f.requires_grad for f in (prc, tmp, pet))
+        )
         out, final, traj = _run_forward(*arrays, opts, record=record)
         ctx.arrays = arrays
         ctx.traj = traj
@@ -736,10 +754,12 @@ class HBVFused(torch.autograd.Function):
         gstat = np.zeros((n, m, K))
         gdyn = np.zeros_like(pdyn)
         ginit = np.zeros((NS, n, m))
+        want_forcing = any(ctx.needs_input_grad[:3])
+        gforce = np.zeros((3, n, t)) if want_forcing else np.zeros((0, n, t))
         _adjoint_kernel(
             prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, opts["eps"], opts["nearzero"],
             opts["betaet"], opts["capillary"], opts["groundwater_exchange"], gout, gidx, gfinal,
-            ctx.traj, gstat, gdyn, ginit,
+            ctx.traj, gstat, gdyn, ginit, gforce,
         )  # fmt: skip
         # hand the tape to the next forward; a second backward (retain_graph) re-runs the forward
         _give_back_tape(ctx.traj)
@@ -756,7 +776,11 @@ class HBVFused(torch.autograd.Function):
                 arr = gstat[:, :, k]
             pgrads.append(torch.from_numpy(np.ascontiguousarray(arr)).to(dev, dt))
         ginit_t = torch.from_numpy(ginit).to(dev, dt)
-        return (None, None, None, None, None, None, ginit_t, *pgrads)
+        gf = [
+            torch.from_numpy(gforce[i]).to(dev, dt) if ctx.needs_input_grad[i] else None
+            for i in range(3)
+        ]
+        return (*gf, None, None, None, ginit_t, *pgrads)
 
 
 class HBVSensitivity(torch.autograd.Function):
