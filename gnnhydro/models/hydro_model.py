@@ -3,7 +3,7 @@
 .. code-block:: text
 
     x (static attributes) ──► parameterizer (GNN over edge_index) ──► physical params by NAME
-    forcing [N, T, F] ──► runoff model (per node) ──► runoff [N, T] mm/step
+    forcing [N, T, F] ──► (learned forcing correction) ──► runoff model (per node) ──► runoff [N, T] mm/step
     runoff × area_km2 / Δt ──► lateral inflow [N, T] m³/s ──► router ──► discharge [N, T] m³/s
 
 Modes: ``"full"`` (as above), ``"routing"`` (lateral inflow given by the data, e.g. NWM/RAPID),
@@ -46,6 +46,9 @@ class HydroModel(nn.Module):
         spinup_cycles: how many times the spin-up period is cycled (each cycle starts from the
             states the previous one reached); slow stores (e.g. HBV's lower zone with ``k2`` of
             1/1000 day⁻¹) need several years to reach their equilibrium.
+        forcing_correction: a :class:`~gnnhydro.models.ForcingCorrection` whose per-node
+            multipliers (from the same parameterizer) scale the runoff model's forcing before
+            spin-up and run; ``None``: the forcing is used as given.
         initial_discharge_from: name of a time-shaped discharge attribute of the data (e.g.
             ``"q_nwm"``, NWM's own simulation) whose first step warm-starts routing as a steady
             flow [m³/s] (NaN, e.g. at lakes, counts as 0); ``None``: routing starts empty.
@@ -71,6 +74,7 @@ class HydroModel(nn.Module):
         spinup_steps: int = 0,
         spinup_cycles: int = 1,
         initial_discharge_from: str | None = None,
+        forcing_correction: nn.Module | None = None,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -91,6 +95,9 @@ class HydroModel(nn.Module):
             raise ValueError(f"spinup_cycles must be at least 1, got {spinup_cycles}")
         self.spinup_cycles = int(spinup_cycles)
         self.initial_discharge_from = initial_discharge_from
+        if forcing_correction is not None and mode == "routing":
+            raise ValueError("a forcing correction needs a runoff model (mode 'routing' has none)")
+        self.forcing_correction = forcing_correction
         self.register_buffer("x_mean", x_mean.clone().float() if x_mean is not None else None)
         self.register_buffer("x_std", x_std.clone().float() if x_std is not None else None)
 
@@ -107,9 +114,17 @@ class HydroModel(nn.Module):
 
         return dict(get_irf(irf).param_spec)
 
+    @staticmethod
+    def forcing_specs(forcing_correction: nn.Module | None) -> dict[str, ParamSpec]:
+        return dict(forcing_correction.param_spec) if forcing_correction is not None else {}
+
     @property
     def param_specs(self) -> dict[str, ParamSpec]:
-        return {**self.runoff_specs(self.runoff), **self.routing_specs(self.irf)}
+        return {
+            **self.runoff_specs(self.runoff),
+            **self.forcing_specs(self.forcing_correction),
+            **self.routing_specs(self.irf),
+        }
 
     # ------------------------------------------------------------------ inputs
     def normalise(self, x: Tensor) -> Tensor:
@@ -152,6 +167,20 @@ class HydroModel(nn.Module):
         if getattr(self.runoff, "groundwater_exchange", False):
             out["upstream_area_km2"] = batch.upstream_area_km2.to(forcing.dtype)
         return out
+
+    def correct_forcing(
+        self, batch: Any, forcing: dict[str, Tensor], params: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """The runoff forcing after the learned correction (dates from ``batch.time``)."""
+        from gnnhydro.models.forcing_correction import day_of_year
+
+        doy = None
+        if self.forcing_correction.seasonal and getattr(batch, "time", None) is not None:
+            doy = day_of_year(
+                batch.time, batch=getattr(batch, "batch", None), num_nodes=batch.num_nodes
+            )
+        names = self.forcing_specs(self.forcing_correction)
+        return self.forcing_correction(forcing, {n: params[n] for n in names}, doy)
 
     def spun_up_states(
         self, forcing: dict[str, Tensor], params: dict[str, Tensor]
@@ -203,6 +232,9 @@ class HydroModel(nn.Module):
         if self.mode in ("full", "runoff"):
             runoff_params = {name: params[name] for name in self.runoff_specs(self.runoff)}
             forcing = self.forcing_dict(batch)
+            if self.forcing_correction is not None:
+                forcing = self.correct_forcing(batch, forcing, params)
+                out["forcing"] = forcing
             states = self.spun_up_states(forcing, runoff_params)
             result = self.runoff(forcing, runoff_params, states=states)
             # runoff entering the river: after the model's own unit hydrograph when it has one

@@ -209,6 +209,21 @@ def build_model(
         if rcfg.get("gradient"):
             runoff.gradient = rcfg.gradient
         runoff_specs = dict(runoff.param_spec)
+    forcing_correction = None
+    if model_cfg.get("forcing_correction"):
+        from gnnhydro.models import ForcingCorrection
+
+        if runoff is None:
+            raise ValueError(
+                "model.forcing_correction needs a runoff model (model.runoff is not set)"
+            )
+        forcing_correction = ForcingCorrection(_plain(model_cfg.forcing_correction))
+        missing = sorted(set(forcing_correction.variables) - set(runoff.forcing_names))
+        if missing:
+            raise ValueError(
+                f"model.forcing_correction: {missing} is not a forcing of runoff model "
+                f"{model_cfg.runoff.name!r} (it reads {list(runoff.forcing_names)})"
+            )
     irf = model_cfg.routing.irf if model_cfg.get("routing") else None
     routing_specs = HydroModel.routing_specs(irf) if mode != "runoff" else {}
     x = graph.x.float()
@@ -227,6 +242,8 @@ def build_model(
             specs["runoff"] = (per_component, nmul)
         if per_node:
             specs["runoff_node"] = (per_node, None)
+    if forcing_correction is not None:
+        specs["forcing"] = (dict(forcing_correction.param_spec), None)
     if routing_specs:
         specs["routing"] = (routing_specs, None)
     size = int(model_cfg.get("ensemble", 1) or 1)
@@ -244,7 +261,17 @@ def build_model(
             **pcfg,
         )
         members.append(
-            _hydro_model(model_cfg, graph, parameterizer, runoff, irf, mean, std, bool(dynamic))
+            _hydro_model(
+                model_cfg,
+                graph,
+                parameterizer,
+                runoff,
+                irf,
+                mean,
+                std,
+                bool(dynamic),
+                forcing_correction,
+            )
         )
     return members[0] if size == 1 else HydroEnsemble(members)
 
@@ -258,6 +285,7 @@ def _hydro_model(
     mean: Tensor,
     std: Tensor,
     dynamic: bool,
+    forcing_correction: torch.nn.Module | None = None,
 ) -> torch.nn.Module:
     from gnnhydro.models import HydroModel
 
@@ -276,6 +304,7 @@ def _hydro_model(
             model_cfg.routing.get("initial_discharge_from") if model_cfg.get("routing") else None
         ),
         spinup_cycles=int(model_cfg.get("spinup_cycles", 1) or 1),
+        forcing_correction=forcing_correction,
         spinup_steps=int(
             round(
                 float(model_cfg.get("spinup_days", 0) or 0)

@@ -146,3 +146,47 @@ def test_unit_hydrograph_parameters_are_one_per_node_and_shape_the_inflow(graph)
     )
     torch.testing.assert_close(out["runoff"], uh_convolve(raw, weights))
     assert not torch.allclose(out["runoff"], raw)
+
+
+def test_forcing_correction_from_config_in_batched_windows(graph):
+    """``model.forcing_correction`` adds per-node parameters in their own group; windows of a
+    batch that cover different dates get their own seasonal multipliers."""
+    from gnnhydro.models.forcing_correction import day_of_year
+
+    exp = run.Experiment(
+        _cfg("model.forcing_correction={precipitation:constant,pet:seasonal}"),
+        "/tmp/unused",
+        graph=graph,
+    )
+    model = exp.build_model()
+    assert model.parameterizer.param_groups["forcing"] == (
+        "precipitation_factor",
+        "pet_factor",
+        "pet_cos",
+        "pet_sin",
+    )
+    batch, _ = run._batch(exp, [(0, 60, 0), (150, 210, 0)])  # January-February and June-July
+    with torch.no_grad():
+        out = model(batch)
+    n = graph.num_nodes
+    params, pet = out["params"], graph.forcing[..., graph.forcing_names.index("pet")]
+    for item, start in enumerate((0, 150)):
+        nodes = slice(item * n, (item + 1) * n)
+        angle = 2 * np.pi * day_of_year(graph.time[start : start + 60]).float() / 365.25
+        mult = params["pet_factor"][nodes, None] * (
+            1
+            + params["pet_cos"][nodes, None] * torch.cos(angle)
+            + params["pet_sin"][nodes, None] * torch.sin(angle)
+        )
+        torch.testing.assert_close(out["forcing"]["pet"][nodes], pet[:, start : start + 60] * mult)
+    assert torch.isfinite(out["discharge"]).all()
+
+
+def test_forcing_correction_of_a_variable_the_runoff_model_does_not_read(graph):
+    cfg = _cfg(
+        "model.runoff.name=linear_reservoir",
+        "model.runoff.options={}",
+        "model.forcing_correction={pet:constant}",
+    )
+    with pytest.raises(ValueError, match=r"\['pet'\] is not a forcing of runoff model"):
+        run.Experiment(cfg, "/tmp/unused", graph=graph).build_model()
