@@ -6,8 +6,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
+import os
 import os.path as osp
 import shutil
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,10 +19,46 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.data import InMemoryDataset
+from torch_geometric.data.dataset import files_exist
 
+from gnnhydro.datasets._checks import check_item_forcing
 from gnnhydro.graph import RiverGraph
 
-__all__ = ["RiverDataset", "copy_source_files", "download_url_to"]
+__all__ = ["RiverDataset", "copy_source_files", "download_url_to", "atomic_torch_save"]
+
+logger = logging.getLogger("gnnhydro")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` through a temporary file in the same folder and ``os.replace``: a process
+    killed while writing leaves the previous file (or none), never a truncated one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "xb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def _readable(path: str | Path, *, weights_only: bool) -> Exception | None:
+    """``None`` when ``torch.load`` reads ``path``, else the error (truncated or corrupt file)."""
+    try:
+        torch.load(path, weights_only=weights_only)
+    except OSError:
+        raise
+    except Exception as err:  # torch raises RuntimeError/EOFError/UnpicklingError on bad files
+        return err
+    return None
+
+
+def _short(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
 
 
 def download_url_to(url: str, path: str | Path, *, timeout: float = 120.0) -> Path:
@@ -85,10 +124,16 @@ class RiverDataset(InMemoryDataset):
     the list of :class:`RiverGraph` items following the item conventions); the base class applies
     ``pre_filter``/``pre_transform``, saves the items to ``root/processed/`` and reloads them.
     The processed file name carries a hash of :meth:`config` so that datasets built with other
-    options never collide.
+    options never collide. Files in ``processed/`` are written atomically (a temporary file in
+    the same folder, then ``os.replace``); one that is unreadable all the same (e.g. truncated
+    by a full disk) is rebuilt from ``raw/`` with a warning on the ``gnnhydro`` logger, or, when
+    ``raw/`` cannot be had, raises a ``ValueError`` naming it. A readable processed file is
+    self-contained: ``raw/`` is then neither needed nor downloaded.
 
     Item conventions (names exact): ``x`` ``[N, F]`` static attributes in physical units with
-    ``x_names``/``x_units``; ``forcing`` ``[N, T, Ff]`` with ``forcing_names``/``forcing_units``;
+    ``x_names``/``x_units``; ``forcing`` ``[N, T, Ff]`` with ``forcing_names``/``forcing_units``
+    (variables are found by name: ``precipitation`` and ``pet`` always, ``temperature`` only when
+    the source has it — never a filled column; see :func:`~gnnhydro.datasets.forcing.warn_no_temperature`);
     ``lateral_inflow`` ``[N, T]`` m³/s (routing datasets); ``q_obs`` ``[N, T]`` m³/s (NaN = none),
     ``gauge_mask`` ``[N]``, ``gauge_index`` ``[G]``, ``gauge_id``; ``time`` (numpy
     ``datetime64[ns]`` ``[T]``); ``step_seconds``; ``area_km2`` ``[N]`` km².
@@ -119,10 +164,25 @@ class RiverDataset(InMemoryDataset):
     ) -> None:
         self.source_dir = Path(source_dir) if source_dir is not None else None
         self._graphs: list[RiverGraph] = []
+        # PyG's own markers of pre_transform/pre_filter are written non-atomically and read
+        # before anything else: an unreadable one (a killed writer) is dropped with a notice.
+        for marker in ("pre_transform.pt", "pre_filter.pt"):
+            path = Path(osp.expanduser(str(root))) / "processed" / marker
+            if path.exists() and (err := _readable(path, weights_only=False)) is not None:
+                logger.warning(
+                    "%s: removed unreadable %s (%s)", type(self).__name__, path, _short(err)
+                )
+                path.unlink()
         super().__init__(
             str(root), transform, pre_transform, pre_filter, log=log, force_reload=force_reload
         )
-        self._graphs = self._load_graphs(self.processed_paths[0])
+        path = self.processed_paths[0]
+        try:
+            self._graphs = self._load_graphs(path)
+        except OSError:
+            raise
+        except Exception as err:  # truncated (a process killed while writing) or corrupt
+            self._rebuild(path, err)
 
     # ------------------------------------------------------------------ configuration
     def config(self) -> dict[str, Any]:
@@ -140,6 +200,13 @@ class RiverDataset(InMemoryDataset):
         return [f"{self.name}_{self.config_hash()}.pt"]
 
     # ------------------------------------------------------------------ download / process
+    def _download(self) -> None:
+        # the processed files are self-contained: with them present, raw/ is not needed (PyG
+        # would download it all the same); an unreadable one fetches it in _rebuild
+        if not self.force_reload and files_exist(self.processed_paths):
+            return
+        super()._download()
+
     def download(self) -> None:
         if self.source_dir is not None:
             copy_source_files(self.source_dir, self.raw_dir, self.raw_file_names)
@@ -152,8 +219,17 @@ class RiverDataset(InMemoryDataset):
         """Read ``root/raw`` and return the items (overridden by every dataset)."""
         raise NotImplementedError
 
+    def check_forcing(self, graphs: list[RiverGraph]) -> None:
+        """Check the built items' forcing for physically implausible values (negative
+        precipitation/PET raise, a temperature that looks like kelvin warns; see
+        :func:`~gnnhydro.datasets._checks.check_forcing_plausible`). Datasets that check while
+        reading (in the file's units) override it."""
+        for g in graphs:
+            check_item_forcing(g, what=type(self).__name__)
+
     def process(self) -> None:
         graphs = self.build()
+        self.check_forcing(graphs)
         if self.pre_filter is not None:
             graphs = [g for g in graphs if self.pre_filter(g)]
         if self.pre_transform is not None:
@@ -171,7 +247,29 @@ class RiverDataset(InMemoryDataset):
                 )
                 d["__time_ns__"] = True
             items.append((type(g), d))
-        torch.save(items, path)
+        atomic_torch_save(items, path)
+
+    def _rebuild(self, path: str, err: Exception) -> None:
+        """Re-run :meth:`process` for an unreadable processed file, from ``raw/`` (downloaded or
+        copied from ``source_dir`` when absent); ``ValueError`` naming the file if impossible."""
+        name = type(self).__name__
+        try:
+            super()._download()  # PyG: nothing to do when the raw files are there
+        except Exception as missing:
+            raise ValueError(
+                f"{name}: processed file {path} is unreadable ({_short(err)}) and cannot be "
+                f"rebuilt: the raw files are not available ({_short(missing)}). Restore them in "
+                f"{self.raw_dir} (or pass source_dir=) and build again with force_reload=True."
+            ) from err
+        logger.warning(
+            "%s: processed file %s is unreadable (%s); rebuilding it from %s",
+            name,
+            path,
+            _short(err),
+            self.raw_dir,
+        )
+        self.process()
+        self._graphs = self._load_graphs(path)
 
     @staticmethod
     def _load_graphs(path: str) -> list[RiverGraph]:
@@ -239,10 +337,20 @@ class RiverDataset(InMemoryDataset):
         key = hashlib.sha1(np.sort(idx.numpy()).tobytes()).hexdigest()[:12]
         cache = Path(self.processed_dir) / f"attribute_stats_{self.config_hash()}_{key}.pt"
         if cache.exists() and not self.force_reload:
-            stats = torch.load(cache, weights_only=True)
-            return stats["mean"], stats["std"]
+            try:
+                stats = torch.load(cache, weights_only=True)
+                return stats["mean"], stats["std"]
+            except OSError:
+                raise
+            except Exception as err:  # truncated or corrupt: recomputed from the items below
+                logger.warning(
+                    "%s: attribute statistics cache %s is unreadable (%s); recomputing it",
+                    type(self).__name__,
+                    cache,
+                    _short(err),
+                )
         mean, std = attribute_statistics(x[idx])
-        torch.save({"mean": mean, "std": std, "train_nodes": idx}, cache)
+        atomic_torch_save({"mean": mean, "std": std, "train_nodes": idx}, cache)
         return mean, std
 
     def __repr__(self) -> str:

@@ -3,6 +3,7 @@ per basin, each a single-node river graph."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import warnings
 import zipfile
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from gnnhydro.datasets._checks import check_finite, infer_step_seconds
+from gnnhydro.datasets._checks import check_finite
 from gnnhydro.datasets.base import RiverDataset, copy_source_files, download_url_to
 from gnnhydro.graph import RiverGraph
 from gnnhydro.graph.errors import format_ids
@@ -26,6 +27,8 @@ CAMELS_TIMESERIES_URL = (
     "https://gdex.ucar.edu/dataset/camels/file/basin_timeseries_v1p2_metForcing_obsFlow.zip"
 )
 CAMELS_ATTRIBUTES_URL = "https://gdex.ucar.edu/dataset/camels/file/camels_attributes_v2.0.zip"
+
+logger = logging.getLogger("gnnhydro")
 
 _FORCING_PATTERN = {
     "daymet": "{id}_lump_cida_forcing_leap.txt",
@@ -117,7 +120,14 @@ class CamelsUS(RiverDataset):
       Hargreaves from ``tmin``/``tmax`` and the header latitude (the Maurer/NLDAS files have
       ``tmax == tmin``, which gives PET = 0: prefer ``daymet``). ``extra_forcing`` adds raw
       columns (``srad``, ``vp``, ``dayl``, ``swe``, ``tmax``, ``tmin``) in their units.
-    * ``q_obs`` ``[1, T]`` m³/s (cfs converted, ``-999`` → NaN) on the forcing's days.
+    * ``q_obs`` ``[1, T]`` m³/s (cfs converted, ``-999`` → NaN; NaN outside the basin's
+      streamflow record).
+    * ``time`` ``[T]``: one daily axis shared by every item (so that they batch into one
+      disjoint graph): ``start``..``end`` when given, which every basin's forcing must cover
+      (else a ``ValueError`` names the basins and their forcing spans); by default the span that
+      every basin's forcing covers (the forcing must be complete: a model cannot run without
+      it). Streamflow records of any length fit on it; observed days outside it are left out
+      with a warning naming the basins.
     * ``x`` ``[1, F]``: numeric columns of the attribute tables (default: topo, clim, soil, vege,
       geol; ``hydro`` signatures only if asked, they are computed from the target discharge).
       Missing values (``NA``) are filled with the mean over all 671 CAMELS basins, with a
@@ -126,10 +136,12 @@ class CamelsUS(RiverDataset):
 
     Args:
         root: dataset root.
-        basins: gauge ids (default: every basin with a forcing file for ``forcing_source``).
+        basins: gauge ids (8-digit strings; ints are zero-padded), or a text file with one id
+            per line (default: every basin with a forcing file for ``forcing_source``).
         forcing_source: ``daymet`` (default), ``maurer``, ``maurer_extended``, ``nldas``,
             ``nldas_extended``.
-        start / end: optional date range (inclusive) applied to every basin.
+        start / end: optional dates (inclusive) of the common time axis; ``None``: the span
+            every basin's forcing covers.
         attribute_tables: CAMELS attribute tables to read.
         extra_forcing: raw forcing columns to append.
 
@@ -161,7 +173,18 @@ class CamelsUS(RiverDataset):
             raise ValueError(
                 f"forcing_source must be one of {sorted(_FORCING_PATTERN)}, got {forcing_source!r}"
             )
-        self.basins = [str(b).zfill(8) for b in basins] if basins is not None else None
+        self._int_basins = False
+        if basins is not None:
+            if isinstance(basins, (str, Path)) and Path(basins).is_file():
+                basins = Path(basins).read_text().split()  # a basin list file, one id per line
+            elif isinstance(basins, (str, int)):
+                basins = [basins]
+            self._int_basins = any(isinstance(b, int) for b in basins)
+            basins = [str(b).strip().zfill(8) for b in basins]
+            dups = sorted({b for b in basins if basins.count(b) > 1})
+            if dups:
+                raise ValueError(f"CamelsUS: basins lists {format_ids(dups)} more than once")
+        self.basins = basins
         self.forcing_source = forcing_source
         self.start, self.end = start, end
         self.attribute_tables = list(attribute_tables)
@@ -219,15 +242,115 @@ class CamelsUS(RiverDataset):
             raise FileNotFoundError(f"no CAMELS forcing files *{suffix} under {root}")
         return ids
 
-    def build(self) -> list[RiverGraph]:
+    def _read_basin(
+        self, b: str, forcing_root: Path
+    ) -> tuple[dict[str, float], Any, np.ndarray, list[str], list[str]]:
+        """One basin's whole forcing file: header, date index, ``[T_b, F]`` float32 series in
+        canonical units, and the forcing names/units."""
+        fpath = _find(forcing_root, _FORCING_PATTERN[self.forcing_source].format(id=b))
+        if fpath is None:
+            raise FileNotFoundError(
+                f"CAMELS basin {b}: no {self.forcing_source} forcing file under {forcing_root}"
+            )
+        header, df = read_camels_forcing(fpath)
+        cols = {c.split("(")[0]: c for c in df.columns}
+        missing = [c for c in ("prcp", "tmax", "tmin") if c not in cols]
+        if missing:
+            raise ValueError(
+                f"{fpath.name}: forcing column(s) {missing} missing; columns are {list(df.columns)}"
+            )
+        prcp = df[cols["prcp"]].to_numpy(np.float64)
+        tmax = df[cols["tmax"]].to_numpy(np.float64)
+        tmin = df[cols["tmin"]].to_numpy(np.float64)
+        if "pet" in cols:
+            pet = df[cols["pet"]].to_numpy(np.float64)
+        else:
+            doy = df.index.day_of_year.to_numpy().astype(np.float64)
+            pet = hargreaves_pet(tmin, tmax, header["lat"], doy)
+        series = [prcp, 0.5 * (tmax + tmin), pet]
+        fnames = ["precipitation", "temperature", "pet"]
+        funits = ["mm/step", "degC", "mm/step"]
+        for extra in self.extra_forcing:
+            if extra not in cols:
+                raise ValueError(
+                    f"{fpath.name}: extra forcing column {extra!r} missing; columns are {list(df.columns)}"
+                )
+            series.append(df[cols[extra]].to_numpy(np.float64))
+            fnames.append(extra)
+            funits.append(cols[extra][len(extra) :].strip("()") or "-")
+        header["file"] = fpath.name
+        return header, df.index, np.stack(series, -1).astype(np.float32), fnames, funits
+
+    def _time_axis(self, spans: dict[str, tuple[Any, Any]], flow: dict[str, Any]) -> Any:
+        """The one daily time axis of every item: ``start``..``end`` when given (every basin's
+        forcing must cover it), else the span that every basin's forcing covers."""
         import pandas as pd
 
+        def fmt(bs: Sequence[str]) -> str:
+            return ", ".join(f"{b} ({spans[b][0].date()}..{spans[b][1].date()})" for b in bs)
+
+        first = max(s for s, _ in spans.values())
+        last = min(e for _, e in spans.values())
+        if first > last:
+            raise ValueError(
+                f"CAMELS-US: the forcing records do not overlap: {fmt(list(spans))}. Choose "
+                "basins= whose records overlap."
+            )
+        t0 = pd.Timestamp(self.start) if self.start is not None else first
+        t1 = pd.Timestamp(self.end) if self.end is not None else last
+        if t1 < t0:
+            raise ValueError(f"CAMELS-US: start {t0.date()} is after end {t1.date()}")
+        short = [b for b, (s, e) in spans.items() if s > t0 or e < t1]
+        if short:
+            raise ValueError(
+                f"CAMELS-US: the forcing of basins {fmt(short)} does not cover the requested "
+                f"period {t0.date()}..{t1.date()} (forcing must be complete on the common time "
+                f"axis). Every basin has forcing on {first.date()}..{last.date()}: choose start/end "
+                "inside it, leave them null, or leave those basins out with basins=."
+            )
+        # sides chosen automatically (start/end null) that cut a basin's longer forcing
+        cut_start = self.start is None and any(s < t0 for s, _ in spans.values())
+        cut_end = self.end is None and any(e > t1 for _, e in spans.values())
+        if cut_start or cut_end:
+            trimmed = [
+                b for b, (s, e) in spans.items() if (cut_start and s < t0) or (cut_end and e > t1)
+            ]
+            lost = {}
+            for b in trimmed:
+                q = flow[b]
+                outside = ((q.index < t0) & cut_start) | ((q.index > t1) & cut_end)
+                if n := int(q[outside].notna().sum()):
+                    lost[b] = n
+            msg = (
+                f"CAMELS-US: forcing records differ; every item uses {t0.date()}..{t1.date()}, "
+                f"the span every basin's forcing covers (forcing of {fmt(trimmed)} trimmed)"
+            )
+            if lost:
+                warnings.warn(
+                    f"{msg}; observed discharge outside it is not used: "
+                    + ", ".join(f"{b}: {n} days" for b, n in lost.items()),
+                    stacklevel=3,
+                )
+            else:
+                logger.info(msg)
+        axis = pd.date_range(t0, t1, freq="D")
+        return axis
+
+    def build(self) -> list[RiverGraph]:
         raw = Path(self.raw_dir)
         basins = self._basin_ids()
         attrs_all = read_camels_attributes(raw / "camels_attributes_v2.0", self.attribute_tables)
         unknown = [b for b in basins if b not in attrs_all.index]
         if unknown:
-            raise ValueError(f"CAMELS basins {format_ids(unknown)} are not in the attribute tables")
+            hint = ""
+            if self._int_basins:
+                hint = (
+                    " (gauge ids are 8-digit strings: quote them in YAML, '01022500'; an "
+                    "unquoted 01022500 is read as an octal number)"
+                )
+            raise ValueError(
+                f"CAMELS basins {format_ids(unknown)} are not in the attribute tables{hint}"
+            )
         means = attrs_all.mean(numeric_only=True)
         sub = attrs_all.loc[basins]
         holes = sub.isna()
@@ -244,54 +367,41 @@ class CamelsUS(RiverDataset):
         units = [_ATTRIBUTE_UNITS.get(c, "-") for c in names]
         forcing_root = raw / "basin_mean_forcing" / self.forcing_source
         flow_root = raw / "usgs_streamflow"
-        graphs = []
+        records, flow, spans = {}, {}, {}
         for b in basins:
-            fpath = _find(forcing_root, _FORCING_PATTERN[self.forcing_source].format(id=b))
             qpath = _find(flow_root, f"{b}_streamflow_qc.txt")
-            if fpath is None:
-                raise FileNotFoundError(
-                    f"CAMELS basin {b}: no {self.forcing_source} forcing file under {forcing_root}"
-                )
             if qpath is None:
                 raise FileNotFoundError(f"CAMELS basin {b}: no streamflow file under {flow_root}")
-            header, df = read_camels_forcing(fpath)
-            if self.start is not None or self.end is not None:
-                df = df.loc[self.start : self.end]
-                if df.empty:
-                    raise ValueError(
-                        f"CAMELS basin {b}: no forcing between {self.start} and {self.end}"
-                    )
-            time = df.index.to_numpy().astype("datetime64[ns]")
-            infer_step_seconds(time, what=f"{fpath.name}")
-            cols = {c.split("(")[0]: c for c in df.columns}
-            missing = [c for c in ("prcp", "tmax", "tmin") if c not in cols]
-            if missing:
+            records[b] = self._read_basin(b, forcing_root)
+            index = records[b][1]
+            if len(index) == 0:
+                raise ValueError(f"CAMELS basin {b}: forcing file {records[b][0]['file']} is empty")
+            if not index.is_unique:
                 raise ValueError(
-                    f"{fpath.name}: forcing column(s) {missing} missing; columns are {list(df.columns)}"
+                    f"CAMELS basin {b}: {records[b][0]['file']} has duplicate dates, first "
+                    f"{index[index.duplicated()][0].date()}"
                 )
-            prcp = df[cols["prcp"]].to_numpy(np.float64)
-            tmax = df[cols["tmax"]].to_numpy(np.float64)
-            tmin = df[cols["tmin"]].to_numpy(np.float64)
-            if "pet" in cols:
-                pet = df[cols["pet"]].to_numpy(np.float64)
-            else:
-                doy = df.index.day_of_year.to_numpy().astype(np.float64)
-                pet = hargreaves_pet(tmin, tmax, header["lat"], doy)
-            series = [prcp, 0.5 * (tmax + tmin), pet]
-            fnames = ["precipitation", "temperature", "pet"]
-            funits = ["mm/step", "degC", "mm/step"]
-            for extra in self.extra_forcing:
-                if extra not in cols:
-                    raise ValueError(
-                        f"{fpath.name}: extra forcing column {extra!r} missing; columns are {list(df.columns)}"
-                    )
-                series.append(df[cols[extra]].to_numpy(np.float64))
-                fnames.append(extra)
-                funits.append(cols[extra][len(extra) :].strip("()") or "-")
-            forcing = np.stack(series, -1)[None]  # [1, T, F]
+            spans[b] = (index.min(), index.max())
+            flow[b] = read_camels_streamflow(qpath)
+            if not flow[b].index.is_unique:
+                dup = flow[b].index[flow[b].index.duplicated()]
+                raise ValueError(f"{qpath.name}: duplicate dates, first {dup[0].date()}")
+        axis = self._time_axis(spans, flow)
+        time = axis.to_numpy().astype("datetime64[ns]")
+        graphs = []
+        for b in basins:
+            header, index, values, fnames, funits = records.pop(b)
+            pos = index.get_indexer(axis)
+            if (pos < 0).any():
+                raise ValueError(
+                    f"CAMELS basin {b}: {header['file']} lacks {int((pos < 0).sum())} day(s) of the "
+                    f"time axis {axis[0].date()}..{axis[-1].date()}, first {axis[pos < 0][0].date()} "
+                    "(forcing must be complete)"
+                )
+            forcing = values[pos][None]  # [1, T, F] on the common axis
             for k, name in enumerate(fnames):
                 check_finite(forcing[:, :, k], variable=name, ids=[b], time=time)
-            q = read_camels_streamflow(qpath).reindex(pd.DatetimeIndex(time))
+            q = flow.pop(b).reindex(axis)  # NaN outside the basin's record
             area = (
                 float(sub.loc[b, "area_gages2"])
                 if "area_gages2" in sub.columns
@@ -307,7 +417,7 @@ class CamelsUS(RiverDataset):
                 pos=torch.tensor([[lon, header["lat"]]], dtype=torch.float32),
             )
             g.x_units = units
-            g.forcing = torch.as_tensor(forcing, dtype=torch.float32)
+            g.forcing = torch.from_numpy(np.ascontiguousarray(forcing))
             g.forcing_names = fnames
             g.forcing_units = funits
             g.q_obs = torch.tensor(q.to_numpy(np.float64)[None], dtype=torch.float32)

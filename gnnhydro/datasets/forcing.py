@@ -12,7 +12,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from gnnhydro.datasets._checks import infer_step_seconds, match_ids, to_canonical
+from gnnhydro.datasets._checks import (
+    check_forcing_plausible,
+    infer_step_seconds,
+    match_ids,
+    to_canonical,
+)
 from gnnhydro.graph.errors import format_ids
 
 __all__ = ["ForcingReader", "open_timeseries", "CANONICAL_UNITS"]
@@ -51,7 +56,9 @@ class ForcingReader:
     any order; that the file's ids and ``node_ids`` match both ways; that the time axis is
     regular (naming the first gap); that the units (``units`` attribute; absent = canonical)
     are known; and, with ``check_nan=True``, that forcing has no NaN/inf (naming the variable,
-    the ids and the first time).
+    the ids and the first time) and no physically implausible values (negative precipitation or
+    PET raise, a temperature that looks like kelvin or °F warns; see
+    :func:`~gnnhydro.datasets._checks.check_forcing_plausible`).
 
     Args:
         source: path to a netCDF file / zarr store, or an open ``xarray.Dataset``.
@@ -61,7 +68,7 @@ class ForcingReader:
         discharge: name of the observed-discharge variable (``None``: no observations).
         id_dim / time_dim: dimension names in the file.
         ids_as_str: compare ids as strings (generic datasets).
-        check_nan: check the forcing for NaN/inf on construction.
+        check_nan: check the forcing for NaN/inf and implausible values on construction.
 
     Shapes:
         :meth:`read` → ``[N, stop - start, F]`` float32 (canonical units, depths per step);
@@ -136,6 +143,7 @@ class ForcingReader:
         self.forcing_units = [_UNIT_LABEL[CANONICAL_UNITS[v]] for v in self.forcing_names]
         if check_nan:
             self.check_forcing_finite()
+            self.check_forcing_values()
 
     @property
     def num_steps(self) -> int:
@@ -157,6 +165,35 @@ class ForcingReader:
             raise ValueError(
                 f"{self.what}: forcing variable {v!r} has NaN/inf values at ids {format_ids(bad_ids)}; first at "
                 f"time {self.time[int(np.argmax(per_t))]}. Forcing must be complete."
+            )
+
+    def check_forcing_values(self) -> None:
+        """Physical plausibility of the forcing, naming network ids (per-id min/mean/max as dask
+        reductions, one pass per variable, converted to canonical units: the conversions are
+        increasing and affine, so they commute with these statistics)."""
+        import xarray as xr
+
+        for v in self.forcing_names:
+            da = self.ds[v]
+            stats = xr.Dataset(
+                {
+                    "min": da.min(self.time_dim),
+                    "mean": da.mean(self.time_dim),
+                    "max": da.max(self.time_dim),
+                }
+            ).compute()
+            summary = {
+                k: to_canonical(
+                    np.asarray(stats[k].values, dtype=np.float64)[self.positions],
+                    self.units[v],
+                    CANONICAL_UNITS[v],
+                    variable=v,
+                    step_seconds=self.step_seconds,
+                )
+                for k in ("min", "mean", "max")
+            }
+            check_forcing_plausible(
+                v, summary, ids=self.node_ids, what=self.what, units=self.units[v]
             )
 
     def _read(self, name: str, start: int, stop: int) -> np.ndarray:
@@ -211,9 +248,11 @@ class ForcingReader:
 
 
 def warn_no_temperature(what: str) -> None:
+    """The one warning for forcing without ``temperature`` (every dataset that can lack it)."""
     warnings.warn(
-        f"{what}: no 'temperature' variable; forcing is precipitation and pet only, so the snow "
-        "routine of runoff models will be bypassed",
+        f"{what}: no 'temperature' variable; forcing is precipitation and pet only, so runoff "
+        "models with a snow routine (HBV) run without snow: all precipitation is liquid and "
+        "nothing melts",
         UserWarning,
         stacklevel=3,
     )

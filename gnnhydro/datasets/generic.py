@@ -83,10 +83,16 @@ class GenericRiverDataset(RiverDataset):
       ``discharge`` [m³/s] (NaN = missing; gauges are nodes with any observation). ``units``
       attributes are honoured (``in``, ``degF``, ``K``, ``ft3 s-1``, rates per day/hour/second)
       and unknown units rejected; without a ``units`` attribute the canonical unit is assumed.
+      Without ``temperature``, ``forcing_names`` is ``["precipitation", "pet"]`` (a warning
+      says so): runoff models with a snow routine run without snow.
+
+    The network may be a tree (or forest) or isolated catchments: every node with an empty
+    ``downstream_id`` is its own outlet, so a table of lumped catchments has no edges at all.
 
     Every problem raises a ``ValueError`` naming it: ids of the series not in the network or
     the reverse, unknown downstream ids, cycles, negative/NaN areas, NaN forcing (variable, ids,
-    first time), missing variables, unknown units, time gaps (the first one).
+    first time), negative precipitation/PET (ids), missing variables, unknown units, time gaps
+    (the first one). A temperature that looks like kelvin or °F (no or wrong ``units``) warns.
 
     Args:
         root: dataset root.
@@ -141,14 +147,18 @@ class GenericRiverDataset(RiverDataset):
             f"({' / '.join(_SERIES_FILES)}) into {self.raw_dir}"
         )
 
+    def check_forcing(self, graphs: list[RiverGraph]) -> None:
+        """Nothing more to do: the :class:`ForcingReader` checked the forcing while reading it,
+        in the file's own units (eager and lazy alike)."""
+
     # ------------------------------------------------------------------ reading
-    def _series_variables(self, ds: Any) -> tuple[list[str], str | None]:
+    def _series_variables(self, ds: Any, announce: bool) -> tuple[list[str], str | None]:
         forcing = (
             ["precipitation", "temperature", "pet"]
             if "temperature" in ds.data_vars
             else ["precipitation", "pet"]
         )
-        if "temperature" not in ds.data_vars:
+        if "temperature" not in ds.data_vars and announce:
             warn_no_temperature(f"GenericRiverDataset({self.root})")
         forcing += self.extra_forcing
         return forcing, ("discharge" if "discharge" in ds.data_vars else None)
@@ -158,7 +168,7 @@ class GenericRiverDataset(RiverDataset):
 
         path = Path(self.raw_dir) / self.raw_file_names[1]
         ds = open_timeseries(path)
-        forcing, discharge = self._series_variables(ds)
+        forcing, discharge = self._series_variables(ds, announce=check_nan)  # once, at build
         return ForcingReader(
             ds,
             node_ids,

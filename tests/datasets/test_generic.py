@@ -3,6 +3,8 @@ and every bad-input error."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -126,10 +128,86 @@ def test_hourly_rates(tmp_path):
     )
 
 
-def test_missing_temperature_warns(tmp_path):
-    with pytest.warns(UserWarning, match="snow routine"):
-        g = GenericRiverDataset(write(tmp_path, ds=series(temperature=False)))[0]
-    assert g.forcing_names == ["precipitation", "pet"] and g.forcing.shape == (5, T, 2)
+def isolated_table() -> pd.DataFrame:
+    """The same nodes as isolated (lumped) catchments: no downstream anywhere."""
+    df = nodes_table()
+    df["downstream_id"] = None
+    return df
+
+
+@pytest.mark.parametrize("layout", ["network", "isolated"])
+@pytest.mark.parametrize("lazy", [False, True])
+def test_missing_temperature_builds(tmp_path, layout, lazy):
+    """Without temperature both layouts build, with forcing_names lacking 'temperature' and one
+    warning saying that models with a snow routine run without snow."""
+    df = nodes_table() if layout == "network" else isolated_table()
+    with pytest.warns(UserWarning, match="snow routine") as record:
+        data = GenericRiverDataset(write(tmp_path, df=df, ds=series(temperature=False)), lazy=lazy)
+    assert any("all precipitation is liquid" in str(w.message) for w in record)
+    g = data[0]
+    assert g.forcing_names == ["precipitation", "pet"] and g.forcing_units == ["mm/step"] * 2
+    assert g.node_id == [str(i) for i in IDS] and g.gauge_id == ["103", "105"]
+    if layout == "network":
+        assert g.edge_index.size(1) == 4 and g.outlets.tolist() == [4]
+    else:  # each catchment its own outlet
+        assert g.edge_index.size(1) == 0 and g.outlets.tolist() == [0, 1, 2, 3, 4]
+        np.testing.assert_allclose(g.upstream_area_km2.numpy(), df["area_km2"].to_numpy())
+    ref = series(temperature=False)
+    if lazy:
+        forcing = data.reader.read()
+    else:
+        forcing = g.forcing
+    assert forcing.shape == (5, T, 2)
+    np.testing.assert_allclose(
+        forcing[:, :, 1].numpy(), ref["pet"].values.T, rtol=1e-6
+    )  # pet is the second variable, found by name
+
+
+def test_kelvin_without_units_warns(tmp_path):
+    ds = series()
+    ds["temperature"] = ds["temperature"] + 273.15
+    del ds["temperature"].attrs["units"]  # 282 K taken as 282 °C
+    with pytest.warns(UserWarning, match=r"temperature looks like kelvin \(mean 27\d") as record:
+        GenericRiverDataset(write(tmp_path, ds=ds))
+    msg = " ".join(str(w.message) for w in record)
+    assert "101" in msg and "105" in msg and "no units attribute" in msg and "'K'" in msg
+
+
+def test_kelvin_with_units_is_converted_quietly(tmp_path):
+    ds = series()
+    ds["temperature"] = ds["temperature"] + 273.15
+    ds["temperature"].attrs["units"] = "K"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g = GenericRiverDataset(write(tmp_path, ds=ds))[0]
+    np.testing.assert_allclose(
+        g.forcing[0, :, 1].numpy(), series()["temperature"].values[:, 0], atol=1e-4
+    )
+
+
+def test_kelvin_labelled_degc_warns_in_lazy_mode(tmp_path):
+    ds = series()
+    ds["temperature"].values[:, 1] += 273.15  # one node only, labelled degC
+    with pytest.warns(UserWarning, match="looks like kelvin") as record:
+        GenericRiverDataset(write(tmp_path, ds=ds), lazy=True)
+    msg = str(record[0].message)
+    assert "'102'" in msg and "'101'" not in msg and "'degC'" in msg
+
+
+def test_fahrenheit_without_units_warns(tmp_path):
+    ds = series()
+    ds["temperature"] = ds["temperature"] * 0 + 75.0
+    del ds["temperature"].attrs["units"]
+    with pytest.warns(UserWarning, match="looks like degrees Fahrenheit"):
+        GenericRiverDataset(write(tmp_path, ds=ds))
+
+
+@pytest.mark.parametrize("variable", ["precipitation", "pet"])
+def test_negative_depths_raise(tmp_path, variable):
+    ds = series()
+    ds[variable].values[4, 2] = -0.2
+    msg = _error(tmp_path, ds=ds)
+    assert f"{variable!r} is negative" in msg and "103" in msg and "101" not in msg
 
 
 def _error(tmp_path, df=None, ds=None) -> str:
