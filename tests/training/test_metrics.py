@@ -98,10 +98,29 @@ def test_flv_hand_case():
 
 
 def test_fms_hand_case():
-    o = np.exp(np.arange(11.0))  # 0.8-quantile = e^8, 0.3-quantile = e^3 → Δlog = 5
-    s = np.exp(2 * np.arange(11.0))  # Δlog = 10
-    assert M.fms(observation=o, simulation=s) == pytest.approx(100.0)
+    # n = 11: FDC ranks i = round(0.2·11) = 2 and j = round(0.7·11) = 8 (0-based, decreasing)
+    o = np.exp(np.arange(11.0))  # FDC[k] = e^(10−k): log FDC[2] − log FDC[8] = 8 − 2 = 6
+    s = np.exp(2 * np.arange(11.0))  # Δlog = 12
+    assert M.fms(observation=o, simulation=s) == pytest.approx(100.0 * (12 - 6) / (6 + 1e-6))
     assert M.fms(observation=o, simulation=3 * o) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_fms_by_hand_ranks_not_quantiles():
+    # n = 10: ranks round(0.2·10) = 2 and round(0.7·10) = 7 of the decreasing FDC. The log-FDC
+    # is not linear between ranks, so an interpolated quantile would give another value.
+    log_fdc_o = np.array([9.0, 8, 4, 3.5, 3, 2.5, 2, 1, 0.5, 0])  # FDC[2] = e^4, FDC[7] = e^1
+    log_fdc_s = np.array([9.0, 8, 5, 4.5, 4, 3, 2, 1, 0, -1])  # FDC[2] = e^5, FDC[7] = e^1
+    perm = np.random.default_rng(5).permutation(10)  # order in time does not matter
+    o, s = np.exp(log_fdc_o)[perm], np.exp(log_fdc_s)[::-1].copy()
+    # (Δs − Δo)/(Δo + 1e-6) = (4 − 3)/(3 + 1e-6), in %
+    assert M.fms(observation=o, simulation=s) == pytest.approx(100.0 / (3 + 1e-6), rel=1e-12)
+    # zero/negative flows count as 1e-6: FDC[7] = 0 (obs) and −3 (sim) both become 1e-6
+    o0 = np.array([9.0, 8, 1e-6 * np.e**2, 5e-6, 4e-6, 3e-6, 2e-6, 0, 0, 0])  # Δlog = 2
+    s0 = np.array([9.0, 8, 1e-6 * np.e**3, 1e-5, 8e-6, 5e-6, 2e-6, -3, -4, -5])  # Δlog = 3
+    assert M.fms(observation=o0, simulation=s0) == pytest.approx(100.0 / (2 + 1e-6), rel=1e-9)
+    # a flat observed mid-segment gives NaN
+    flat = np.array([9.0, 8, 1, 1, 1, 1, 1, 1, 0.5, 0.2])
+    assert np.isnan(M.fms(observation=flat, simulation=s))
 
 
 def _peaks(n, where, height=10.0):
@@ -127,6 +146,26 @@ def test_peak_timing_hand_cases():
     s3[5] = np.nan
     assert M.peak_timing(observation=o3, simulation=s3, distance=5) == pytest.approx(2.0)
     assert np.isnan(M.peak_timing(observation=np.ones(30), simulation=np.ones(30)))
+
+
+def test_peak_timing_by_hand_edges_local_peaks_and_gaps():
+    o = _peaks(40, [2, 15, 30])  # three observed peaks, distance=5 keeps all of them
+    s = np.zeros(40)
+    s[1:4] = [1.0, 9.0, 1.0]  # whatever the simulation does at the first peak ...
+    s[14:19] = [1.0, 3.0, 1.0, 8.0, 1.0]  # strict local max at 15, higher max at 17
+    s[31:34] = [4.0, 6.0, 4.0]  # no local max at 30; window [27, 33] has its max at 32
+    # ... the peak at 2 is skipped (its window [−1, 5] leaves the series); at 15 the local
+    # maximum counts (error 0, not 2); at 30 the window's argmax 32 gives 2: mean (0 + 2)/2
+    assert M.peak_timing(observation=o, simulation=s, distance=5) == pytest.approx(1.0)
+    # a missing step outside every window changes nothing ...
+    o_gap = o.copy()
+    o_gap[8] = np.nan
+    assert M.peak_timing(observation=o_gap, simulation=s, distance=5) == pytest.approx(1.0)
+    # ... one inside the window of the peak at 30 ([27, 33]) drops that peak: only the 0 is left
+    o_gap[28] = np.nan
+    assert M.peak_timing(observation=o_gap, simulation=s, distance=5) == pytest.approx(0.0)
+    # a peak too close to the end (38 + 3 ≥ 40) is skipped too: no peak left gives NaN
+    assert np.isnan(M.peak_timing(observation=_peaks(40, [38]), simulation=s))
 
 
 def test_nan_handling_rows_and_tensors():
