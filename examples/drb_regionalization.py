@@ -1,6 +1,6 @@
 """GNN vs MLP regionalization on the Delaware River Basin (DRB): does the river topology help?
 
-What it shows: the ablation pair of ``configs/experiment/`` — ``drb_gnn`` (a GraphSAGE
+What it shows: the ablation pair of ``gnnhydro/conf/experiment/`` — ``drb_gnn`` (a GraphSAGE
 parameterizer passing messages along the river network) and ``drb_mlp`` (the same inputs, heads,
 HBV runoff and Muskingum routing, but no message passing) — trained on the USGS National
 Hydrologic Model DRB domain (456 river segments, 1979–1980, daily), and a comparison table of the

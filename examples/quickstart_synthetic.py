@@ -12,7 +12,7 @@ What it shows: the Python API behind ``gnnhydro train`` — compose the hydra co
   gauges' ungauged areas); the script prints this table.
 
 The default configuration is the synthetic basin (300 reaches, 12 years, daily), a GraphSAGE
-parameterizer, HBV runoff and Muskingum routing (``configs/config.yaml``).
+parameterizer, HBV runoff and Muskingum routing (``gnnhydro/conf/config.yaml``).
 
 Run it::
 

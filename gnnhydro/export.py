@@ -10,8 +10,8 @@ Units go into the file's metadata, keyed by column name:
 format      where the units are
 ==========  ===========================================================================
 gpkg        layer metadata item ``gnnhydro_units`` (JSON) in the GeoPackage metadata
-            extension (``pyogrio.read_info(path, layer)["layer_metadata"]``), and a
-            non-spatial table ``<layer>_units`` with columns ``column``, ``units``
+            extension (``pyogrio.read_info(path, layer)["layer_metadata"]``) and the layer
+            description; the file has one layer, so ``geopandas.read_file(path)`` reads it
 parquet     Arrow schema metadata key ``gnnhydro:units`` (JSON); GeoParquet ``geo`` metadata
             (geometry encoding, CRS) as written by geopandas
 netcdf      a ``units`` attribute on every variable (dimension ``node``, coordinate ``id``)
@@ -23,6 +23,12 @@ Geometry (GeoPackage, GeoParquet): the source geometry when the graph carries on
 EPSG:4326; netCDF and CSV carry ``lon``/``lat`` columns when ``pos`` is known and need no
 geometry. String ids with leading zeros (USGS gauge ids) survive every format, but read a CSV
 back with ``pd.read_csv(path, dtype={"id": str})``.
+
+Time-varying (dynamic) parameters ``[N, T, M]`` are mapped as their time mean (columns as for
+``[N, M]``); netCDF also holds the series ``<name>_series(node, time)`` (component mean).
+``attrs`` (e.g. provenance: run, data root, time written) go into the file's metadata:
+gpkg layer metadata ``gnnhydro_provenance`` (JSON), parquet key ``gnnhydro:provenance``, netCDF
+global attributes, and the CSV's units sidecar under ``"_provenance"``.
 """
 
 from __future__ import annotations
@@ -167,7 +173,8 @@ def parameter_table(
 
     Args:
         graph: the :class:`~gnnhydro.graph.RiverGraph` the parameters belong to.
-        params: name → ``[N]`` or ``[N, M]`` values (``M`` components, e.g. ``nmul``).
+        params: name → ``[N]``, ``[N, M]`` (``M`` components, e.g. ``nmul``) or ``[N, T, M]``
+            (time-varying: its time mean) values.
         units: name → units string; overrides ``specs``.
         specs: name → :class:`~gnnhydro.spec.ParamSpec` (units taken from ``spec.units``).
 
@@ -177,7 +184,7 @@ def parameter_table(
         gives just ``name``) and column name → units (``""`` where unknown).
 
     Shapes:
-        params[name] ``[N]`` or ``[N, M]``; every column ``[N]``.
+        params[name] ``[N]``, ``[N, M]`` or ``[N, T, M]``; every column ``[N]``.
     """
     if not isinstance(params, Mapping) or not params:
         raise ValueError("params must be a non-empty mapping name -> [N] or [N, M] values")
@@ -194,11 +201,13 @@ def parameter_table(
                 f"parameter name {name!r} clashes with a reserved column {list(_RESERVED)}"
             )
         arr = _to_numpy(value, f"parameter {name!r}")
-        if arr.ndim not in (1, 2) or arr.shape[0] != n:
+        if arr.ndim not in (1, 2, 3) or arr.shape[0] != n:
             raise ValueError(
-                f"parameter {name!r} has shape {list(arr.shape)}; expected [N] or [N, M] with N={n} "
-                "(the graph's number of nodes)"
+                f"parameter {name!r} has shape {list(arr.shape)}; expected [N], [N, M] or "
+                f"[N, T, M] with N={n} (the graph's number of nodes)"
             )
+        if arr.ndim == 3:  # time-varying: mapped as the time mean
+            arr = arr.mean(axis=1)
         unit = units.get(name, spec_units.get(name, ""))
         if arr.ndim == 2 and arr.shape[1] == 0:
             raise ValueError(f"parameter {name!r} has shape {list(arr.shape)}: no components")
@@ -228,6 +237,8 @@ def export_parameters(
     specs: Mapping[str, ParamSpec] | None = None,
     *,
     layer: str = "parameters",
+    time: np.ndarray | Sequence[Any] | None = None,
+    attrs: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a parameter map: one row per node (node order), one column per parameter.
 
@@ -240,7 +251,9 @@ def export_parameters(
             (``.gpkg``, ``.parquet``/``.geoparquet``, ``.nc``, ``.csv``).
         units: name → units string (overrides ``specs``).
         specs: name → :class:`~gnnhydro.spec.ParamSpec`; units default to ``spec.units``.
-        layer: GeoPackage layer name (the units table is ``<layer>_units``).
+        layer: GeoPackage layer name.
+        time: ``[T]`` time stamps of time-varying parameters (netCDF ``<name>_series``).
+        attrs: metadata written into the file (e.g. provenance), JSON-serialisable values.
 
     Returns:
         The written path. See the module docstring for where units are stored.
@@ -250,11 +263,12 @@ def export_parameters(
             GeoPackage/GeoParquet is requested for a graph with neither geometry nor ``pos``.
 
     Shapes:
-        params[name] ``[N]`` or ``[N, M]``.
+        params[name] ``[N]``, ``[N, M]`` or ``[N, T, M]``; time ``[T]``.
     """
     path = Path(path)
     fmt = _resolve_format(path, format)
     columns, column_units = parameter_table(graph, params, units=units, specs=specs)
+    attrs = dict(attrs or {})
     ids = _id_array(list(graph.node_id))
     path.parent.mkdir(parents=True, exist_ok=True)
     if fmt in ("gpkg", "parquet"):
@@ -268,20 +282,24 @@ def export_parameters(
 
         gdf = gpd.GeoDataFrame({"id": ids, **columns}, geometry=geometry, crs=crs)
         if fmt == "gpkg":
-            _write_gpkg(gdf, path, layer, column_units, source)
+            _write_gpkg(gdf, path, layer, column_units, source, attrs)
         else:
-            _write_geoparquet(gdf, path, column_units)
+            _write_geoparquet(gdf, path, column_units, attrs)
     elif fmt == "netcdf":
-        _write_parameters_netcdf(graph, ids, columns, column_units, path)
+        series = {
+            name: _to_numpy(value, f"parameter {name!r}")
+            for name, value in params.items()
+            if _to_numpy(value, f"parameter {name!r}").ndim == 3
+        }
+        _write_parameters_netcdf(graph, ids, columns, column_units, path, series, time, attrs)
     else:
-        _write_parameters_csv(graph, ids, columns, column_units, path)
+        _write_parameters_csv(graph, ids, columns, column_units, path, attrs)
     return path
 
 
 def _write_gpkg(
-    gdf: Any, path: Path, layer: str, column_units: dict[str, str], source: str
+    gdf: Any, path: Path, layer: str, column_units: dict[str, str], source: str, attrs: dict
 ) -> None:
-    import pandas as pd
     import pyogrio
 
     if path.exists():
@@ -291,19 +309,20 @@ def _write_gpkg(
         f"{'source geometry' if source == 'source' else 'points at (lon, lat)'}; units: "
         + ", ".join(f"{k} [{v}]" for k, v in column_units.items())
     )
+    metadata = {_UNITS_KEY_GPKG: json.dumps(column_units)}
+    if attrs:
+        metadata["gnnhydro_provenance"] = json.dumps(attrs, default=str)
     pyogrio.write_dataframe(
         gdf,
         path,
         layer=layer,
         driver="GPKG",
         layer_options={"DESCRIPTION": description},
-        layer_metadata={_UNITS_KEY_GPKG: json.dumps(column_units)},
+        layer_metadata=metadata,
     )
-    table = pd.DataFrame({"column": list(column_units), "units": list(column_units.values())})
-    pyogrio.write_dataframe(table, path, layer=f"{layer}_units", driver="GPKG", append=False)
 
 
-def _write_geoparquet(gdf: Any, path: Path, column_units: dict[str, str]) -> None:
+def _write_geoparquet(gdf: Any, path: Path, column_units: dict[str, str], attrs: dict) -> None:
     import pyarrow.parquet as pq
 
     buffer = io.BytesIO()
@@ -313,6 +332,8 @@ def _write_geoparquet(gdf: Any, path: Path, column_units: dict[str, str]) -> Non
     meta = dict(table.schema.metadata or {})
     meta[_UNITS_KEY_PARQUET] = json.dumps(column_units).encode()
     meta[b"gnnhydro:version"] = _version().encode()
+    if attrs:
+        meta[b"gnnhydro:provenance"] = json.dumps(attrs, default=str).encode()
     pq.write_table(table.replace_schema_metadata(meta), path)
 
 
@@ -322,6 +343,9 @@ def _write_parameters_netcdf(
     columns: dict[str, np.ndarray],
     column_units: dict[str, str],
     path: Path,
+    series: dict[str, np.ndarray] | None = None,
+    time: Any = None,
+    attrs: dict | None = None,
 ) -> None:
     import xarray as xr
 
@@ -333,6 +357,18 @@ def _write_parameters_netcdf(
     data = {
         name: ("node", values, {"units": column_units[name]}) for name, values in columns.items()
     }
+    for name, values in (series or {}).items():  # [N, T, M] -> component mean [N, T]
+        if f"{name}_series" in data:
+            raise ValueError(f"column {name}_series clashes with the series of {name!r}")
+        data[f"{name}_series"] = (
+            ("node", "time"),
+            values.mean(axis=2),
+            {"units": column_units.get(name, ""), "long_name": f"{name} (time-varying)"},
+        )
+    if series:
+        steps = next(iter(series.values())).shape[1]
+        if time is not None:
+            coords["time"] = ("time", _time_array(time, steps))
     ds = xr.Dataset(data, coords=coords)
     ds.attrs.update(
         {
@@ -341,6 +377,7 @@ def _write_parameters_netcdf(
             "source": f"gnnhydro {_version()}",
             "history": f"{datetime.now(UTC).isoformat(timespec='seconds')} written by gnnhydro.export",
             "gnnhydro_units": json.dumps(column_units),
+            **{f"gnnhydro_{k}": _attr(v) for k, v in (attrs or {}).items()},
         }
     )
     if getattr(graph, "crs", None):
@@ -356,6 +393,7 @@ def _write_parameters_csv(
     columns: dict[str, np.ndarray],
     column_units: dict[str, str],
     path: Path,
+    attrs: dict | None = None,
 ) -> None:
     import pandas as pd
 
@@ -368,7 +406,15 @@ def _write_parameters_csv(
     data.update(columns)
     units.update(column_units)
     pd.DataFrame(data).to_csv(path, index=False)
-    units_path(path).write_text(json.dumps(units, indent=2))
+    sidecar: dict[str, Any] = dict(units)
+    if attrs:
+        sidecar["_provenance"] = attrs
+    units_path(path).write_text(json.dumps(sidecar, indent=2, default=str))
+
+
+def _attr(value: Any) -> Any:
+    """A netCDF attribute value: numbers and strings as they are, the rest as JSON."""
+    return value if isinstance(value, str | int | float) else json.dumps(value, default=str)
 
 
 def units_path(csv_path: str | Path) -> Path:
@@ -456,6 +502,8 @@ def export_discharge(
     node_subset: Any = None,
     *,
     title: str = "gnnhydro simulated river discharge",
+    warmup_steps: int = 0,
+    attrs: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write discharge as a CF-1.8 ``timeSeries`` discrete-sampling-geometry netCDF.
 
@@ -469,7 +517,9 @@ def export_discharge(
         discharge(time, station)       units "m3 s-1",
                                        standard_name "water_volume_transport_in_river_channel"
         observed_discharge(time, station)   the same, when ``observed`` is given (NaN = missing)
-        global: featureType "timeSeries", Conventions "CF-1.8"
+        warmup(time)          1 during the model's warm-up (states still filling: do not
+                              evaluate), 0 after; flag_values/flag_meanings
+        global: featureType "timeSeries", Conventions "CF-1.8", ``attrs`` as ``gnnhydro_<key>``
 
     Args:
         graph: the :class:`~gnnhydro.graph.RiverGraph` (ids; lon/lat when known).
@@ -480,6 +530,8 @@ def export_discharge(
         node_subset: which nodes become stations: a ``torch.Tensor`` of node indices (e.g.
             ``graph.gauge_index``) or a bool mask ``[N]``; any other sequence is node ids,
             matched by id. Default: all nodes.
+        warmup_steps: the first steps that are the model's warm-up (flagged in ``warmup``).
+        attrs: global attributes (e.g. provenance), written as ``gnnhydro_<key>``.
 
     Shapes:
         discharge, observed ``[N, T]``; time ``[T]``.
@@ -520,6 +572,19 @@ def export_discharge(
             obs[idx].T.astype(np.float32),
             {**q_attrs, "long_name": "observed river discharge"},
         )
+    if not 0 <= int(warmup_steps) <= steps:
+        raise ValueError(f"warmup_steps={warmup_steps} is outside 0..{steps}")
+    flag = np.zeros(steps, dtype=np.int8)
+    flag[: int(warmup_steps)] = 1
+    data["warmup"] = (
+        ("time",),
+        flag,
+        {
+            "long_name": "model warm-up (states still filling; not evaluated)",
+            "flag_values": np.array([0, 1], dtype=np.int8),
+            "flag_meanings": "after_warmup warmup",
+        },
+    )
     coords: dict[str, Any] = {
         "time": (
             "time",
@@ -566,6 +631,8 @@ def export_discharge(
             "title": title,
             "source": f"gnnhydro {_version()}",
             "history": f"{datetime.now(UTC).isoformat(timespec='seconds')} written by gnnhydro.export",
+            "warmup_steps": int(warmup_steps),
+            **{f"gnnhydro_{k}": _attr(v) for k, v in (attrs or {}).items()},
         }
     )
     # time is encoded here rather than by xarray, which would shorten the units string to

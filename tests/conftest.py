@@ -4,6 +4,7 @@ CPU tensors; locates the real data in ../shared/data (skipping tests that need i
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,10 @@ except Exception:  # pragma: no cover
     _HAS_CUDA = False
 if not _HAS_CUDA:
     os.environ.setdefault("TRITON_INTERPRET", "1")
+
+# datasets built by tests (and by the CLI they run) go to a temporary data root, never to the
+# user's data directory; subprocesses inherit it
+os.environ["GNNHYDRO_DATA_ROOT"] = tempfile.mkdtemp(prefix="gnnhydro-test-data-")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()

@@ -3,6 +3,7 @@ export, predict, resume, invalid input, and data-parallel (DDP, gloo, 2 processe
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,9 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyogrio
 import pytest
 import torch
 import xarray as xr
+
+pytestmark = pytest.mark.slow  # subprocess / CLI tests: pytest -m 'not slow' skips them
 
 TINY = [
     "dataset.num_nodes=30",
@@ -108,9 +112,20 @@ def test_evaluate_and_export(trained_run):
     assert result.returncode == 0, result.stderr[-3000:]
     after = pd.read_csv(trained_run / "metrics.csv")
     pd.testing.assert_frame_equal(before, after, check_exact=False, rtol=1e-4)
+    gpkg_before = (trained_run / "parameters.gpkg").read_bytes()
     result = gnnhydro("export", f"run_dir={trained_run}", "format=parquet")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert (trained_run / "parameters.parquet").exists()
+    import pyarrow.parquet as pq
+
+    meta = pq.read_schema(trained_run / "exports" / "parameters.parquet").metadata
+    units = json.loads(meta[b"gnnhydro:units"])
+    assert units["fc"] == "mm" and units["k"] != ""  # units from the specs, not empty
+    assert (trained_run / "parameters.gpkg").read_bytes() == gpkg_before  # the training's own
+    result = gnnhydro("export", f"run_dir={trained_run}", "format=parquet")
+    assert result.returncode == 2 and "overwrite=true" in result.stderr
+    out = trained_run / "elsewhere" / "p.nc"
+    result = gnnhydro("export", f"run_dir={trained_run}", "format=netcdf", f"out={out}")
+    assert result.returncode == 0 and xr.open_dataset(out)["fc"].attrs["units"] == "mm"
     result = gnnhydro("export", f"run_dir={trained_run}", "format=shapefile")
     assert result.returncode == 2 and "format" in result.stderr
 
@@ -155,17 +170,25 @@ def test_predict_on_an_ungauged_basin(trained_run, tmp_path):
     ds = xr.open_dataset(out / "discharge.nc")
     assert ds["discharge"].shape == (len(g.time), 20)
     assert np.isfinite(ds["discharge"].values).all()
+    assert ds.attrs["gnnhydro_run_dir"] == str(trained_run.resolve())
+    record = json.loads((out / "provenance.json").read_text())
+    assert record["dataset_root"] == str(tmp_path / "ungauged") and record["written"]
+    units = json.loads(
+        pyogrio.read_info(out / "parameters.gpkg")["layer_metadata"]["gnnhydro_units"]
+    )
+    assert units["fc"] == "mm"
+    # never silently over an earlier prediction; out= writes where the user says
+    again = ["predict", f"run_dir={trained_run}", "dataset=generic"]
+    again.append(f"dataset.root={tmp_path / 'ungauged'}")
+    result = gnnhydro(*again)
+    assert result.returncode == 2 and "overwrite=true" in result.stderr
+    result = gnnhydro(*again, f"out={tmp_path / 'mine'}")
+    assert result.returncode == 0 and (tmp_path / "mine" / "discharge.nc").exists()
 
 
 def test_resume_continues_from_last_epoch(trained_run, data_root):
-    result = gnnhydro(
-        "train",
-        f"run_dir={trained_run}",
-        f"dataset.root={data_root}/synthetic",
-        "trainer.epochs=3",
-        "trainer.resume=true",
-        *TINY,
-    )
+    """Resume reads the run's own config.yaml: none of the training overrides is repeated."""
+    result = gnnhydro("train", f"run_dir={trained_run}", "trainer.epochs=3", "trainer.resume=true")
     assert result.returncode == 0, result.stderr[-3000:]
     log = pd.read_csv(trained_run / "train_log.csv")
     assert log["epoch"].tolist() == [1, 2, 3]
@@ -201,7 +224,8 @@ def test_invalid_network_exits_nonzero_naming_ids(tmp_path):
     assert result.returncode != 0
     assert "cycle" in result.stderr.lower()
     assert "1" in result.stderr and "2" in result.stderr and "3" in result.stderr
-    assert not (run_dir / "metrics.csv").exists()
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) <= 2
+    assert not run_dir.exists()  # nothing written: not even config.yaml or an empty folder
 
 
 def test_data_parallel_matches_single_process(tmp_path, data_root):
@@ -290,6 +314,13 @@ def test_multirun_sweep(tmp_path, data_root):
         for job in ("0", "1")
     }
     assert names == {"sage", "mlp"}
+    summary = pd.read_csv(tmp_path / "sweep_multirun" / "summary.csv")
+    assert summary["overrides"].str.contains("parameterizer=sage").sum() == 1
+    assert summary["overrides"].str.contains("parameterizer=mlp").sum() == 1
+    for job in (0, 1):
+        own = pd.read_csv(tmp_path / "sweep_multirun" / str(job) / "metrics_summary.csv")
+        row = summary.set_index("job").loc[job]
+        assert row["test_median_nse"] == pytest.approx(own.set_index("split").loc["test", "nse"])
 
 
 def test_ensemble_run_trains_evaluates_and_predicts(tmp_path, data_root):

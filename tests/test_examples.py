@@ -15,6 +15,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+pytestmark = pytest.mark.slow  # subprocess / CLI tests: pytest -m 'not slow' skips them
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO_ROOT / "examples"
 SHARED_DATA = (REPO_ROOT / ".." / "shared" / "data").resolve()

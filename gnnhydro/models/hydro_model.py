@@ -160,10 +160,16 @@ class HydroModel(nn.Module):
         )
         forcing = batch.forcing
         needed = getattr(self.runoff, "forcing_names", None) or names
-        missing = [n for n in needed if n not in names]
+        optional = getattr(self.runoff, "optional_forcing", {})
+        missing = [n for n in needed if n not in names and n not in optional]
         if missing:
             raise ValueError(f"runoff model needs forcing {missing}; the dataset has {names}")
-        out = {name: forcing[..., names.index(name)] for name in needed}
+        out = {}
+        for name in needed:
+            if name in names:
+                out[name] = forcing[..., names.index(name)]
+            else:  # documented fill (e.g. HBV without temperature: no snow)
+                out[name] = torch.full_like(forcing[..., 0], optional[name][0])
         if getattr(self.runoff, "groundwater_exchange", False):
             out["upstream_area_km2"] = batch.upstream_area_km2.to(forcing.dtype)
         return out

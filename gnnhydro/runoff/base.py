@@ -63,6 +63,9 @@ class RunoffModel(nn.Module):
 
     registry_name: str = ""
     forcing_names: tuple[str, ...] = ()
+    #: forcing the model can run without: name -> (constant filled in, in the forcing's units;
+    #: what that means). HBV without ``temperature`` runs without snow.
+    optional_forcing: dict[str, tuple[float, str]] = {}
     state_names: tuple[str, ...] = ()
     #: extra outputs (besides ET and runoff) that leave (+) or enter (−) the modelled water column
     external_fluxes: tuple[str, ...] = ()

@@ -320,6 +320,10 @@ def uh_convolve(x: Tensor, weights: Tensor) -> Tensor:
     return torch.nn.functional.conv1d(xp, w, groups=n).squeeze(0)[:, :t]
 
 
+#: temperature used when the forcing has none (°C): above every threshold, hence no snow
+NO_SNOW_TEMPERATURE_C = 50.0
+
+
 @register_runoff_model("hbv")
 class HBV(RunoffModel):
     """δHBV runoff model with ``nmul`` parallel components (see the module docstring).
@@ -351,6 +355,15 @@ class HBV(RunoffModel):
     """
 
     forcing_names = ("precipitation", "temperature", "pet")
+    #: without temperature: a constant far above every threshold ``tt`` (≤ 2.5 °C), so all
+    #: precipitation is rain, nothing freezes and the (empty) snowpack never grows
+    optional_forcing = {
+        "temperature": (
+            NO_SNOW_TEMPERATURE_C,
+            "no snow routine: all precipitation is liquid and nothing melts (HBV runs with a "
+            f"constant {NO_SNOW_TEMPERATURE_C:g} °C, above every rain/snow threshold)",
+        )
+    }
     state_names = HBV_STATES
 
     def __init__(

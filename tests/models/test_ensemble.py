@@ -5,7 +5,7 @@ import torch
 
 from gnnhydro.models import HydroEnsemble
 from gnnhydro.training.losses import build_loss
-from gnnhydro.training.run import _clip_gradients, _masked_loss
+from gnnhydro.training.trainer import _clip_gradients, _masked_loss
 from tests.models.test_hydro_model import _graph, _model
 
 

@@ -95,8 +95,8 @@ def test_normalisation_and_bad_inputs():
     with pytest.raises(ValueError, match="mode"):
         HydroModel(model.parameterizer, None, "muskingum", mode="lumped")
     g2 = _graph()
-    g2.forcing_names = ["precipitation", "tair", "pet"]
-    with pytest.raises(ValueError, match="temperature"):
+    g2.forcing_names = ["precipitation", "temperature", "evap"]
+    with pytest.raises(ValueError, match=r"needs forcing \['pet'\]"):
         _model("full")(g2)
 
 

@@ -6,7 +6,8 @@ import torch
 
 from gnnhydro.config import compose
 from gnnhydro.datasets.synthetic import generate_synthetic_basin
-from gnnhydro.training import run
+from gnnhydro.datasets.windows import slice_time
+from gnnhydro.training import run, trainer
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +51,10 @@ def test_windows_stay_in_training_period_with_equal_warmup(graph):
     exp = run.Experiment(_cfg(), "/tmp/unused", graph=graph)
     rng = np.random.default_rng(0)
     t0, t1 = exp.periods["train"]
-    for start, stop, warm in run._windows(exp, rng, 50):
+    for start, stop, warm in trainer._windows(exp, rng, 50):
         assert warm == exp.warmup == 60
         assert start >= 0 and stop <= t1 and start + warm >= t0
-    batch, warm = run._batch(exp, run._windows(exp, rng, 3))
+    batch, warm = trainer._batch(exp, trainer._windows(exp, rng, 3))
     assert batch.q_obs.shape == (3 * graph.num_nodes, 160)
     assert warm == 60
 
@@ -93,7 +94,7 @@ def test_dynamic_runoff_parameters_from_config(graph):
     exp = run.Experiment(_cfg("model.runoff.dynamic=[beta]"), "/tmp/unused", graph=graph)
     model = exp.build_model()
     assert model.runoff.param_spec["beta"].dynamic and not model.runoff.param_spec["fc"].dynamic
-    g = run.slice_time(graph, 0, 30)
+    g = slice_time(graph, 0, 30)
     with torch.no_grad():
         out = model(g)
     assert out["params"]["beta"].shape == (graph.num_nodes, 30, model.runoff.nmul)
@@ -133,7 +134,7 @@ def test_unit_hydrograph_parameters_are_one_per_node_and_shape_the_inflow(graph)
         _cfg("+model.runoff.options.unit_hydrograph=true"), "/tmp/unused", graph=graph
     )
     model = exp.build_model()
-    g = run.slice_time(graph, 0, 60)
+    g = slice_time(graph, 0, 60)
     with torch.no_grad():
         out = model(g)
     assert out["params"]["route_a"].shape == (graph.num_nodes,)
@@ -165,7 +166,7 @@ def test_forcing_correction_from_config_in_batched_windows(graph):
         "pet_cos",
         "pet_sin",
     )
-    batch, _ = run._batch(exp, [(0, 60, 0), (150, 210, 0)])  # January-February and June-July
+    batch, _ = trainer._batch(exp, [(0, 60, 0), (150, 210, 0)])  # January-February and June-July
     with torch.no_grad():
         out = model(batch)
     n = graph.num_nodes

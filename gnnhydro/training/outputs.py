@@ -1,0 +1,326 @@
+"""Outputs of a run: the gauge split, metrics per gauge and split, the summary, parameter maps
+(one writer for train, export and predict, units from the parameter specs), discharge and plots.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from gnnhydro.spec import ParamSpec
+from gnnhydro.training.experiment import Experiment
+
+log = logging.getLogger("gnnhydro")
+
+__all__ = [
+    "SPLITS",
+    "evaluate_model",
+    "save_split",
+    "summarize_metrics",
+    "parameter_recovery",
+    "write_parameter_maps",
+    "FORMAT_SUFFIX",
+]
+
+#: parameter-map formats of ``export.formats`` / ``gnnhydro export format=`` and their suffix
+FORMAT_SUFFIX = {"gpkg": "gpkg", "parquet": "parquet", "netcdf": "nc", "csv": "csv"}
+_FORMAT_ALIASES = {"nc": "netcdf", "geopackage": "gpkg", "geoparquet": "parquet"}
+
+
+def parameter_format(fmt: str) -> str:
+    """The canonical name of a parameter-map format; raises naming the accepted ones."""
+    name = _FORMAT_ALIASES.get(str(fmt).lower(), str(fmt).lower())
+    if name not in FORMAT_SUFFIX:
+        raise ValueError(
+            f"parameter-map format {fmt!r} is not known; choose from {sorted(FORMAT_SUFFIX)}"
+        )
+    return name
+
+
+def write_parameter_maps(
+    graph: Any,
+    params: Mapping[str, Tensor],
+    specs: Mapping[str, ParamSpec],
+    directory: str | Path,
+    formats: Sequence[str] = ("gpkg",),
+    *,
+    time_axis: np.ndarray | None = None,
+    attrs: Mapping[str, Any] | None = None,
+    stem: str = "parameters",
+) -> list[Path]:
+    """Write the learned parameter maps, one file per format, with units from ``specs``.
+
+    The one writer of parameter maps (training, ``gnnhydro export`` and ``gnnhydro predict``).
+    Time-varying parameters ``[N, T, m]`` are mapped as their time mean (netCDF also holds the
+    series). A graph without geometry cannot give GeoPackage/GeoParquet: that is an error
+    naming the alternatives, not a warning.
+
+    Shapes:
+        params[name] ``[N]``, ``[N, m]`` or ``[N, T, m]``; time_axis ``[T]``.
+    """
+    from gnnhydro import export
+
+    directory = Path(directory)
+    values = {name: value.detach().cpu().float() for name, value in params.items()}
+    missing = sorted(set(values) - set(specs))
+    if missing:
+        raise ValueError(f"parameters {missing} have no spec (units): cannot label their maps")
+    written = []
+    for fmt in dict.fromkeys(parameter_format(f) for f in formats):
+        path = directory / f"{stem}.{FORMAT_SUFFIX[fmt]}"
+        export.export_parameters(
+            graph, values, path, format=fmt, specs=specs, time=time_axis, attrs=attrs
+        )
+        written.append(path)
+    return written
+
+
+def output_provenance(exp: Experiment, **extra: Any) -> dict[str, Any]:
+    """What a file written from a run records: run directory, data root, time written."""
+    return {
+        "run_dir": str(Path(exp.run_dir).resolve()),
+        "data_root": str(exp.cfg.get("data_root", "")),
+        "dataset": str(exp.cfg.dataset.get("name", "")),
+        "dataset_root": str(exp.cfg.dataset.get("root", "")),
+        "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **extra,
+    }
+
+
+def save_split(exp: Experiment) -> None:
+    """``gauges.csv``: every gauge with its role (train / holdout) and, for held-out gauges, the
+    fraction of their upstream area that no training gauge sees."""
+    split = exp.split
+    rows = [
+        {"gauge_id": exp.gauge_names[i], "node_index": i, "role": "train"}
+        for i in split.train_index.tolist()
+    ]
+    rows += [
+        {
+            "gauge_id": exp.gauge_names[i],
+            "node_index": i,
+            "role": "holdout",
+            "exclusive_fraction": float(f),
+        }
+        for i, f in zip(
+            split.holdout_index.tolist(), split.exclusive_fraction.tolist(), strict=True
+        )
+    ]
+    pd.DataFrame(rows).to_csv(exp.run_dir / "gauges.csv", index=False)
+
+
+# ============================================================================ evaluation
+SPLITS = {
+    # split name: (period, gauge role)
+    "train": ("train", "train"),
+    "validation": ("validation", "train"),
+    "test": ("test", "train"),
+    "train_ungauged": ("train", "holdout"),
+    "test_ungauged": ("test", "holdout"),
+}
+
+
+def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
+    """Run the model over the whole record; write metrics.csv, parameters, discharge and plots."""
+    from gnnhydro.training.metrics import compute_metrics
+
+    model.eval()
+    with torch.no_grad():
+        out = model(exp.graph.to(exp.device))
+    discharge = out["discharge"].detach().cpu().float()
+    q_obs = exp.graph.q_obs.float()
+    rows = []
+    for split, (period, role) in SPLITS.items():
+        if period not in exp.periods:
+            continue
+        gauges = exp.split.train_index if role == "train" else exp.split.holdout_index
+        if gauges.numel() == 0:
+            continue
+        p0, p1 = exp.periods[period]
+        p0 = max(p0, exp.warmup) if period == "train" else p0
+        obs = q_obs[gauges, p0:p1].numpy()
+        sim = discharge[gauges, p0:p1].numpy()
+        metrics = compute_metrics(observation=obs, simulation=sim)
+        for k, g in enumerate(gauges.tolist()):
+            row = {
+                "gauge_id": exp.gauge_names[g],
+                "split": split,
+                "node_index": g,
+                "n_obs": int(np.isfinite(obs[k]).sum()),
+            }
+            row.update({name: float(np.asarray(values)[k]) for name, values in metrics.items()})
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    _write_outputs(exp, out, discharge, df, specs=model.param_specs)
+    return df
+
+
+def _parameter_table(out: dict) -> dict[str, np.ndarray]:
+    table: dict[str, np.ndarray] = {}
+    for name, value in out["params"].items():
+        v = value.detach().cpu().float()
+        if v.dim() == 3:  # [N, T, m] dynamic: time mean
+            v = v.mean(1)
+        if v.dim() == 2:
+            table[name] = v.mean(1).numpy()
+        else:
+            table[name] = v.numpy()
+    return table
+
+
+def _min_obs_steps(exp: Experiment) -> int:
+    """``dataset.min_obs_days`` in time steps (0: every gauge with an observation counts)."""
+    days = float(exp.cfg.dataset.get("min_obs_days", 0) or 0)
+    return int(math.ceil(days * 86400.0 / exp.step_seconds))
+
+
+def summarize_metrics(
+    metrics: pd.DataFrame,
+    min_obs: int = 0,
+    period_dates: Mapping[str, tuple[str, str]] | None = None,
+) -> pd.DataFrame:
+    """Median NSE and KGE per split over the gauges with at least ``min_obs`` valid
+    observations in the split's period (``metrics.csv`` keeps every gauge), their count and,
+    with ``period_dates`` (split → first, last evaluated date), the dates each split covers."""
+    if not len(metrics):
+        return pd.DataFrame()
+    kept = metrics[metrics["n_obs"] >= max(int(min_obs), 1)]
+    summary = kept.groupby("split")[["nse", "kge"]].median()
+    summary["n_gauges"] = kept.groupby("split")["gauge_id"].count()
+    if period_dates:
+        summary["period_start"] = [period_dates.get(i, ("", ""))[0] for i in summary.index]
+        summary["period_end"] = [period_dates.get(i, ("", ""))[1] for i in summary.index]
+    return summary
+
+
+def split_dates(exp: Experiment) -> dict[str, tuple[str, str]]:
+    """First and last evaluated date of every split (the training period after the warm-up)."""
+    t = pd.DatetimeIndex(exp.time)
+    fmt = "%Y-%m-%d" if exp.step_seconds >= 86400 else "%Y-%m-%d %H:%M"
+    out = {}
+    for split, (period, _) in SPLITS.items():
+        if period not in exp.periods:
+            continue
+        p0, p1 = exp.periods[period]
+        p0 = min(max(p0, exp.warmup), p1 - 1) if period == "train" else p0
+        out[split] = (t[p0].strftime(fmt), t[p1 - 1].strftime(fmt))
+    return out
+
+
+def _write_outputs(
+    exp: Experiment, out: dict, discharge: Tensor, metrics: pd.DataFrame, specs: dict
+) -> None:
+    from gnnhydro import export
+
+    run_dir = exp.run_dir
+    metrics.to_csv(run_dir / "metrics.csv", index=False)
+    summary = summarize_metrics(metrics, min_obs=_min_obs_steps(exp), period_dates=split_dates(exp))
+    if len(summary):
+        summary.to_csv(run_dir / "metrics_summary.csv")
+        print("median metrics per split:\n" + summary.to_string())
+    params = dict(out["params"])
+    formats = list(exp.cfg.get("export", {}).get("formats", ["gpkg"]) or ["gpkg"])
+    if _node_geometry_known(exp.graph):
+        formats = ["gpkg", *formats]
+    else:
+        log.info("the graph has no geometry (neither pos nor geometry): parameter maps as netCDF")
+        formats = [f for f in formats if parameter_format(f) not in ("gpkg", "parquet")]
+        formats = formats or ["netcdf"]
+    formats = list(dict.fromkeys(parameter_format(f) for f in formats))
+    log.info("writing parameter maps (%s) and discharge.nc ...", ", ".join(formats))
+    provenance = output_provenance(exp)
+    write_parameter_maps(
+        exp.graph, params, specs, run_dir, formats, time_axis=exp.time, attrs=provenance
+    )
+    export.export_discharge(
+        exp.graph,
+        discharge,
+        exp.time,
+        run_dir / "discharge.nc",
+        observed=exp.graph.q_obs.float(),
+        warmup_steps=min(exp.warmup, len(exp.time)),
+        attrs=provenance,
+    )
+    recovery = parameter_recovery(exp, out)
+    if recovery is not None:
+        recovery.to_csv(run_dir / "parameter_recovery.csv", index=False)
+        print("learned vs true parameters (Pearson r):\n" + recovery.to_string(index=False))
+    if exp.cfg.get("export", {}).get("plots", True):
+        log.info("plotting hydrographs, metric CDFs and parameter maps ...")
+        _plots(exp, discharge, metrics, params, specs)
+
+
+def _node_geometry_known(graph: Any) -> bool:
+    return getattr(graph, "geometry", None) is not None or getattr(graph, "pos", None) is not None
+
+
+def parameter_recovery(exp: Experiment, out: dict) -> pd.DataFrame | None:
+    """Correlation of learned vs true parameter maps (synthetic data), at all nodes and at the
+    ungauged nodes (held-out gauges' exclusive areas)."""
+    true = getattr(exp.graph, "true_params", None)
+    if not true:
+        return None
+    learned = _parameter_table(out)
+    ungauged = exp.split.holdout_exclusive
+    rows = []
+    for name, t in true.items():
+        if name not in learned:
+            continue
+        t = torch.as_tensor(t).float()
+        t = t.mean(-1) if t.dim() == 2 else t
+        lv = torch.as_tensor(learned[name])
+        row = {"parameter": name, "r_all": _pearson(lv, t)}
+        row["r_ungauged"] = _pearson(lv[ungauged], t[ungauged]) if ungauged.sum() > 2 else math.nan
+        row["n_ungauged"] = int(ungauged.sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _pearson(a: Tensor, b: Tensor) -> float:
+    a, b = a.double() - a.double().mean(), b.double() - b.double().mean()
+    den = (a.norm() * b.norm()).item()
+    return float((a @ b).item() / den) if den > 0 else math.nan
+
+
+def _plots(
+    exp: Experiment, discharge: Tensor, metrics: pd.DataFrame, params: dict, specs: dict
+) -> None:
+    from gnnhydro import plot
+
+    plots = exp.run_dir / "plots"
+    plots.mkdir(exist_ok=True)
+    if "test" in exp.periods:
+        p0, p1 = exp.periods["test"]
+        train, held = exp.split.train_index[:6], exp.split.holdout_index[:6]
+        gauges = torch.cat([train, held])
+        plot.plot_hydrographs(
+            exp.time[p0:p1],
+            exp.graph.q_obs[gauges, p0:p1].numpy(),
+            discharge[gauges, p0:p1].numpy(),
+            [exp.gauge_names[g] for g in gauges.tolist()],
+            plots / "hydrographs_test.png",
+            roles=["train"] * train.numel() + ["holdout"] * held.numel(),
+        )
+    if len(metrics):
+        plot.plot_metric_cdf(metrics, plots / "nse_cdf.png", metric="nse", by="split")
+    if getattr(exp.graph, "pos", None) is not None:
+        table = _parameter_table({"params": params})
+        for name in list(table)[:20]:
+            spec = specs.get(name)
+            plot.plot_parameter_map(
+                exp.graph,
+                table[name],
+                name,
+                spec.units if spec is not None else "",
+                plots / f"map_{name}.png",
+                log=spec is not None and plot.spans_decades(spec.low, spec.high),
+            )

@@ -1,0 +1,387 @@
+"""The training loop: random windows of the training period, NaN-masked losses at the training
+gauges, validation, early stopping, checkpoints (exact resume) and data-parallel training.
+
+A run directory holds: ``config.yaml`` (resolved), ``provenance.json`` (package version, git
+commit, torch version, the full command, data root, assumptions), ``train.log``,
+``checkpoints/`` (``last.pt`` every epoch, ``best.pt``), ``train_log.csv``, ``gauges.csv``,
+``metrics.csv`` (one row per gauge and split), ``metrics_summary.csv``, ``parameters.gpkg``,
+``discharge.nc`` and ``plots/``. Nothing is written before the data, the config and the run
+directory have passed validation (see :mod:`gnnhydro.training.rundir`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import Tensor
+
+from gnnhydro.datasets.windows import slice_time
+from gnnhydro.models.ensemble import HydroEnsemble
+from gnnhydro.training.checkpoint import atomic_save, load_checkpoint, load_weights, save_checkpoint
+from gnnhydro.training.experiment import (
+    Experiment,
+    _plain,
+    provenance,
+    resolve_device,
+    seed_everything,
+)
+from gnnhydro.training.rundir import check_run_dir, clear_run_dir
+
+log = logging.getLogger("gnnhydro")
+
+__all__ = ["train", "distributed_context"]
+
+
+# ============================================================================ training loop
+def _loss_fn(cfg: DictConfig):
+    from gnnhydro.training.losses import build_loss
+
+    return build_loss(_plain(cfg.trainer.loss))
+
+
+def _windows(
+    exp: Experiment, rng: np.random.Generator, batch_size: int
+) -> list[tuple[int, int, int]]:
+    """Random training windows ``(start, stop, warmup)`` inside the training period. The warm-up
+    may reach back before the period's start (forcing only; losses skip it) but never before the
+    record's start, so every window has the same warm-up length."""
+    t0, t1 = exp.periods["train"]
+    window = int(round(float(exp.cfg.trainer.window_days) * 86400.0 / exp.step_seconds))
+    first = max(t0, exp.warmup)
+    window = max(1, min(window, t1 - first))
+    if t1 - first < 1:
+        raise ValueError(
+            f"training period ({t1 - t0} steps) leaves no step after the {exp.warmup}-step warm-up at the "
+            "start of the record: lengthen it or lower dataset.warmup_days"
+        )
+    out = []
+    for _ in range(batch_size):
+        start = int(rng.integers(first, t1 - window + 1))
+        out.append((start - exp.warmup, start + window, exp.warmup))
+    return out
+
+
+def _batch(exp: Experiment, windows: list[tuple[int, int, int]]) -> tuple[Any, int]:
+    """Disjoint union of window copies; windows share one warm-up length (the shortest)."""
+    from torch_geometric.data import Batch
+
+    warm = min(w for _, _, w in windows)
+    length = min(stop - start - (w - warm) for start, stop, w in windows)
+    items = [
+        slice_time(exp.graph, start + (w - warm), start + (w - warm) + length)
+        for start, _, w in windows
+    ]
+    if len(items) == 1:
+        return items[0], warm
+    return Batch.from_data_list(items), warm
+
+
+def _masked_loss(loss_fn, out: dict, batch: Any, warmup: int, mask_name: str) -> Tensor:
+    """Loss at the gauges of ``mask_name``; for an ensemble the mean of the members' own
+    losses (each member is trained on its own error, not on the error of the mean)."""
+    mask = getattr(batch, mask_name)
+    losses = []
+    for member in HydroEnsemble.member_outputs(out):
+        sim = member["discharge"][mask]
+        obs = batch.q_obs[mask].to(sim.dtype)
+        losses.append(loss_fn(simulation=sim, observation=obs, warmup_steps=warmup))
+    return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+
+
+def _clip_gradients(module: torch.nn.Module, max_norm: float) -> None:
+    """Clip the gradient norm of every ensemble member separately (of the model if single)."""
+    for part in getattr(module, "members", [module]):
+        torch.nn.utils.clip_grad_norm_(part.parameters(), max_norm)
+
+
+def _forward_period(exp: Experiment, model: torch.nn.Module, period: str) -> tuple[dict, Any, int]:
+    """Run the model over a whole period, with the warm-up taken from the record before it."""
+    p0, p1 = exp.periods[period]
+    w0 = max(0, p0 - exp.warmup)
+    g = slice_time(exp.graph, w0, p1)
+    return model(g.to(exp.device)), g, p0 - w0
+
+
+def distributed_context() -> tuple[int, int]:
+    """``(rank, world_size)``; initialises ``torch.distributed`` from the ``torchrun`` environment
+    (``WORLD_SIZE`` > 1) with NCCL on CUDA and gloo on CPU."""
+    import torch.distributed as dist
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _optimizer_and_scheduler(cfg: DictConfig, model: torch.nn.Module) -> tuple[Any, Any]:
+    tcfg = cfg.trainer
+    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+    if tcfg.optimizer not in opt_cls:
+        raise ValueError(
+            f"trainer.optimizer must be one of {sorted(opt_cls)}, got {tcfg.optimizer!r}"
+        )
+    optimizer = opt_cls[tcfg.optimizer](
+        model.parameters(), lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay)
+    )
+    epochs = int(tcfg.epochs)
+    schedulers = {
+        "none": lambda: None,
+        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs, 1)),
+        "step": lambda: torch.optim.lr_scheduler.StepLR(
+            optimizer, step_size=max(epochs // 3, 1), gamma=0.3
+        ),
+    }
+    name = str(tcfg.scheduler).lower() if tcfg.scheduler is not None else "none"
+    if name not in schedulers:
+        raise ValueError(f"trainer.scheduler must be one of {sorted(schedulers)}, got {name!r}")
+    return optimizer, schedulers[name]()
+
+
+def _log_to_file(run_dir: Path) -> logging.Handler:
+    """Copy the ``gnnhydro`` log to ``run_dir/train.log`` (appended on resume)."""
+    handler = logging.FileHandler(run_dir / "train.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    if log.level == logging.NOTSET or log.level > logging.INFO:
+        log.setLevel(logging.INFO)
+    return handler
+
+
+def _tensorboard(run_dir: Path):
+    """A TensorBoard writer, or ``None`` (said once) when the ``tensorboard`` package is absent."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        log.info(
+            "TensorBoard logging is off (the tensorboard package is not installed: "
+            "pip install 'gnnhydro[tensorboard]'); losses are in train_log.csv"
+        )
+        return None
+    return SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+
+
+def train(
+    cfg: DictConfig,
+    run_dir: str | Path,
+    *,
+    command: str | None = None,
+    overrides: list[str] | None = None,
+) -> Path:
+    """Train a regionalization model; write checkpoints, logs, metrics and exports to ``run_dir``.
+
+    The data, the model config and the run directory are validated first (a non-empty
+    ``run_dir`` needs ``trainer.resume=true`` or ``overwrite=true``); only then is anything
+    written. ``command`` (default: ``sys.argv``) and the job's ``overrides`` are recorded in
+    ``provenance.json``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) training is data-parallel (DDP): every rank draws the
+    same random windows and takes its share (``windows[rank::world]``), gradients are averaged,
+    and rank 0 alone writes checkpoints, logs and outputs — the same updates as one process with
+    the whole batch when ``trainer.batch_size`` is a multiple of the world size.
+    """
+    run_dir = Path(run_dir)
+    tcfg = cfg.trainer
+    resume = bool(tcfg.get("resume"))
+    rank, world = distributed_context()
+    is_main = rank == 0
+    if is_main:
+        check_run_dir(run_dir, resume=resume, overwrite=bool(cfg.get("overwrite", False)))
+    resolve_device(cfg.get("device", "auto"))  # a device that is not there fails before the data
+    seed_everything(int(cfg.seed), bool(cfg.get("deterministic", False)))
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+    log.info("preparing the data (%s) ...", cfg.dataset.get("name", "dataset"))
+    exp = Experiment(cfg, run_dir)  # validates the data before anything is written
+    if world > 1 and torch.cuda.is_available():
+        exp.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
+    if int(tcfg.batch_size) % world:
+        raise ValueError(
+            f"trainer.batch_size={tcfg.batch_size} is not a multiple of the {world} processes"
+        )
+    model = exp.build_model()
+    module = model
+    optimizer, scheduler = _optimizer_and_scheduler(cfg, model)
+    loss_fn = _loss_fn(cfg)
+    ckpt_dir = run_dir / "checkpoints"
+    state = {
+        "epoch": 0,
+        "best": math.inf,
+        "bad_epochs": 0,
+        "rng": np.random.default_rng(int(cfg.seed)),
+    }
+    if resume and (ckpt_dir / "last.pt").exists():  # raises if it does not fit the model
+        state = load_checkpoint(ckpt_dir / "last.pt", module, optimizer, scheduler)
+    # ---- validation passed: from here on the run directory is written
+    handler = None
+    if is_main:
+        if not resume and bool(cfg.get("overwrite", False)) and run_dir.exists():
+            clear_run_dir(run_dir)
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        handler = _log_to_file(run_dir)
+        assumptions = exp.assumptions()
+        for name, meaning in assumptions.items():
+            log.warning("the dataset has no %s: %s", name, meaning)
+        log.info(exp.describe())
+        if resume:
+            log.info("resuming %s from epoch %d", run_dir, state["epoch"])
+        else:
+            OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
+            record = provenance(
+                command,
+                data_root=str(cfg.get("data_root", "")),
+                dataset_root=str(cfg.dataset.get("root", "")),
+                assumptions={f"no {k}": v for k, v in assumptions.items()},
+                periods=exp.period_dates(),
+                overrides=list(overrides or []),
+            )
+            (run_dir / "provenance.json").write_text(json.dumps(record, indent=2))
+            from gnnhydro.training.outputs import save_split
+
+            save_split(exp)
+    try:
+        _fit(exp, cfg, model, module, optimizer, scheduler, loss_fn, state, rank, world)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+            if not is_main:
+                return run_dir
+        from gnnhydro.training.checkpoint import best_checkpoint
+        from gnnhydro.training.outputs import evaluate_model
+
+        best = best_checkpoint(run_dir)
+        load_weights(module, best)
+        log.info("evaluating the %s checkpoint over the whole record ...", best.name)
+        evaluate_model(exp, module)
+    finally:
+        if handler is not None:
+            log.removeHandler(handler)
+            handler.close()
+    return run_dir
+
+
+def _fit(
+    exp: Experiment,
+    cfg: DictConfig,
+    model: torch.nn.Module,
+    module: torch.nn.Module,
+    optimizer: Any,
+    scheduler: Any,
+    loss_fn: Any,
+    state: dict,
+    rank: int,
+    world: int,
+) -> None:
+    """The epochs from ``state["epoch"]`` to ``trainer.epochs``: training steps, validation,
+    early stopping, checkpoints and the loss log."""
+    from tqdm.auto import tqdm
+
+    tcfg = cfg.trainer
+    is_main = rank == 0
+    run_dir = exp.run_dir
+    ckpt_dir = run_dir / "checkpoints"
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(
+            model, device_ids=[exp.device.index] if exp.device.type == "cuda" else None
+        )
+    epochs = int(tcfg.epochs)
+    writer = _tensorboard(run_dir) if is_main else None
+    log_path = run_dir / "train_log.csv"
+    if is_main and (state["epoch"] == 0 or not log_path.exists()):
+        with open(log_path, "w", newline="") as f:
+            csv.writer(f).writerow(["epoch", "train_loss", "validation_loss", "lr", "seconds"])
+    has_val = "validation" in exp.periods and exp.split.train_index.numel() > 0
+    if not has_val and is_main:
+        log.info("no validation period: the best checkpoint is the one of lowest training loss")
+    for epoch in range(state["epoch"], epochs):
+        if state["bad_epochs"] >= int(tcfg.early_stopping_patience) > 0:
+            log.info("early stopping at epoch %d", epoch)
+            break
+        model.train()
+        t_start = time.perf_counter()
+        losses = []
+        bar = tqdm(
+            range(int(tcfg.steps_per_epoch)),
+            desc=f"epoch {epoch + 1}/{epochs}",
+            disable=not tcfg.get("progress_bar", True) or not is_main,
+            leave=False,
+        )
+        for _ in bar:
+            windows = _windows(exp, state["rng"], int(tcfg.batch_size))[rank::world]
+            batch, warm = _batch(exp, windows)
+            out = model(batch.to(exp.device))
+            loss = _masked_loss(loss_fn, out, batch, warm, "train_gauge_mask")
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if tcfg.get("clip_grad_norm"):
+                _clip_gradients(module, float(tcfg.clip_grad_norm))
+            optimizer.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if scheduler is not None:
+            scheduler.step()
+        train_loss = float(np.mean(losses)) if losses else math.nan
+        val_loss = None
+        if has_val:
+            model.eval()
+            with torch.no_grad():
+                out, g, warm = _forward_period(exp, module, "validation")
+                val_loss = _masked_loss(loss_fn, out, g, warm, "train_gauge_mask").item()
+        monitored = val_loss if val_loss is not None and math.isfinite(val_loss) else train_loss
+        if monitored < state["best"]:
+            state["best"], state["bad_epochs"] = monitored, 0
+            if is_main:
+                atomic_save(
+                    {"model": module.state_dict(), "epoch": epoch + 1}, ckpt_dir / "best.pt"
+                )
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        if is_main:
+            save_checkpoint(ckpt_dir / "last.pt", module, optimizer, scheduler, state)
+        seconds = time.perf_counter() - t_start
+        lr = optimizer.param_groups[0]["lr"]
+        if is_main:
+            with open(log_path, "a", newline="") as f:
+                csv.writer(f).writerow(
+                    [
+                        epoch + 1,
+                        train_loss,
+                        "" if val_loss is None else val_loss,
+                        lr,
+                        round(seconds, 3),
+                    ]
+                )
+        if writer is not None:
+            writer.add_scalar("loss/train", train_loss, epoch + 1)
+            if val_loss is not None:
+                writer.add_scalar("loss/validation", val_loss, epoch + 1)
+        if is_main:
+            val_text = "" if val_loss is None else f" validation_loss {val_loss:.4f}"
+            log.info(
+                "epoch %d/%d train_loss %.4f%s (%.1f s)",
+                epoch + 1,
+                epochs,
+                train_loss,
+                val_text,
+                seconds,
+            )
+    if writer is not None:
+        writer.close()
