@@ -226,13 +226,14 @@ def _remove_if_empty(run_dir: Path, existed: bool) -> None:
 
 
 def _interrupted(run_dir: Path) -> str:
-    last = run_dir / "checkpoints" / "last.pt"
-    if not last.exists():
-        return f"gnnhydro train: interrupted before the first epoch ended; nothing to resume in {run_dir}"
-    return (
-        f"gnnhydro train: interrupted; the last finished epoch is kept — resume with: "
-        f"gnnhydro train run_dir={shlex.quote(str(run_dir))} trainer.resume=true"
-    )
+    resume = f"gnnhydro train run_dir={shlex.quote(str(run_dir))} trainer.resume=true"
+    if not (run_dir / "config.yaml").exists():
+        return "gnnhydro train: interrupted before the run started; nothing was written"
+    if not (run_dir / "checkpoints" / "last.pt").exists():
+        return (
+            f"gnnhydro train: interrupted before the first epoch ended; restart it with: {resume}"
+        )
+    return f"gnnhydro train: interrupted; the last finished epoch is kept — resume with: {resume}"
 
 
 def _evaluate(argv: list[str]) -> int:

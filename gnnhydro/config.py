@@ -140,7 +140,8 @@ def check_overrides(overrides: Sequence[str]) -> None:
                         + suggest(value, options)
                         + f" (choose from {options})"
                     )
-            choices.append(f"{key}={values[0]}")
+            if values[0] not in (None, "null"):
+                choices.append(f"{key}={values[0]}")
     _check_config_dir()
     GlobalHydra.instance().clear()
     try:
