@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from gnnhydro.graph import RiverGraph
 
-__all__ = ["TimeWindows", "time_keys", "slice_time", "time_slice"]
+__all__ = ["TimeWindows", "WindowSamples", "time_keys", "slice_time", "time_slice"]
 
 #: Node-level attributes that are never time series, whatever their shape.
 STATIC_KEYS = frozenset({"x", "pos", "edge_index", "edge_weight", "edge_attr", "batch"})
@@ -237,3 +237,51 @@ class TimeWindows(Dataset):
             else f"random={self.random}, seed={self.seed}"
         )
         return f"TimeWindows(window={self.window}, warmup={self.warmup}, {mode})"
+
+
+class WindowSamples(Dataset):
+    """Map-style dataset of given time windows of one graph: item ``i`` is
+    ``slice_time(graph, start_i, stop_i)`` with ``warmup_steps`` set, for the stock
+    ``torch_geometric.loader.DataLoader`` (a batch is the disjoint union of its windows).
+
+    The trainer draws the windows of an epoch (random starts inside the training period) and
+    hands them to this dataset; a ``reader`` (lazy forcing) fills each window's forcing and
+    observations from the files, so only the window is read.
+
+    Args:
+        graph: the river graph (time-shaped tensors ``[N, T, ...]``).
+        windows: ``(start, stop, warmup)`` per sample, time-step indices into ``graph``.
+        reader: optional :class:`~gnnhydro.datasets.forcing.ForcingReader`.
+
+    Shapes:
+        item ``i``: every time-shaped tensor ``[N, stop_i - start_i, ...]``.
+    """
+
+    def __init__(
+        self,
+        graph: RiverGraph,
+        windows: Sequence[tuple[int, int, int]],
+        *,
+        reader: Any = None,
+    ) -> None:
+        total = _num_steps(graph)
+        for start, stop, warmup in windows:
+            if not 0 <= start < stop <= total or not 0 <= warmup < stop - start:
+                raise ValueError(
+                    f"window ({start}, {stop}, warmup {warmup}) outside the {total} steps"
+                )
+        self.graph = graph
+        self.windows = [tuple(int(v) for v in w) for w in windows]
+        self.reader = reader
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, idx: int) -> RiverGraph:
+        start, stop, warmup = self.windows[idx]
+        out = slice_time(self.graph, start, stop)
+        if self.reader is not None:
+            first = int(out.time_offset)
+            out = self.reader.fill(out, first, first + stop - start)
+        out.warmup_steps = warmup
+        return out

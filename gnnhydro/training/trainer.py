@@ -39,7 +39,7 @@ from gnnhydro.training.rundir import check_run_dir, clear_run_dir
 
 log = logging.getLogger("gnnhydro")
 
-__all__ = ["train", "distributed_context"]
+__all__ = ["Trainer", "train", "distributed_context"]
 
 
 # ============================================================================ training loop
@@ -126,30 +126,6 @@ def distributed_context() -> tuple[int, int]:
     return dist.get_rank(), dist.get_world_size()
 
 
-def _optimizer_and_scheduler(cfg: DictConfig, model: torch.nn.Module) -> tuple[Any, Any]:
-    tcfg = cfg.trainer
-    opt_cls = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
-    if tcfg.optimizer not in opt_cls:
-        raise ValueError(
-            f"trainer.optimizer must be one of {sorted(opt_cls)}, got {tcfg.optimizer!r}"
-        )
-    optimizer = opt_cls[tcfg.optimizer](
-        model.parameters(), lr=float(tcfg.lr), weight_decay=float(tcfg.weight_decay)
-    )
-    epochs = int(tcfg.epochs)
-    schedulers = {
-        "none": lambda: None,
-        "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(epochs, 1)),
-        "step": lambda: torch.optim.lr_scheduler.StepLR(
-            optimizer, step_size=max(epochs // 3, 1), gamma=0.3
-        ),
-    }
-    name = str(tcfg.scheduler).lower() if tcfg.scheduler is not None else "none"
-    if name not in schedulers:
-        raise ValueError(f"trainer.scheduler must be one of {sorted(schedulers)}, got {name!r}")
-    return optimizer, schedulers[name]()
-
-
 def _log_to_file(run_dir: Path) -> logging.Handler:
     """Copy the ``gnnhydro`` log to ``run_dir/train.log`` (appended on resume)."""
     handler = logging.FileHandler(run_dir / "train.log")
@@ -212,18 +188,11 @@ def train(
             f"trainer.batch_size={tcfg.batch_size} is not a multiple of the {world} processes"
         )
     model = exp.build_model()
-    module = model
-    optimizer, scheduler = _optimizer_and_scheduler(cfg, model)
-    loss_fn = _loss_fn(cfg)
+    trainer = Trainer(exp, model, rank=rank, world=world)
     ckpt_dir = run_dir / "checkpoints"
-    state = {
-        "epoch": 0,
-        "best": math.inf,
-        "bad_epochs": 0,
-        "rng": np.random.default_rng(int(cfg.seed)),
-    }
     if resume and (ckpt_dir / "last.pt").exists():  # raises if it does not fit the model
-        state = load_checkpoint(ckpt_dir / "last.pt", module, optimizer, scheduler)
+        trainer.resume(ckpt_dir / "last.pt")
+    state = trainer.state
     # ---- validation passed: from here on the run directory is written
     handler = None
     if is_main:
@@ -252,7 +221,7 @@ def train(
 
             save_split(exp)
     try:
-        _fit(exp, cfg, model, module, optimizer, scheduler, loss_fn, state, rank, world)
+        trainer.fit()
         if world > 1:
             import torch.distributed as dist
 
@@ -263,9 +232,9 @@ def train(
         from gnnhydro.training.outputs import evaluate_model
 
         best = best_checkpoint(run_dir)
-        load_weights(module, best)
+        load_weights(model, best)
         log.info("evaluating the %s checkpoint over the whole record ...", best.name)
-        evaluate_model(exp, module)
+        evaluate_model(exp, model)
     finally:
         if handler is not None:
             log.removeHandler(handler)
@@ -273,107 +242,214 @@ def train(
     return run_dir
 
 
-def _fit(
-    exp: Experiment,
-    cfg: DictConfig,
-    model: torch.nn.Module,
-    module: torch.nn.Module,
-    optimizer: Any,
-    scheduler: Any,
-    loss_fn: Any,
-    state: dict,
-    rank: int,
-    world: int,
-) -> None:
-    """The epochs from ``state["epoch"]`` to ``trainer.epochs``: training steps, validation,
-    early stopping, checkpoints and the loss log."""
-    from tqdm.auto import tqdm
+class Trainer:
+    """The training loop of one run, as hooks a subclass can override (the shape of
+    neuralhydrology's ``BaseTrainer``):
 
-    tcfg = cfg.trainer
-    is_main = rank == 0
-    run_dir = exp.run_dir
-    ckpt_dir = run_dir / "checkpoints"
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
+    - :meth:`_get_optimizer` / :meth:`_get_scheduler`: ``trainer.optimizer`` and
+      ``trainer.scheduler`` are a name (``adam``, ``adamw``, ``sgd``; ``none``, ``cosine``,
+      ``step``) or a hydra config with ``_target_`` and ``_partial_: true``, e.g.
+      ``trainer.optimizer={_target_: torch.optim.RAdam, _partial_: true, lr: 0.003}``;
+    - :meth:`_get_loss`: the NaN-masked loss of ``trainer.loss``;
+    - :meth:`_get_data_loader`: the epoch's samples — random windows of the training period with
+      their warm-up (:class:`~gnnhydro.datasets.windows.WindowSamples`) through PyG's
+      ``DataLoader`` (``trainer.num_workers`` worker processes);
+    - :meth:`_train_epoch`, :meth:`_train_step`, :meth:`_validate`: one epoch, one step, the
+      validation loss (``None`` without a validation period).
 
-        model = DistributedDataParallel(
-            model, device_ids=[exp.device.index] if exp.device.type == "cuda" else None
+    :meth:`fit` runs the epochs from ``state["epoch"]`` with early stopping, checkpoints
+    (exact resume: the window generator is part of the checkpoint) and the loss log.
+    """
+
+    def __init__(
+        self, exp: Experiment, model: torch.nn.Module, *, rank: int = 0, world: int = 1
+    ) -> None:
+        self.exp = exp
+        self.cfg = exp.cfg
+        self.tcfg = exp.cfg.trainer
+        self.module = model  # the bare model (the DDP wrapper shares its parameters)
+        self.model = model
+        self.rank, self.world = rank, world
+        self.is_main = rank == 0
+        self.optimizer = self._get_optimizer()
+        self.scheduler = self._get_scheduler(self.optimizer)
+        self.loss_fn = self._get_loss()
+        self.state = {
+            "epoch": 0,
+            "best": math.inf,
+            "bad_epochs": 0,
+            "rng": np.random.default_rng(int(self.cfg.seed)),
+        }
+
+    # ------------------------------------------------------------------ hooks
+    def _get_optimizer(self) -> torch.optim.Optimizer:
+        spec = self.tcfg.optimizer
+        lr, decay = float(self.tcfg.lr), float(self.tcfg.weight_decay)
+        names = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD}
+        if isinstance(spec, str):
+            if spec.lower() not in names:
+                raise ValueError(
+                    f"trainer.optimizer must be one of {sorted(names)} or a config with "
+                    f"_target_, got {spec!r}"
+                )
+            return names[spec.lower()](self.module.parameters(), lr=lr, weight_decay=decay)
+        factory = _partial(spec, "trainer.optimizer")
+        keywords = getattr(factory, "keywords", {}) or {}
+        defaults = {k: v for k, v in {"lr": lr, "weight_decay": decay}.items() if k not in keywords}
+        return factory(self.module.parameters(), **defaults)
+
+    def _get_scheduler(self, optimizer: torch.optim.Optimizer) -> Any:
+        spec = self.tcfg.scheduler
+        epochs = int(self.tcfg.epochs)
+        if spec is None or isinstance(spec, str):
+            name = "none" if spec is None else spec.lower()
+            names = {
+                "none": lambda: None,
+                "cosine": lambda: torch.optim.lr_scheduler.CosineAnnealingLR(
+                    optimizer, max(epochs, 1)
+                ),
+                "step": lambda: torch.optim.lr_scheduler.StepLR(
+                    optimizer, step_size=max(epochs // 3, 1), gamma=0.3
+                ),
+            }
+            if name not in names:
+                raise ValueError(
+                    f"trainer.scheduler must be one of {sorted(names)} or a config with "
+                    f"_target_, got {spec!r}"
+                )
+            return names[name]()
+        return _partial(spec, "trainer.scheduler")(optimizer)
+
+    def _get_loss(self):
+        return _loss_fn(self.cfg)
+
+    def _epoch_windows(self) -> list[tuple[int, int, int]]:
+        """This rank's windows of one epoch: ``steps_per_epoch`` blocks of ``batch_size``
+        random windows (drawn in order from the run's generator), each block shared out as
+        ``block[rank::world]``."""
+        batch = int(self.tcfg.batch_size)
+        out: list[tuple[int, int, int]] = []
+        for _ in range(int(self.tcfg.steps_per_epoch)):
+            out += _windows(self.exp, self.state["rng"], batch)[self.rank :: self.world]
+        return out
+
+    def _get_data_loader(self) -> Any:
+        from torch_geometric.loader import DataLoader
+
+        from gnnhydro.datasets.windows import WindowSamples
+
+        samples = WindowSamples(
+            self.exp.graph, self._epoch_windows(), reader=getattr(self.exp, "reader", None)
         )
-    epochs = int(tcfg.epochs)
-    writer = _tensorboard(run_dir) if is_main else None
-    log_path = run_dir / "train_log.csv"
-    if is_main and (state["epoch"] == 0 or not log_path.exists()):
-        with open(log_path, "w", newline="") as f:
-            csv.writer(f).writerow(["epoch", "train_loss", "validation_loss", "lr", "seconds"])
-    has_val = "validation" in exp.periods and exp.split.train_index.numel() > 0
-    if not has_val and is_main:
-        log.info("no validation period: the best checkpoint is the one of lowest training loss")
-    for epoch in range(state["epoch"], epochs):
-        if state["bad_epochs"] >= int(tcfg.early_stopping_patience) > 0:
-            log.info("early stopping at epoch %d", epoch)
-            break
-        model.train()
-        t_start = time.perf_counter()
+        workers = int(self.tcfg.get("num_workers", 0) or 0)
+        return DataLoader(
+            samples,
+            batch_size=int(self.tcfg.batch_size) // self.world,
+            shuffle=False,  # the windows are random already; their order is part of resume
+            num_workers=workers,
+            # its own generator: the loader's worker seed never draws from the global torch
+            # generator that dropout and the model use (resume and old runs stay exact)
+            generator=torch.Generator().manual_seed(int(self.cfg.seed) + self.state["epoch"]),
+        )
+
+    def _train_step(self, batch: Any) -> float:
+        batch = batch.to(self.exp.device)
+        out = self.model(batch)
+        warm = _warmup_of(batch)
+        loss = _masked_loss(self.loss_fn, out, batch, warm, "train_gauge_mask")
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"training loss is {loss.item()} at epoch {self.state['epoch'] + 1}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.tcfg.get("clip_grad_norm"):
+            _clip_gradients(self.module, float(self.tcfg.clip_grad_norm))
+        self.optimizer.step()
+        return loss.item()
+
+    def _train_epoch(self, epoch: int) -> float:
+        from tqdm.auto import tqdm
+
+        self.model.train()
         losses = []
         bar = tqdm(
-            range(int(tcfg.steps_per_epoch)),
-            desc=f"epoch {epoch + 1}/{epochs}",
-            disable=not tcfg.get("progress_bar", True) or not is_main,
+            self._get_data_loader(),
+            desc=f"epoch {epoch + 1}/{int(self.tcfg.epochs)}",
+            disable=not self.tcfg.get("progress_bar", True) or not self.is_main,
             leave=False,
         )
-        for _ in bar:
-            windows = _windows(exp, state["rng"], int(tcfg.batch_size))[rank::world]
-            batch, warm = _batch(exp, windows)
-            out = model(batch.to(exp.device))
-            loss = _masked_loss(loss_fn, out, batch, warm, "train_gauge_mask")
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"training loss is {loss.item()} at epoch {epoch + 1}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if tcfg.get("clip_grad_norm"):
-                _clip_gradients(module, float(tcfg.clip_grad_norm))
-            optimizer.step()
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-        if scheduler is not None:
-            scheduler.step()
-        train_loss = float(np.mean(losses)) if losses else math.nan
-        val_loss = None
-        if has_val:
-            model.eval()
-            with torch.no_grad():
-                out, g, warm = _forward_period(exp, module, "validation")
-                val_loss = _masked_loss(loss_fn, out, g, warm, "train_gauge_mask").item()
-        monitored = val_loss if val_loss is not None and math.isfinite(val_loss) else train_loss
-        if monitored < state["best"]:
-            state["best"], state["bad_epochs"] = monitored, 0
-            if is_main:
-                atomic_save(
-                    {"model": module.state_dict(), "epoch": epoch + 1}, ckpt_dir / "best.pt"
-                )
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        if is_main:
-            save_checkpoint(ckpt_dir / "last.pt", module, optimizer, scheduler, state)
-        seconds = time.perf_counter() - t_start
-        lr = optimizer.param_groups[0]["lr"]
-        if is_main:
+        for batch in bar:
+            losses.append(self._train_step(batch))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return float(np.mean(losses)) if losses else math.nan
+
+    def _validate(self) -> float | None:
+        if "validation" not in self.exp.periods or self.exp.split.train_index.numel() == 0:
+            return None
+        self.model.eval()
+        with torch.no_grad():
+            out, g, warm = _forward_period(self.exp, self.module, "validation")
+            return _masked_loss(self.loss_fn, out, g, warm, "train_gauge_mask").item()
+
+    # ------------------------------------------------------------------ loop
+    def resume(self, path: Path) -> None:
+        """Restore weights, optimizer, scheduler, counters and generators from ``path``."""
+        self.state = load_checkpoint(path, self.module, self.optimizer, self.scheduler)
+
+    def fit(self) -> None:
+        """The epochs from ``state["epoch"]`` to ``trainer.epochs``."""
+        exp, tcfg, state = self.exp, self.tcfg, self.state
+        run_dir = exp.run_dir
+        ckpt_dir = run_dir / "checkpoints"
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.model = DistributedDataParallel(
+                self.module, device_ids=[exp.device.index] if exp.device.type == "cuda" else None
+            )
+        epochs = int(tcfg.epochs)
+        writer = _tensorboard(run_dir) if self.is_main else None
+        log_path = run_dir / "train_log.csv"
+        if self.is_main and (state["epoch"] == 0 or not log_path.exists()):
+            with open(log_path, "w", newline="") as f:
+                csv.writer(f).writerow(["epoch", "train_loss", "validation_loss", "lr", "seconds"])
+        if self.is_main and "validation" not in exp.periods:
+            log.info("no validation period: the best checkpoint is the one of lowest training loss")
+        for epoch in range(state["epoch"], epochs):
+            if state["bad_epochs"] >= int(tcfg.early_stopping_patience) > 0:
+                log.info("early stopping at epoch %d", epoch)
+                break
+            t_start = time.perf_counter()
+            train_loss = self._train_epoch(epoch)
+            val_loss = self._validate()
+            monitored = val_loss if val_loss is not None and math.isfinite(val_loss) else train_loss
+            if monitored < state["best"]:
+                state["best"], state["bad_epochs"] = monitored, 0
+                if self.is_main:
+                    atomic_save(
+                        {"model": self.module.state_dict(), "epoch": epoch + 1},
+                        ckpt_dir / "best.pt",
+                    )
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch + 1
+            seconds = time.perf_counter() - t_start
+            lr = self.optimizer.param_groups[0]["lr"]
+            if not self.is_main:
+                continue
+            save_checkpoint(
+                ckpt_dir / "last.pt", self.module, self.optimizer, self.scheduler, state
+            )
             with open(log_path, "a", newline="") as f:
-                csv.writer(f).writerow(
-                    [
-                        epoch + 1,
-                        train_loss,
-                        "" if val_loss is None else val_loss,
-                        lr,
-                        round(seconds, 3),
-                    ]
-                )
-        if writer is not None:
-            writer.add_scalar("loss/train", train_loss, epoch + 1)
-            if val_loss is not None:
-                writer.add_scalar("loss/validation", val_loss, epoch + 1)
-        if is_main:
+                row = [epoch + 1, train_loss, "" if val_loss is None else val_loss, lr]
+                csv.writer(f).writerow([*row, round(seconds, 3)])
+            if writer is not None:
+                writer.add_scalar("loss/train", train_loss, epoch + 1)
+                if val_loss is not None:
+                    writer.add_scalar("loss/validation", val_loss, epoch + 1)
             val_text = "" if val_loss is None else f" validation_loss {val_loss:.4f}"
             log.info(
                 "epoch %d/%d train_loss %.4f%s (%.1f s)",
@@ -383,5 +459,31 @@ def _fit(
                 val_text,
                 seconds,
             )
-    if writer is not None:
-        writer.close()
+        if writer is not None:
+            writer.close()
+
+
+def _partial(spec: Any, key: str) -> Any:
+    """A ``functools.partial`` from a hydra config with ``_target_`` (``_partial_`` implied)."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate
+
+    plain = _plain(spec)
+    if not isinstance(plain, dict) or "_target_" not in plain:
+        raise ValueError(f"{key} must be a name or a config with _target_, got {plain!r}")
+    plain["_partial_"] = True
+    try:
+        return instantiate(plain)
+    except InstantiationException as err:
+        raise ValueError(f"{key}: {str(err).splitlines()[0]}") from err
+
+
+def _warmup_of(batch: Any) -> int:
+    """The warm-up steps of a batch of windows (all windows of a batch share one)."""
+    warm = batch.warmup_steps
+    if isinstance(warm, Tensor):
+        values = warm.unique()
+        if values.numel() != 1:
+            raise ValueError(f"windows of one batch have different warm-ups {values.tolist()}")
+        return int(values.item())
+    return int(warm)

@@ -1,0 +1,114 @@
+"""The Trainer's hooks: optimizer and scheduler from names or hydra ``_target_`` configs, the
+epoch's samples through PyG's DataLoader (equal to the disjoint union of the same windows),
+shares of the windows under data parallelism, and an overridden loss hook."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gnnhydro.config import compose
+from gnnhydro.datasets.synthetic import generate_synthetic_basin
+from gnnhydro.datasets.windows import WindowSamples
+from gnnhydro.training.experiment import Experiment
+from gnnhydro.training.trainer import Trainer, _batch, _windows
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return generate_synthetic_basin(seed=4, num_nodes=20, years=2)
+
+
+def _exp(graph, tmp_path, *extra):
+    cfg = compose(
+        [
+            "dataset.periods.train=[2000-01-01,2000-12-31]",
+            "dataset.periods.validation=null",
+            "dataset.periods.test=[2001-01-01,2001-12-31]",
+            "dataset.warmup_days=30",
+            "trainer.window_days=60",
+            "trainer.batch_size=4",
+            "trainer.steps_per_epoch=3",
+            "model.runoff.nmul=1",
+            "parameterizer.hidden_channels=8",
+            *extra,
+        ]
+    )
+    return Experiment(cfg, tmp_path, graph=graph)
+
+
+def test_optimizer_and_scheduler_from_names_and_targets(graph, tmp_path):
+    exp = _exp(graph, tmp_path)
+    trainer = Trainer(exp, exp.build_model())
+    assert isinstance(trainer.optimizer, torch.optim.Adam)
+    assert isinstance(trainer.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR)
+    exp = _exp(
+        graph,
+        tmp_path,
+        "trainer.optimizer={_target_:torch.optim.RAdam,_partial_:true,betas:[0.8,0.99]}",
+        "trainer.lr=0.003",
+        "trainer.scheduler={_target_:torch.optim.lr_scheduler.ExponentialLR,_partial_:true,gamma:0.5}",
+    )
+    trainer = Trainer(exp, exp.build_model())
+    assert isinstance(trainer.optimizer, torch.optim.RAdam)
+    group = trainer.optimizer.param_groups[0]
+    assert group["lr"] == pytest.approx(0.003) and tuple(group["betas"]) == (0.8, 0.99)
+    trainer.scheduler.step()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.0015)
+    with pytest.raises(ValueError, match="trainer.optimizer must be one of"):
+        Trainer(_exp(graph, tmp_path, "trainer.optimizer=adamm"), exp.build_model())
+    with pytest.raises(ValueError, match="trainer.scheduler"):
+        Trainer(_exp(graph, tmp_path, "trainer.scheduler=linear"), exp.build_model())
+
+
+def test_data_loader_batches_equal_the_disjoint_union_of_the_windows(graph, tmp_path):
+    exp = _exp(graph, tmp_path)
+    trainer = Trainer(exp, exp.build_model())
+    windows = _windows(exp, np.random.default_rng(int(exp.cfg.seed)), 4)
+    batches = list(trainer._get_data_loader())
+    assert len(batches) == 3  # steps_per_epoch
+    expected, warm = _batch(exp, windows)  # the first step's windows, by hand
+    first = batches[0]
+    assert int(first.warmup_steps.unique()) == warm == exp.warmup
+    for key in ("forcing", "q_obs", "x", "edge_index", "train_gauge_mask"):
+        torch.testing.assert_close(first[key], expected[key], msg=key, equal_nan=True)
+    np.testing.assert_array_equal(np.asarray(first.time[0]), np.asarray(expected.time[0]))
+
+
+def test_data_parallel_ranks_share_the_same_windows(graph, tmp_path):
+    exp = _exp(graph, tmp_path)
+    model = exp.build_model()
+    one = Trainer(exp, model)._epoch_windows()
+    ranks = [Trainer(exp, model, rank=r, world=2)._epoch_windows() for r in (0, 1)]
+    for step in range(3):
+        block = one[4 * step : 4 * step + 4]
+        assert ranks[0][2 * step : 2 * step + 2] == block[0::2]
+        assert ranks[1][2 * step : 2 * step + 2] == block[1::2]
+
+
+def test_a_subclass_overrides_a_hook(graph, tmp_path):
+    calls = []
+
+    class CountingTrainer(Trainer):
+        def _get_loss(self):
+            def loss(simulation, observation, warmup_steps):
+                calls.append(warmup_steps)
+                diff = (simulation - observation)[..., warmup_steps:]
+                return diff[torch.isfinite(diff)].abs().mean()
+
+            return loss
+
+    exp = _exp(graph, tmp_path, "trainer.epochs=1")
+    (tmp_path / "checkpoints").mkdir()
+    trainer = CountingTrainer(exp, exp.build_model())
+    trainer.fit()
+    assert calls == [exp.warmup] * 3 and trainer.state["epoch"] == 1
+    assert (tmp_path / "checkpoints" / "last.pt").exists()
+
+
+def test_window_samples_reject_windows_outside_the_series(graph):
+    with pytest.raises(ValueError, match="outside"):
+        WindowSamples(graph, [(0, len(graph.time) + 1, 0)])
+    with pytest.raises(ValueError, match="warmup"):
+        WindowSamples(graph, [(0, 10, 10)])
