@@ -9,6 +9,7 @@ periods as time indices, the gauge split (training vs held-out gauges) and build
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import platform
 import random
@@ -16,6 +17,7 @@ import shlex
 import subprocess
 import sys
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +36,7 @@ log = logging.getLogger("gnnhydro")
 
 __all__ = [
     "Experiment",
+    "ModelInputs",
     "build_dataset",
     "build_model",
     "make_gauge_split",
@@ -203,15 +206,68 @@ def make_gauge_split(graph: Any, holdout_cfg: DictConfig | dict) -> GaugeSplit:
 
 
 # ============================================================================ model
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a model needs to know of its data to be built: the static attributes (count and
+    names, in order), the forcing names, the per-edge attributes, the time step. Saved in the
+    run directory (``model_inputs.json``) so that ``predict`` rebuilds a trained model without
+    the training dataset."""
+
+    in_channels: int
+    x_names: tuple[str, ...] | None
+    forcing_names: tuple[str, ...]
+    edge_dim: int | None
+    step_seconds: float
+
+    @classmethod
+    def from_graph(cls, graph: Any) -> ModelInputs:
+        names = getattr(graph, "x_names", None)
+        return cls(
+            in_channels=int(graph.x.size(1)),
+            x_names=tuple(str(n) for n in names) if names else None,
+            forcing_names=tuple(_forcing_names(graph)),
+            edge_dim=_edge_dim(graph),
+            step_seconds=float(getattr(graph, "step_seconds", 86400.0)),
+        )
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self), indent=2))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelInputs:
+        data = json.loads(Path(path).read_text())
+        data["x_names"] = tuple(data["x_names"]) if data["x_names"] else None
+        data["forcing_names"] = tuple(data["forcing_names"])
+        return cls(**data)
+
+    def check(self, graph: Any, what: str) -> None:
+        """Raise naming what ``graph`` lacks that the model was built on (edge attributes, the
+        time step); static attributes are aligned by name elsewhere."""
+        other = ModelInputs.from_graph(graph)
+        if other.edge_dim != self.edge_dim:
+            raise ValueError(
+                f"{what}: the model uses {self.edge_dim or 0} edge attributes (length_m, slope) "
+                f"but the graph gives {other.edge_dim or 0}"
+            )
+        if other.step_seconds != self.step_seconds:
+            raise ValueError(
+                f"{what}: time step {other.step_seconds:g} s, the model was trained on "
+                f"{self.step_seconds:g} s"
+            )
+
+
 def build_model(
     cfg: DictConfig,
     graph: Any,
-    split: GaugeSplit,
+    split: GaugeSplit | None = None,
     attribute_stats: tuple[Tensor, Tensor] | None = None,
 ) -> torch.nn.Module:
-    """Runoff model, IRF and parameterizer from the config; attribute normalisation fitted on
-    training nodes only (every node outside the held-out gauges' exclusive areas), taken from
-    the dataset's cached ``attribute_stats`` when a dataset is given."""
+    """Runoff model, IRF and parameterizer from the config, for ``graph`` (a graph, or the
+    :class:`ModelInputs` of one); attribute normalisation fitted on training nodes only (every
+    node outside the held-out gauges' exclusive areas), taken from the dataset's cached
+    ``attribute_stats`` when a dataset is given (with :class:`ModelInputs`, stats are needed or
+    placeholders that a checkpoint then fills)."""
+    inputs = graph if isinstance(graph, ModelInputs) else ModelInputs.from_graph(graph)
     from gnnhydro.models import HydroModel
     from gnnhydro.nn import build_parameterizer, get_parameterizer
 
@@ -257,12 +313,12 @@ def build_model(
             )
     irf = model_cfg.routing.irf if model_cfg.get("routing") else None
     routing_specs = HydroModel.routing_specs(irf) if mode != "runoff" else {}
-    x = graph.x.float()
-    mean, std = (
-        attribute_stats
-        if attribute_stats is not None
-        else attribute_statistics(x[~split.holdout_exclusive])
-    )
+    if attribute_stats is not None:
+        mean, std = attribute_stats
+    elif isinstance(graph, ModelInputs):  # placeholders: the checkpoint holds the real ones
+        mean, std = torch.zeros(inputs.in_channels), torch.ones(inputs.in_channels)
+    else:
+        mean, std = attribute_statistics(graph.x.float()[~split.holdout_exclusive])
     pcfg = OmegaConf.to_container(cfg.parameterizer, resolve=True)
     name = pcfg.pop("name")
     specs = {}
@@ -284,17 +340,17 @@ def build_model(
     for _ in range(size):  # the global RNG advances: every member starts from its own weights
         parameterizer = build_parameterizer(
             name,
-            in_channels=x.size(1),
+            in_channels=inputs.in_channels,
             specs=specs,
             dynamic=set(dynamic),
-            dynamic_channels=len(_forcing_names(graph)) if dynamic else None,
-            edge_dim=_edge_dim(graph) if get_parameterizer(name).supports_edge_attr else None,
+            dynamic_channels=len(inputs.forcing_names) if dynamic else None,
+            edge_dim=inputs.edge_dim if get_parameterizer(name).supports_edge_attr else None,
             **pcfg,
         )
         members.append(
             _hydro_model(
                 model_cfg,
-                graph,
+                inputs,
                 parameterizer,
                 runoff,
                 irf,
@@ -309,7 +365,7 @@ def build_model(
 
 def _hydro_model(
     model_cfg: DictConfig,
-    graph: Any,
+    inputs: ModelInputs,
     parameterizer: torch.nn.Module,
     runoff: torch.nn.Module | None,
     irf: str | None,
@@ -329,19 +385,15 @@ def _hydro_model(
         substeps=int(model_cfg.routing.get("substeps", 1)) if model_cfg.get("routing") else 1,
         x_mean=mean,
         x_std=std,
-        x_names=list(graph.x_names) if getattr(graph, "x_names", None) else None,
-        dynamic_names=_forcing_names(graph) if dynamic else (),
+        x_names=list(inputs.x_names) if inputs.x_names else None,
+        dynamic_names=list(inputs.forcing_names) if dynamic else (),
         initial_discharge_from=(
             model_cfg.routing.get("initial_discharge_from") if model_cfg.get("routing") else None
         ),
         spinup_cycles=int(model_cfg.get("spinup_cycles", 1) or 1),
         forcing_correction=forcing_correction,
         spinup_steps=int(
-            round(
-                float(model_cfg.get("spinup_days", 0) or 0)
-                * 86400.0
-                / float(getattr(graph, "step_seconds", 86400.0))
-            )
+            round(float(model_cfg.get("spinup_days", 0) or 0) * 86400.0 / inputs.step_seconds)
         ),
     )
 

@@ -23,6 +23,7 @@ from torch import Tensor
 from gnnhydro.training.checkpoint import best_checkpoint, load_weights
 from gnnhydro.training.experiment import (
     Experiment,
+    ModelInputs,
     as_single_graph,
     build_dataset,
     build_model,
@@ -47,6 +48,7 @@ __all__ = [
     "predict",
     "export_run",
     "load_run",
+    "load_model",
     "Experiment",
     "attributes_by_name",
     "build_dataset",
@@ -76,6 +78,25 @@ def load_run(
         return train_exp, model
     cfg2 = OmegaConf.merge(cfg, {"dataset": dataset_cfg})
     return Experiment(cfg2, run_dir), model
+
+
+def load_model(run_dir: str | Path) -> tuple[DictConfig, torch.nn.Module, Path]:
+    """The trained model of ``run_dir`` without its training dataset: built from the run's
+    ``config.yaml`` and ``model_inputs.json`` (what the model knows of its data), weights and
+    normalisation statistics from the best checkpoint. Runs written before
+    ``model_inputs.json`` existed rebuild the training experiment instead."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise FileNotFoundError(f"{run_dir} is not a gnnhydro run directory (no config.yaml)")
+    if not (run_dir / "model_inputs.json").exists():
+        exp, model = load_run(run_dir)
+        return exp.cfg, model, exp.checkpoint
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    ckpt = best_checkpoint(run_dir)
+    model = build_model(cfg, ModelInputs.load(run_dir / "model_inputs.json"))
+    payload = load_weights(model, ckpt)
+    log.info("loaded %s (epoch %s) of %s", ckpt.name, payload.get("epoch", "?"), run_dir)
+    return cfg, model, ckpt
 
 
 def evaluate(run_dir: str | Path) -> pd.DataFrame:
@@ -123,10 +144,14 @@ def predict(
     )
     if not overwrite:  # fail before the work; with overwrite, replaced once all succeeded
         _free_target(target, False, "prediction folder")
-    exp, model = load_run(run_dir)  # the training run's architecture, weights and normalisation
+    # the training run's architecture, weights and normalisation, not its dataset
+    _, model, checkpoint = load_model(run_dir)
     dataset = build_dataset(dataset_cfg)
     graph = as_single_graph(dataset)
     graph.x = attributes_by_name(graph, model.x_names)
+    if (run_dir / "model_inputs.json").exists():
+        what = f"predict on {dataset_cfg.get('name', 'the dataset')}"
+        ModelInputs.load(run_dir / "model_inputs.json").check(graph, what)
     model.eval()
     log.info("predicting %d nodes x %d time steps ...", graph.num_nodes, len(graph.time))
     with torch.no_grad():
@@ -135,7 +160,7 @@ def predict(
     target.mkdir(parents=True, exist_ok=True)
     record = {
         "run_dir": str(run_dir.resolve()),
-        "checkpoint": str(exp.checkpoint),
+        "checkpoint": str(checkpoint),
         "dataset": str(dataset_cfg.get("name", "")),
         "dataset_root": str(dataset_cfg.get("root", "")),
         "written": provenance()["started"],

@@ -30,6 +30,7 @@ from gnnhydro.models.ensemble import HydroEnsemble
 from gnnhydro.training.checkpoint import atomic_save, load_checkpoint, load_weights, save_checkpoint
 from gnnhydro.training.experiment import (
     Experiment,
+    ModelInputs,
     _plain,
     provenance,
     resolve_device,
@@ -217,6 +218,7 @@ def train(
                 overrides=list(overrides or []),
             )
             (run_dir / "provenance.json").write_text(json.dumps(record, indent=2))
+            ModelInputs.from_graph(exp.graph).save(run_dir / "model_inputs.json")
             from gnnhydro.training.outputs import save_split
 
             save_split(exp)

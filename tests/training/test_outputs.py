@@ -133,3 +133,34 @@ def test_multirun_summary_has_each_jobs_overrides_and_medians(tmp_path):
         "parameterizer=mlp seed=1",
     ]
     assert summary["test_median_nse"].tolist() == pytest.approx([0.6, 0.4])
+
+
+def test_a_trained_model_is_rebuilt_without_its_training_dataset(graph, tmp_path):
+    """``load_model`` (predict) needs the run's config, model_inputs.json and checkpoint only:
+    the config's dataset root does not even exist."""
+    from omegaconf import OmegaConf
+
+    from gnnhydro.training.checkpoint import atomic_save
+    from gnnhydro.training.experiment import ModelInputs
+    from gnnhydro.training.run import load_model
+
+    cfg = _cfg("dataset.root=/nonexistent/synthetic", "model.ensemble=2")
+    exp = Experiment(cfg, tmp_path, graph=graph)
+    model = exp.build_model()
+    OmegaConf.save(cfg, tmp_path / "config.yaml", resolve=True)
+    ModelInputs.from_graph(graph).save(tmp_path / "model_inputs.json")
+    (tmp_path / "checkpoints").mkdir()
+    atomic_save({"model": model.state_dict(), "epoch": 1}, tmp_path / "checkpoints" / "best.pt")
+    _, rebuilt, ckpt = load_model(tmp_path)
+    assert ckpt.name == "best.pt"
+    torch.testing.assert_close(rebuilt.members[0].x_mean, model.members[0].x_mean)
+    model.eval()
+    rebuilt.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(rebuilt(graph)["discharge"], model(graph)["discharge"])
+    inputs = ModelInputs.load(tmp_path / "model_inputs.json")
+    assert inputs == ModelInputs.from_graph(graph)
+    other = graph.clone()
+    other.step_seconds = 3600.0
+    with pytest.raises(ValueError, match="time step 3600 s"):
+        inputs.check(other, "predict")
