@@ -429,6 +429,11 @@ class Experiment:
         self.device = resolve_device(cfg.get("device", "auto"))
         self.dataset = build_dataset(cfg.dataset) if graph is None else None
         self.graph = graph if graph is not None else as_single_graph(self.dataset)
+        #: lazy forcing (e.g. ``GenericRiverDataset(lazy=True)``): read per window from the files
+        self.reader = None
+        if getattr(self.graph, "forcing", None) is None and self.dataset is not None:
+            if getattr(self.dataset, "lazy", False) and len(self.dataset) == 1:
+                self.reader = self.dataset.reader
         self._check_graph()
         self.time = np.asarray(self.graph.time)
         self.step_seconds = float(getattr(self.graph, "step_seconds", 86400.0))
@@ -448,9 +453,14 @@ class Experiment:
 
     def _check_graph(self) -> None:
         g = self.graph
-        for key in ("x", "q_obs", "gauge_index", "time"):
+        needed = (
+            ("x", "gauge_index", "time") if self.reader else ("x", "q_obs", "gauge_index", "time")
+        )
+        for key in needed:
             if getattr(g, key, None) is None:
                 raise ValueError(f"dataset item lacks {key!r}: it cannot be used for training")
+        if self.reader is not None:
+            return  # forcing and observations are checked as the lazy reader is opened
         if self.cfg.model.mode in ("full", "runoff") and getattr(g, "forcing", None) is None:
             raise ValueError(
                 f"model mode {self.cfg.model.mode!r} needs forcing; the dataset has none (use model=routing_only)"
@@ -487,6 +497,22 @@ class Experiment:
             out = {"train": (0, a), "validation": (a, b), "test": (b, T)}
             out = {k: v for k, v in out.items() if v[1] > v[0]}
         return out
+
+    def window(self, start: int, stop: int) -> Any:
+        """The graph over time steps ``[start, stop)`` with its forcing and observations (read
+        from the files for that span only when the data are lazy)."""
+        from gnnhydro.datasets.windows import slice_time
+
+        out = slice_time(self.graph, start, stop)
+        if self.reader is not None:
+            out = self.reader.fill(out, int(out.time_offset), int(out.time_offset) + stop - start)
+        return out
+
+    def whole_record(self) -> Any:
+        """The graph over the whole record, forcing and observations included."""
+        if self.reader is None:
+            return self.graph
+        return self.window(0, len(self.time))
 
     def attribute_stats(self) -> tuple[Tensor, Tensor]:
         """Normalisation statistics over training nodes (cached with the processed data)."""

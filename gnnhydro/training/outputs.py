@@ -134,10 +134,11 @@ def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
     from gnnhydro.training.metrics import compute_metrics
 
     model.eval()
+    record = exp.whole_record()
     with torch.no_grad():
-        out = model(exp.graph.to(exp.device))
+        out = model(record.to(exp.device))
     discharge = out["discharge"].detach().cpu().float()
-    q_obs = exp.graph.q_obs.float()
+    q_obs = record.q_obs.float()
     rows = []
     for split, (period, role) in SPLITS.items():
         if period not in exp.periods:
@@ -160,7 +161,7 @@ def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
             row.update({name: float(np.asarray(values)[k]) for name, values in metrics.items()})
             rows.append(row)
     df = pd.DataFrame(rows)
-    _write_outputs(exp, out, discharge, df, specs=model.param_specs)
+    _write_outputs(exp, out, discharge, q_obs, df, specs=model.param_specs)
     return df
 
 
@@ -217,7 +218,12 @@ def split_dates(exp: Experiment) -> dict[str, tuple[str, str]]:
 
 
 def _write_outputs(
-    exp: Experiment, out: dict, discharge: Tensor, metrics: pd.DataFrame, specs: dict
+    exp: Experiment,
+    out: dict,
+    discharge: Tensor,
+    q_obs: Tensor,
+    metrics: pd.DataFrame,
+    specs: dict,
 ) -> None:
     from gnnhydro import export
 
@@ -246,7 +252,7 @@ def _write_outputs(
         discharge,
         exp.time,
         run_dir / "discharge.nc",
-        observed=exp.graph.q_obs.float(),
+        observed=q_obs,
         warmup_steps=min(exp.warmup, len(exp.time)),
         attrs=provenance,
     )
@@ -256,7 +262,7 @@ def _write_outputs(
         print("learned vs true parameters (Pearson r):\n" + recovery.to_string(index=False))
     if exp.cfg.get("export", {}).get("plots", True):
         log.info("plotting hydrographs, metric CDFs and parameter maps ...")
-        _plots(exp, discharge, metrics, params, specs)
+        _plots(exp, discharge, q_obs, metrics, params, specs)
 
 
 def _node_geometry_known(graph: Any) -> bool:
@@ -292,7 +298,12 @@ def _pearson(a: Tensor, b: Tensor) -> float:
 
 
 def _plots(
-    exp: Experiment, discharge: Tensor, metrics: pd.DataFrame, params: dict, specs: dict
+    exp: Experiment,
+    discharge: Tensor,
+    q_obs: Tensor,
+    metrics: pd.DataFrame,
+    params: dict,
+    specs: dict,
 ) -> None:
     from gnnhydro import plot
 
@@ -304,7 +315,7 @@ def _plots(
         gauges = torch.cat([train, held])
         plot.plot_hydrographs(
             exp.time[p0:p1],
-            exp.graph.q_obs[gauges, p0:p1].numpy(),
+            q_obs[gauges, p0:p1].numpy(),
             discharge[gauges, p0:p1].numpy(),
             [exp.gauge_names[g] for g in gauges.tolist()],
             plots / "hydrographs_test.png",

@@ -235,7 +235,7 @@ def export_run(
     exp, model = load_run(run_dir)
     model.eval()
     with torch.no_grad():
-        result = model(exp.graph.to(exp.device))
+        result = model(exp.whole_record().to(exp.device))
     write_parameter_maps(
         exp.graph,
         result["params"],

@@ -109,7 +109,7 @@ def _forward_period(exp: Experiment, model: torch.nn.Module, period: str) -> tup
     """Run the model over a whole period, with the warm-up taken from the record before it."""
     p0, p1 = exp.periods[period]
     w0 = max(0, p0 - exp.warmup)
-    g = slice_time(exp.graph, w0, p1)
+    g = exp.window(w0, p1)
     return model(g.to(exp.device)), g, p0 - w0
 
 
@@ -340,9 +340,7 @@ class Trainer:
 
         from gnnhydro.datasets.windows import WindowSamples
 
-        samples = WindowSamples(
-            self.exp.graph, self._epoch_windows(), reader=getattr(self.exp, "reader", None)
-        )
+        samples = WindowSamples(self.exp.graph, self._epoch_windows(), reader=self.exp.reader)
         workers = int(self.tcfg.get("num_workers", 0) or 0)
         return DataLoader(
             samples,

@@ -112,3 +112,37 @@ def test_window_samples_reject_windows_outside_the_series(graph):
         WindowSamples(graph, [(0, len(graph.time) + 1, 0)])
     with pytest.raises(ValueError, match="warmup"):
         WindowSamples(graph, [(0, 10, 10)])
+
+
+def test_lazy_generic_dataset_trains_like_the_in_memory_one(tmp_path):
+    """``dataset.lazy=true``: forcing and discharge are read per window from the files; the
+    training log, metrics and parameter map equal those of the in-memory dataset."""
+    import pandas as pd
+
+    from gnnhydro.training.trainer import train
+    from tests.test_first_use import write_catchments
+
+    data = write_catchments(tmp_path / "mine", isolated=False, years=2)
+    common = [
+        "dataset=generic",
+        "trainer.epochs=2",
+        "trainer.steps_per_epoch=2",
+        "trainer.batch_size=2",
+        "trainer.window_days=100",
+        "trainer.progress_bar=false",
+        "dataset.warmup_days=30",
+        "model.runoff.nmul=1",
+        "parameterizer.hidden_channels=8",
+        "export.plots=false",
+    ]
+    logs, metrics = [], []
+    for lazy in (False, True):
+        root = tmp_path / f"root_{lazy}"
+        cfg = compose([*common, f"dataset.root={root}", f"dataset.source_dir={data / 'raw'}"])
+        cfg.dataset.lazy = lazy
+        run_dir = tmp_path / f"run_{lazy}"
+        train(cfg, run_dir)
+        logs.append(pd.read_csv(run_dir / "train_log.csv").drop(columns="seconds"))
+        metrics.append(pd.read_csv(run_dir / "metrics.csv"))
+    pd.testing.assert_frame_equal(logs[0], logs[1])
+    pd.testing.assert_frame_equal(metrics[0], metrics[1])
