@@ -90,11 +90,12 @@ def _batch(exp: Experiment, windows: list[tuple[int, int, int]]) -> tuple[Any, i
 def _masked_loss(loss_fn, out: dict, batch: Any, warmup: int, mask_name: str) -> Tensor:
     """Loss at the gauges of ``mask_name``; for an ensemble the mean of the members' own
     losses (each member is trained on its own error, not on the error of the mean)."""
-    mask = getattr(batch, mask_name)
     losses = []
     for member in HydroEnsemble.member_outputs(out):
+        graph = member.get("graph", batch)  # the basins of a gauge-basin sample (no halo)
+        mask = getattr(graph, mask_name)
         sim = member["discharge"][mask]
-        obs = batch.q_obs[mask].to(sim.dtype)
+        obs = graph.q_obs[mask].to(sim.dtype)
         losses.append(loss_fn(simulation=sim, observation=obs, warmup_steps=warmup))
     return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
@@ -335,21 +336,79 @@ class Trainer:
             out += _windows(self.exp, self.state["rng"], batch)[self.rank :: self.world]
         return out
 
+    def _halo_hops(self) -> int:
+        """Rounds of message passing of the parameterizer (the halo a basin sample needs)."""
+        member = getattr(self.module, "members", [self.module])[0]
+        parameterizer = member.parameterizer
+        if not getattr(parameterizer, "uses_topology", True):
+            return 0
+        return int(getattr(parameterizer, "num_layers", 0))
+
+    def _gauge_basins(self) -> Any:
+        from gnnhydro.datasets.basins import GaugeBasins
+
+        if getattr(self, "_basins", None) is None:
+            self._basins = GaugeBasins(
+                self.exp.graph, self.exp.split.train_index, halo_hops=self._halo_hops()
+            )
+        return self._basins
+
+    def _gauge_basin_samples(self) -> tuple[Any, Any]:
+        """This rank's samples of one epoch: every training gauge's basin once, in random
+        order, each with a random window; and their node-budget batches."""
+        from gnnhydro.datasets.basins import GaugeBasinSamples, NodeBudgetBatches
+
+        basins = self._gauge_basins()
+        rng = self.state["rng"]
+        order = rng.permutation(len(basins)).tolist()
+        windows = _windows(self.exp, rng, len(order))
+        samples = [(b, *w) for b, w in zip(order, windows, strict=True)][self.rank :: self.world]
+        dataset = GaugeBasinSamples(self.exp.graph, basins, samples, reader=self.exp.reader)
+        budget = self.tcfg.get("max_nodes_per_batch")
+        batches = NodeBudgetBatches(
+            [dataset.size(i) for i in range(len(dataset))],
+            int(budget) if budget else None,
+            max_samples=int(self.tcfg.batch_size) // self.world,
+        )
+        big = batches.oversized()
+        if big and not getattr(self, "_said_oversized", False):
+            sizes = sorted({dataset.size(i) for i in big})
+            log.info(
+                "%d gauge basin(s) exceed trainer.max_nodes_per_batch=%s (%s nodes with halo): "
+                "each is trained alone in its own batch",
+                len(big),
+                budget,
+                ", ".join(map(str, sizes[-5:])),
+            )
+            self._said_oversized = True
+        return dataset, batches
+
     def _get_data_loader(self) -> Any:
         from torch_geometric.loader import DataLoader
 
         from gnnhydro.datasets.windows import WindowSamples
 
-        samples = WindowSamples(self.exp.graph, self._epoch_windows(), reader=self.exp.reader)
         workers = int(self.tcfg.get("num_workers", 0) or 0)
+        # its own generator: the loader's worker seed never draws from the global torch
+        # generator that dropout and the model use (resume and old runs stay exact)
+        generator = torch.Generator().manual_seed(int(self.cfg.seed) + self.state["epoch"])
+        sampler = str(self.tcfg.get("sampler", "windows"))
+        if sampler == "gauge_basins":
+            dataset, batches = self._gauge_basin_samples()
+            return DataLoader(
+                dataset, batch_sampler=batches, num_workers=workers, generator=generator
+            )
+        if sampler != "windows":
+            raise ValueError(
+                f"trainer.sampler must be 'windows' or 'gauge_basins', got {sampler!r}"
+            )
+        samples = WindowSamples(self.exp.graph, self._epoch_windows(), reader=self.exp.reader)
         return DataLoader(
             samples,
             batch_size=int(self.tcfg.batch_size) // self.world,
             shuffle=False,  # the windows are random already; their order is part of resume
             num_workers=workers,
-            # its own generator: the loader's worker seed never draws from the global torch
-            # generator that dropout and the model use (resume and old runs stay exact)
-            generator=torch.Generator().manual_seed(int(self.cfg.seed) + self.state["epoch"]),
+            generator=generator,
         )
 
     def _train_step(self, batch: Any) -> float:

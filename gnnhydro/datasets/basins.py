@@ -1,0 +1,183 @@
+"""Gauge-basin samples: training on the upstream basins of gauges instead of the whole network.
+
+A sample is the upstream basin of one training gauge (every node draining to it, the gauge
+included; gauges inside it count in the loss too) × a time window with its warm-up, plus the
+``k``-hop halo that the parameterizer's ``k`` rounds of message passing read: halo nodes feed
+the GNN but carry no loss and are not run through runoff and routing (``physics_mask``).
+A basin is upstream-closed, so routing inside it is exact.
+
+Batches pack samples up to a node budget (:class:`NodeBudgetBatches`); a basin larger than the
+budget is trained alone in its own batch (it is never dropped), so the memory of a step is set
+by the batch — by the largest basin at worst — not by the network.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, Sampler
+
+from gnnhydro.graph.subgraph import node_subset
+from gnnhydro.graph.topology import upstream_nodes
+
+log = logging.getLogger("gnnhydro")
+
+__all__ = ["GaugeBasins", "GaugeBasinSamples", "NodeBudgetBatches"]
+
+
+class GaugeBasins:
+    """The basin (upstream nodes) and halo of each gauge of a graph, computed once.
+
+    Args:
+        graph: the river graph (``edge_index`` upstream → downstream).
+        gauges: node indices of the gauges (e.g. the training gauges).
+        halo_hops: rounds of message passing of the parameterizer (0: no halo).
+
+    Shapes:
+        ``nodes(i)`` ``[M_i]`` int64: basin nodes (ascending) then halo nodes (ascending);
+        ``basin_size(i)`` the number of basin nodes among them.
+    """
+
+    def __init__(self, graph: Any, gauges: Tensor, halo_hops: int = 0) -> None:
+        if halo_hops < 0:
+            raise ValueError(f"halo_hops must be >= 0, got {halo_hops}")
+        self.gauges = gauges.long()
+        n = int(graph.num_nodes)
+        edge_index = graph.edge_index
+        undirected = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+        self._nodes: list[Tensor] = []
+        self._basin_size: list[int] = []
+        for gauge in self.gauges.tolist():
+            basin = upstream_nodes(edge_index, n, gauge)
+            halo = torch.zeros(0, dtype=torch.long)
+            if halo_hops > 0:
+                from torch_geometric.utils import k_hop_subgraph
+
+                reach, _, _, _ = k_hop_subgraph(basin, halo_hops, undirected, num_nodes=n)
+                inside = torch.zeros(n, dtype=torch.bool)
+                inside[basin] = True
+                halo = reach[~inside[reach]]
+            self._nodes.append(torch.cat([basin, halo]))
+            self._basin_size.append(int(basin.numel()))
+
+    def __len__(self) -> int:
+        return len(self._nodes)
+
+    def nodes(self, i: int) -> Tensor:
+        return self._nodes[i]
+
+    def basin_size(self, i: int) -> int:
+        return self._basin_size[i]
+
+    def size(self, i: int) -> int:
+        """Nodes of sample ``i`` (basin and halo): what counts against the batch budget."""
+        return int(self._nodes[i].numel())
+
+
+class GaugeBasinSamples(Dataset):
+    """Map-style dataset of ``(gauge basin, time window)`` samples for PyG's ``DataLoader``.
+
+    Args:
+        graph: the river graph with its time series (or lazy: ``reader`` fills them).
+        basins: the :class:`GaugeBasins` of the gauges to sample.
+        samples: ``(basin index, start, stop, warmup)`` per sample (time-step indices).
+        reader: optional :class:`~gnnhydro.datasets.forcing.ForcingReader` (lazy forcing).
+
+    Shapes:
+        item: the basin + halo subgraph, time series ``[M, stop - start, ...]``,
+        ``physics_mask`` ``[M]`` bool (True on basin nodes), ``warmup_steps`` int.
+    """
+
+    def __init__(
+        self,
+        graph: Any,
+        basins: GaugeBasins,
+        samples: Sequence[tuple[int, int, int, int]],
+        *,
+        reader: Any = None,
+    ) -> None:
+        self.graph = graph
+        self.basins = basins
+        self.samples = [tuple(int(v) for v in s) for s in samples]
+        self.reader = reader
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def size(self, idx: int) -> int:
+        return self.basins.size(self.samples[idx][0])
+
+    def __getitem__(self, idx: int) -> Any:
+        from gnnhydro.datasets.windows import slice_time
+
+        basin, start, stop, warmup = self.samples[idx]
+        nodes = self.basins.nodes(basin)
+        window = slice_time(self.graph, start, stop)
+        if self.reader is not None:
+            offset = int(window.time_offset)
+            window = self.reader.fill(window, offset, offset + stop - start)
+        out = node_subset(window, nodes)
+        mask = torch.zeros(nodes.numel(), dtype=torch.bool)
+        mask[: self.basins.basin_size(basin)] = True
+        out.physics_mask = mask
+        out.warmup_steps = warmup
+        return out
+
+
+class NodeBudgetBatches(Sampler[list[int]]):
+    """Batches of consecutive samples whose nodes sum to at most ``max_nodes`` (and at most
+    ``max_samples`` samples); a sample above the budget forms a batch of its own.
+
+    Args:
+        sizes: nodes per sample, in sample order.
+        max_nodes: the node budget of a batch (``None``: no budget).
+        max_samples: the most samples in a batch (``None``: no limit).
+    """
+
+    def __init__(
+        self, sizes: Sequence[int], max_nodes: int | None, max_samples: int | None = None
+    ) -> None:
+        if max_nodes is not None and max_nodes < 1:
+            raise ValueError(f"max_nodes_per_batch must be >= 1, got {max_nodes}")
+        self.sizes = [int(s) for s in sizes]
+        self.max_nodes = max_nodes
+        self.max_samples = max_samples
+        self.batches = self._pack()
+
+    def _pack(self) -> list[list[int]]:
+        batches: list[list[int]] = []
+        current: list[int] = []
+        total = 0
+        for i, size in enumerate(self.sizes):
+            full = self.max_samples is not None and len(current) >= self.max_samples
+            over = self.max_nodes is not None and total + size > self.max_nodes
+            if current and (full or over):
+                batches.append(current)
+                current, total = [], 0
+            current.append(i)
+            total += size
+        if current:
+            batches.append(current)
+        return batches
+
+    def oversized(self) -> list[int]:
+        """Samples larger than the budget (each trained alone)."""
+        if self.max_nodes is None:
+            return []
+        return [i for i, s in enumerate(self.sizes) if s > self.max_nodes]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def shuffled(rng: np.random.Generator, count: int) -> list[int]:
+    """A random order of ``range(count)`` from the run's generator."""
+    return rng.permutation(count).tolist()
