@@ -150,7 +150,12 @@ def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
         p0 = max(p0, exp.warmup) if period == "train" else p0
         obs = q_obs[gauges, p0:p1].numpy()
         sim = discharge[gauges, p0:p1].numpy()
-        metrics = compute_metrics(observation=obs, simulation=sim)
+        metrics = compute_metrics(
+            observation=obs,
+            simulation=sim,
+            # neuralhydrology's window: 12 hours, at least 3 steps (3 days for daily data)
+            options={"peak_timing": {"window": max(int(43200 // exp.step_seconds), 3)}},
+        )
         for k, g in enumerate(gauges.tolist()):
             row = {
                 "gauge_id": exp.gauge_names[g],
