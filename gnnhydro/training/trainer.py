@@ -358,6 +358,11 @@ class Trainer:
         order, each with a random window; and their node-budget batches."""
         from gnnhydro.datasets.basins import GaugeBasinSamples, NodeBudgetBatches
 
+        if self.world > 1:
+            raise ValueError(
+                "trainer.sampler=gauge_basins under torchrun is not supported yet (node-budget "
+                "batches would give the ranks different numbers of steps); use sampler=windows"
+            )
         basins = self._gauge_basins()
         rng = self.state["rng"]
         order = rng.permutation(len(basins)).tolist()
