@@ -274,6 +274,16 @@ class Trainer:
         self.model = model
         self.rank, self.world = rank, world
         self.is_main = rank == 0
+        sampler = str(self.tcfg.get("sampler", "windows"))
+        if sampler not in ("windows", "gauge_basins"):
+            raise ValueError(
+                f"trainer.sampler must be 'windows' or 'gauge_basins', got {sampler!r}"
+            )
+        if sampler == "gauge_basins" and world > 1:
+            raise ValueError(
+                "trainer.sampler=gauge_basins under torchrun is not supported yet (node-budget "
+                "batches would give the ranks different numbers of steps); use sampler=windows"
+            )
         self.optimizer = self._get_optimizer()
         self.scheduler = self._get_scheduler(self.optimizer)
         self.loss_fn = self._get_loss()
@@ -358,11 +368,6 @@ class Trainer:
         order, each with a random window; and their node-budget batches."""
         from gnnhydro.datasets.basins import GaugeBasinSamples, NodeBudgetBatches
 
-        if self.world > 1:
-            raise ValueError(
-                "trainer.sampler=gauge_basins under torchrun is not supported yet (node-budget "
-                "batches would give the ranks different numbers of steps); use sampler=windows"
-            )
         basins = self._gauge_basins()
         rng = self.state["rng"]
         order = rng.permutation(len(basins)).tolist()
@@ -402,10 +407,6 @@ class Trainer:
             dataset, batches = self._gauge_basin_samples()
             return DataLoader(
                 dataset, batch_sampler=batches, num_workers=workers, generator=generator
-            )
-        if sampler != "windows":
-            raise ValueError(
-                f"trainer.sampler must be 'windows' or 'gauge_basins', got {sampler!r}"
             )
         samples = WindowSamples(self.exp.graph, self._epoch_windows(), reader=self.exp.reader)
         return DataLoader(
