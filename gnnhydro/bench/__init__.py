@@ -1,5 +1,5 @@
-"""Benchmarks: ``gnnhydro bench runoff|routing [options]`` print figures and ratios measured in the
-same run (never timed tests)."""
+"""Benchmarks: ``gnnhydro bench runoff|routing|compile [options]`` print figures and ratios
+measured in the same run (never timed tests)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ __all__ = ["main", "BENCHMARKS"]
 BENCHMARKS = {
     "runoff": "gnnhydro.bench.runoff",
     "routing": "gnnhydro.bench.routing",
+    "compile": "gnnhydro.bench.compile",
 }
 
 

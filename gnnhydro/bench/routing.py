@@ -11,7 +11,9 @@ Muskingum routing with per-reach ``k`` and ``x`` (float32):
 * reach-steps per second,
 * in the same run, the ratio to the sequential reference (scipy ``lfilter`` reach by reach in
   topological order) and to the copy floor (one copy of the ``[B, N, T]`` array),
-* the largest relative difference from the reference (exactness).
+* the largest relative difference from the reference (exactness),
+* first, the compile time the numba kernels paid (first call minus second call on a tiny tree;
+  cold: compiled, warm: loaded from the disk cache).
 
 The 1e6-reach cases run staged (``stage_plan="auto"``, ``--max-nodes`` per stage).
 
@@ -126,6 +128,28 @@ def _time_pair(f1: Callable[[], object], f2: Callable[[], object], repeats: int)
             f()
             ts.append(time.perf_counter() - t0)
     return statistics.median(t1), statistics.median(t2)
+
+
+def _compile_line() -> str:
+    """Compile time paid by the numba routing kernels (float32, with gradients) on a tiny tree:
+    first call minus second call, and whether the disk cache was hit."""
+    from gnnhydro.bench.compile import compile_cost, format_compile_cost
+    from gnnhydro.graph.synthetic import random_river_network
+    from gnnhydro.routing import route
+    from gnnhydro.routing.kernels import numba_kernels
+
+    g = random_river_network(64, seed=0)
+    gen = torch.Generator().manual_seed(0)
+    lat = torch.rand(2, 64, 30, generator=gen).requires_grad_(True)
+    k = (0.2 + 3.0 * torch.rand(64, generator=gen)).requires_grad_(True)
+    x = (0.45 * torch.rand(64, generator=gen)).requires_grad_(True)
+
+    def fwd_bwd():
+        lat.grad = k.grad = x.grad = None
+        route(lat, g, "muskingum", {"k": k, "x": x}, backend="numba").sum().backward()
+
+    cost = compile_cost(fwd_bwd, numba_kernels._iir_member)
+    return "# " + format_compile_cost("numba routing (muskingum, float32)", cost)
 
 
 def _graphs(args) -> list[tuple[str, object]]:
@@ -311,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# gnnhydro bench routing: muskingum, float32, torch threads={args.threads}, cpu count={os.cpu_count()}"
     )
+    print(_compile_line(), flush=True)
     rows: list[dict] = []
     _print_header()
     for name, g in _graphs(args):

@@ -8,8 +8,10 @@ peak resident memory of the forward and forward+backward passes of
 * the per-step PyTorch autograd loop (the floor to beat) at 1 torch thread and at the default
   thread count, in the same run,
 
-and reports the speed-up of each against the best loop setting, and the largest output
-difference between the fused path and the loop.  Torch's thread count is restored afterwards.
+and reports the speed-up of each against the best loop setting, the largest output difference
+between the fused path and the loop, and the compile time paid by the fused paths (first call
+minus second call on a tiny case; cold: compiled, warm: loaded from the numba disk cache).
+Torch's thread count is restored afterwards.
 
 Example::
 
@@ -131,18 +133,30 @@ class _Threads:
 def run_bench(
     basins: int, days: int, nmul: int, *, repeat: int = 1, loop: bool = True, sensitivity=True
 ) -> list[dict]:
-    """Run all cases; return one row per (path, pass) with seconds, throughput and memory."""
+    """Run all cases; return one row per (path, pass) with seconds, throughput and memory, led
+    by the compile rows (``"compile"``: path; see :func:`gnnhydro.bench.compile.compile_cost`)
+    and ended by the largest fused-vs-loop runoff difference."""
+    from gnnhydro.bench.compile import compile_cost
+    from gnnhydro.runoff.kernels import hbv_numba
+
     forcing, params = synthetic_case(basins, days, nmul)
     steps = basins * days
     rows: list[dict] = []
     fused = HBV(nmul, backend="numba")
-    # compile (numba caches on disk; the first call in a fresh environment compiles)
+    # compilation (cached on disk: only the first call in a fresh cache compiles), paid on a
+    # tiny case and reported: first call minus second call, and whether the cache was hit
     small_f, small_p = synthetic_case(2, 5, nmul)
-    _fwd_bwd(fused, small_f, small_p)()
-    HBV(nmul, gradient="sensitivity")
+    kernel = hbv_numba._forward_kernel
+    rows.append(
+        {"compile": "fused numba (adjoint)"}
+        | compile_cost(_fwd_bwd(fused, small_f, small_p), kernel)
+    )
     sens = HBV(nmul, gradient="sensitivity", smoothing=0.01)
     if sensitivity:
-        _fwd_bwd(sens, small_f, small_p)()
+        rows.append(
+            {"compile": "fused numba (sensitivity)"}
+            | compile_cost(_fwd_bwd(sens, small_f, small_p), kernel)
+        )
 
     def add(path: str, kind: str, fn: Callable[[], object]) -> object:
         sec, mem, res = _time(fn, repeat)
@@ -182,6 +196,8 @@ def run_bench(
 
 
 def _report(rows: list[dict], basins: int, days: int, nmul: int) -> str:
+    from gnnhydro.bench.compile import format_compile_cost
+
     lines = [
         f"HBV runoff benchmark: {basins} basins × {days} days × nmul {nmul} "
         f"(torch {torch.__version__}, default torch threads {torch.get_num_threads()})",
@@ -189,7 +205,7 @@ def _report(rows: list[dict], basins: int, days: int, nmul: int) -> str:
         f"{'peak RSS MB':>11s}",
     ]
     diff = rows[-1]["max_abs_runoff_diff_fused_vs_loop_mm"]
-    timed = rows[:-1]
+    timed = [r for r in rows if "seconds" in r]
     for r in timed:
         lines.append(
             f"{r['path']:40s} {r['pass']:17s} {r['seconds']:8.3f} {r['basin_steps_per_s']:14.3e} "
@@ -207,6 +223,7 @@ def _report(rows: list[dict], basins: int, days: int, nmul: int) -> str:
                     f"{best['seconds'] / r['seconds']:.2f}×"
                 )
     lines.append(f"max |runoff fused − runoff loop| = {diff:.3g} mm/day")
+    lines.extend(format_compile_cost(r["compile"], r) for r in rows if "compile" in r)
     return "\n".join(lines)
 
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
 import torch
 from torch import Tensor
 from torch_geometric.nn import MessagePassing
+
+from gnnhydro._numba import njit
 
 __all__ = [
     "csr_downstream",
@@ -46,7 +47,7 @@ def _as_numpy(edge_index: Tensor | np.ndarray) -> np.ndarray:
     return np.asarray(edge_index, dtype=np.int64)
 
 
-@numba.njit(cache=True)
+@njit
 def _kahn_levels(
     indptr: np.ndarray, targets: np.ndarray, indeg: np.ndarray
 ) -> tuple[np.ndarray, int]:

@@ -67,3 +67,16 @@ def test_inflow_gradient_without_parameter_gradients():
         grads.append((lat_g.grad, ew.grad))
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_kernels_cached_in_the_shared_cache_dir():
+    """The routing kernels are cached where :func:`gnnhydro._numba.cache_dir` says (the package's
+    ``__pycache__`` when writable, else ``NUMBA_CACHE_DIR`` or the user's cache directory)."""
+    from pathlib import Path
+
+    from gnnhydro import _numba
+    from gnnhydro.routing.kernels import numba_kernels
+
+    expected = _numba.cache_dir(numba_kernels.__file__)
+    for k in (numba_kernels._iir_member, numba_kernels._fir_member_backward):
+        assert Path(_numba.cache_path(k)) == expected

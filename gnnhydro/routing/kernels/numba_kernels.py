@@ -1,6 +1,8 @@
 """Fused CPU kernels (numba): walk reaches in topological order, gather the weighted outflows of
 upstream reaches, and run each reach's recursion or convolution; the exact adjoints walk the
 reaches in reverse order. Batch members run in parallel on a thread pool (the kernels release the GIL).
+The kernels compile lazily for the lateral inflow's dtype and are cached on disk
+(:func:`gnnhydro._numba.cache_dir`).
 
 Conventions (all arrays numpy, C-contiguous):
 
@@ -15,7 +17,8 @@ Conventions (all arrays numpy, C-contiguous):
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from gnnhydro._numba import njit, thread_pool
 
 # fused multiply-add contraction only (no reassociation): the recursions' critical path is one
 # FMA per step instead of a multiply then an add; results differ from unfused arithmetic only
@@ -30,7 +33,7 @@ __all__ = [
 ]
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(nogil=True, fastmath=_FM)
 def _gather_inflow(buf, lat, out, i, up_ptr, up_src, up_w):  # pragma: no cover
     li = lat[i]
     T = buf.size
@@ -43,7 +46,7 @@ def _gather_inflow(buf, lat, out, i, up_ptr, up_src, up_w):  # pragma: no cover
             buf[t] += w * oj[t]
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(nogil=True, fastmath=_FM)
 def _gather_adjoint(g, gout, glat, out, i, down_ptr, down_dst, down_w, gw):  # pragma: no cover
     """``g = ∂L/∂O_i`` (own output gradient plus the weighted inflow adjoints of the downstream
     reaches); with ``gw`` of size E also the edge-weight gradients ``Σ_t glat[dst]·O_i`` of the
@@ -69,7 +72,7 @@ def _gather_adjoint(g, gout, glat, out, i, down_ptr, down_dst, down_w, gw):  # p
                 g[t] += w * gk[t]
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(nogil=True, fastmath=_FM, kernel="routing")
 def _iir_member(
     lat, coef, init_in, init_out, order, up_ptr, up_src, up_w, out, inflow
 ):  # pragma: no cover
@@ -104,7 +107,7 @@ def _iir_member(
                 op = o
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(nogil=True, fastmath=_FM)
 def _iir_adjoint_reach(ga, gb, wd, inflow, oi, gi, c0, c1, c2, in0, out0):  # pragma: no cover
     """Adjoint of one reach's recursion, backwards in time, with ``∂L/∂O_t = ga_t + wd·gb_t``;
     writes ``gi = ∂L/∂I`` and returns ``(λ_0, ∂L/∂c0, ∂L/∂c1, ∂L/∂c2)``."""
@@ -133,7 +136,7 @@ def _iir_adjoint_reach(ga, gb, wd, inflow, oi, gi, c0, c1, c2, in0, out0):  # pr
     return lam, s0, s1, s2
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(nogil=True, fastmath=_FM, kernel="routing")
 def _iir_member_backward(
     gout,
     inflow_all,
@@ -192,7 +195,7 @@ def _iir_member_backward(
         gcoef[i, 2] = s2
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(nogil=True, fastmath=_FM, kernel="routing")
 def _fir_member(lat, h, sup, hist, order, up_ptr, up_src, up_w, out):  # pragma: no cover
     N, T = lat.shape
     H = hist.shape[1]
@@ -217,7 +220,7 @@ def _fir_member(lat, h, sup, hist, order, up_ptr, up_src, up_w, out):  # pragma:
             oi[t] = acc
 
 
-@njit(cache=True, nogil=True, fastmath=_FM)
+@njit(nogil=True, fastmath=_FM, kernel="routing")
 def _fir_member_backward(
     gout,
     lat,
@@ -271,22 +274,10 @@ def _fir_member_backward(
             gh[i, j] = acc
 
 
-# Python-level dispatch. Batch members run the serial (nogil) member kernels on a thread pool:
-# unlike a prange region, idle pool threads sleep instead of spinning, so they never compete with
-# torch's threads (or the caller) for the cores between calls. One member runs on the caller.
-_POOL = None
-
-
-def _pool():
-    global _POOL
-    if _POOL is None:
-        import os
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(
-            max_workers=max(1, os.cpu_count() or 1), thread_name_prefix="gnnhydro-routing"
-        )
-    return _POOL
+# Python-level dispatch. Batch members run the serial (nogil) member kernels on the shared thread
+# pool (:func:`gnnhydro._numba.thread_pool`): unlike a prange region, idle pool threads sleep
+# instead of spinning, so they never compete with torch's threads (or the caller) for the cores
+# between calls. One member runs on the caller.
 
 
 def _per_member(fn, args, batched, shared) -> None:
@@ -303,7 +294,7 @@ def _per_member(fn, args, batched, shared) -> None:
     if B == 1:
         member(0)
     else:
-        list(_pool().map(member, range(B)))
+        list(thread_pool().map(member, range(B)))
 
 
 # argument positions with a leading batch axis, and those that may be shared (axis of size 1)

@@ -1,7 +1,8 @@
 """Fused CPU time loops for HBV (numba): forward, hand-written adjoint, forward sensitivities.
 
 The step is exactly :func:`gnnhydro.runoff.hbv.hbv_step` written for one cell (node × component)
-in float64.  Three kernels, each parallel over nodes (``prange``), sequential in time:
+in float64.  Three kernels, each serial over a range of nodes and sequential in time, run in
+parallel over chunks of nodes on a thread pool (:func:`gnnhydro._numba.run_chunks`):
 
 * :func:`_forward_kernel`: states and per-step outputs (means over components).
 * :func:`_adjoint_kernel`: reverse mode.  The forward records the states before every step
@@ -18,18 +19,24 @@ Parameter order (K = 16): beta, fc, k0, k1, k2, lp, perc, uzl, tt, cfmax, cfr, c
 rt, ac.  Output order (F = 16): runoff, surface_flow, interflow, baseflow, evapotranspiration,
 recharge, excess, tosoil, percolation, capillary_rise, groundwater_exchange, then the 5 states
 after the step.  ``area`` ``[N]`` (upstream area, km²) feeds the δHBV 2.0 groundwater exchange.
+
+Compilation: the primitives and the step (:func:`_step_fwd`, :func:`_step_vjp`) are typed and
+lowered once (float64) and inlined by LLVM into every kernel and dtype, and the kernels compile
+without numba's parallel pipeline, so the first call in a fresh cache costs seconds, not minutes
+(numba-IR inlining of the step into ``prange`` kernels took ~3.5 min for both dtypes on 2 cores);
+the kernels are compiled lazily for the forcing's dtype only, and cached on disk
+(:func:`gnnhydro._numba.cache_dir`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-import numba
 import numpy as np
 import torch
-from numba import prange
 from torch import Tensor
 
+from gnnhydro._numba import njit, run_chunks
 from gnnhydro.runoff.hbv import HBV_OUTPUTS, HBV_STATES, KERNEL_PARAMS
 
 __all__ = [
@@ -47,8 +54,11 @@ NOUT = NF + NS
 (_BETA, _FC, _K0, _K1, _K2, _LP, _PERC, _UZL, _TT, _CFMAX, _CFR, _CWH, _BETAET, _C, _RT,
  _AC) = range(K)  # fmt: skip
 
-_jit = numba.njit(cache=True, fastmath=False, inline="always")  # tiny primitives
-_sjit = numba.njit(cache=True, fastmath=False)  # the step: compiled once, called per step
+# Primitives and the step: each compiled once (float64) and inlined by LLVM (``forceinline``:
+# ``alwaysinline``), not in numba's IR (``inline="always"`` re-typed and re-lowered the whole step
+# inside every kernel and dtype: minutes of compilation).  ``error_model="numpy"`` (no
+# division-by-zero checks) is what the former ``prange`` bodies were compiled with.
+_jit = njit(fastmath=False, error_model="numpy", forceinline=True)
 
 
 # ------------------------------------------------------------------ primitives (value, derivs)
@@ -397,28 +407,25 @@ def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, 
     a_in[4] = a_slz0
 
 
-@numba.njit(cache=True, fastmath=False)
-def _vjp_call(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, a_p, a_f):
-    """Non-inlined VJP (compiled once) for the sensitivity kernel, which calls it twice."""
-    _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, a_p, a_f)
-
-
 # ---------------------------------------------------------------------------- kernels
-_kjit = numba.njit(cache=True, fastmath=False, parallel=True)
+# serial over nodes ``n0 <= n < n1`` without the GIL (:func:`run_chunks` runs chunks of nodes in
+# parallel): numba's parallel pipeline (``parallel=True``, ``prange``) cost most of the compile time
+_kjit = njit(fastmath=False, error_model="numpy", nogil=True, kernel="HBV")
 
 
 @_kjit
 def _forward_kernel(
-    prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, eps, nz, betaet, cap, gx, out, final, traj
-):
-    """Forward over all cells; with ``traj`` ``[N, m, T, 5]`` non-empty it also records the
-    states before every step (the tape of the adjoint)."""
-    n_nodes, n_steps = prc.shape
+    n0, n1, prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, eps, nz, betaet, cap, gx, out,
+    final, traj,
+):  # fmt: skip
+    """Forward over the cells of nodes ``n0 … n1−1``; with ``traj`` ``[N, m, T, 5]`` non-empty it
+    also records the states before every step (the tape of the adjoint)."""
+    n_steps = prc.shape[1]
     m = pstat.shape[1]
     inv_m = 1.0 / m
     nd = dyn_idx.shape[0]
     rec = traj.shape[0] > 0
-    for n in prange(n_nodes):
+    for n in range(n0, n1):
         s = np.empty((m, NS))
         fl = np.empty(NF)
         acc = np.empty(NOUT)
@@ -457,21 +464,21 @@ def _forward_kernel(
 
 @_kjit
 def _adjoint_kernel(
-    prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, eps, nz, betaet, cap, gx, gout, gidx,
-    gfinal, traj, gstat, gdyn, ginit, gforce,
+    n0, n1, prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, eps, nz, betaet, cap, gx, gout,
+    gidx, gfinal, traj, gstat, gdyn, ginit, gforce,
 ):  # fmt: skip
-    """Reverse sweep per cell.  With a recorded ``traj`` the states before each step are read
-    from it; otherwise the cell's forward is re-run into a local buffer first.  With a
-    non-empty ``gforce`` ``[3, N, T]`` the forcing adjoint (summed over components) is written
-    there too."""
-    n_nodes, n_steps = prc.shape
+    """Reverse sweep per cell of nodes ``n0 … n1−1``.  With a recorded ``traj`` the states
+    before each step are read from it; otherwise the cell's forward is re-run into a local
+    buffer first.  With a non-empty ``gforce`` ``[3, N, T]`` the forcing adjoint (summed over
+    components) is written there too."""
+    n_steps = prc.shape[1]
     m = pstat.shape[1]
     inv_m = 1.0 / m
     nd = dyn_idx.shape[0]
     ng = gidx.shape[0]
     have = traj.shape[0] > 0
     want_forcing = gforce.shape[0] > 0
-    for n in prange(n_nodes):
+    for n in range(n0, n1):
         a_f = np.zeros(3)
         buf = np.empty((n_steps, NS))
         s = np.empty(NS)
@@ -532,16 +539,18 @@ def _adjoint_kernel(
                 ginit[i, n, j] = a_s[i]
 
 
-@_kjit
+@njit(fastmath=False, error_model="numpy", nogil=True, kernel="HBV sensitivity")
 def _sensitivity_kernel(
-    prc, tmp, pet, area, pstat, init, eps, nz, betaet, cap, gx, gout, gidx, gfinal, gstat, ginit
-):
-    n_nodes, n_steps = prc.shape
+    n0, n1, prc, tmp, pet, area, pstat, init, eps, nz, betaet, cap, gx, gout, gidx, gfinal,
+    gstat, ginit,
+):  # fmt: skip
+    """Forward sensitivities and the loss gradient per cell of nodes ``n0 … n1−1``."""
+    n_steps = prc.shape[1]
     m = pstat.shape[1]
     inv_m = 1.0 / m
     ng = gidx.shape[0]
     nq = K + NS  # parameters, then initial states
-    for n in prange(n_nodes):
+    for n in range(n0, n1):
         s = np.empty(NS)
         fl = np.empty(NF)
         p = np.empty(K)
@@ -576,7 +585,7 @@ def _sensitivity_kernel(
                 for i in range(NF):
                     g0[i] = g[i]
                 jp[:] = 0.0
-                _vjp_call(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, ar, e, g0,
+                _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, ar, e, g0,
                           js, jp, a_f)  # fmt: skip
                 for q in range(nq):
                     v = 0.0
@@ -593,7 +602,7 @@ def _sensitivity_kernel(
                         e[i] = 0.0
                     e[r] = 1.0
                     jp[:] = 0.0
-                    _vjp_call(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, ar, e,
+                    _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, ar, e,
                               g0, js, jp, a_f)  # fmt: skip
                     for q in range(nq):
                         v = 0.0
@@ -655,9 +664,10 @@ def _run_forward(prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, opts, record=F
     out = np.empty((NOUT, n, t), dtype=prc.dtype)
     final = np.empty((NS, n, m))
     traj = _take_tape((n, m, t, NS), prc.dtype) if record else np.empty((0, 0, 0, NS), prc.dtype)
-    _forward_kernel(
-        prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, opts["eps"], opts["nearzero"],
-        opts["betaet"], opts["capillary"], opts["groundwater_exchange"], out, final, traj,
+    run_chunks(
+        _forward_kernel, n, prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, opts["eps"],
+        opts["nearzero"], opts["betaet"], opts["capillary"], opts["groundwater_exchange"], out,
+        final, traj,
     )  # fmt: skip
     return out, final, traj
 
@@ -756,10 +766,10 @@ class HBVFused(torch.autograd.Function):
         ginit = np.zeros((NS, n, m))
         want_forcing = any(ctx.needs_input_grad[:3])
         gforce = np.zeros((3, n, t)) if want_forcing else np.zeros((0, n, t))
-        _adjoint_kernel(
-            prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, opts["eps"], opts["nearzero"],
-            opts["betaet"], opts["capillary"], opts["groundwater_exchange"], gout, gidx, gfinal,
-            ctx.traj, gstat, gdyn, ginit, gforce,
+        run_chunks(
+            _adjoint_kernel, n, prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, opts["eps"],
+            opts["nearzero"], opts["betaet"], opts["capillary"], opts["groundwater_exchange"],
+            gout, gidx, gfinal, ctx.traj, gstat, gdyn, ginit, gforce,
         )  # fmt: skip
         # hand the tape to the next forward; a second backward (retain_graph) re-runs the forward
         _give_back_tape(ctx.traj)
@@ -813,9 +823,10 @@ class HBVSensitivity(torch.autograd.Function):
         gfinal = _np(grads[NOUT]) if grads[NOUT] is not None else np.zeros((NS, n, m))
         gstat = np.zeros((n, m, K))
         ginit = np.zeros((NS, n, m))
-        _sensitivity_kernel(
-            prc, tmp, pet, area, pstat, init, opts["eps"], opts["nearzero"], opts["betaet"],
-            opts["capillary"], opts["groundwater_exchange"], gout, gidx, gfinal, gstat, ginit,
+        run_chunks(
+            _sensitivity_kernel, n, prc, tmp, pet, area, pstat, init, opts["eps"],
+            opts["nearzero"], opts["betaet"], opts["capillary"], opts["groundwater_exchange"],
+            gout, gidx, gfinal, gstat, ginit,
         )  # fmt: skip
         like = next(g for g in grads if g is not None)
         dt, dev = like.dtype, like.device
