@@ -103,8 +103,7 @@ def test_gpkg_points_from_lonlat(point_graph, tmp_path):
     np.testing.assert_allclose(gdf.geometry.y, LAT)
     meta = pyogrio.read_info(path, layer="parameters")["layer_metadata"]
     assert json.loads(meta["gnnhydro_units"]) == EXPECTED_UNITS
-    units = gpd.read_file(path, layer="parameters_units")
-    assert dict(zip(units["column"], units["units"], strict=True)) == EXPECTED_UNITS
+    assert [name for name, _ in pyogrio.list_layers(path)] == ["parameters"]  # one layer
 
 
 def test_gpkg_source_linestrings_keep_geometry_and_crs(line_graph, tmp_path):
@@ -181,11 +180,22 @@ def test_no_geometry_gpkg_raises_but_netcdf_and_csv_work(bare_graph, tmp_path):
     assert json.loads(units_path(csv).read_text())["k"] == ""
 
 
+def test_time_varying_parameters_map_as_their_time_mean(point_graph, tmp_path):
+    series = np.arange(4 * 3 * 2, dtype=float).reshape(4, 3, 2)  # [N, T, M]
+    time = np.datetime64("2000-01-01") + np.arange(3) * np.timedelta64(1, "D")
+    path = export_parameters(point_graph, {"b": series}, tmp_path / "p.nc", time=time)
+    ds = xr.open_dataset(path)
+    np.testing.assert_allclose(ds["b_1"].values, series[:, :, 1].mean(1))
+    np.testing.assert_allclose(ds["b"].values, series.mean(axis=(1, 2)))
+    np.testing.assert_allclose(ds["b_series"].values, series.mean(2))
+    assert ds["b_series"].dims == ("node", "time") and ds.sizes["time"] == 3
+
+
 def test_parameter_validation_messages(point_graph, tmp_path):
     with pytest.raises(ValueError, match=r"parameter 'k' has shape \[3\]"):
         export_parameters(point_graph, {"k": np.ones(3)}, tmp_path / "x.nc")
-    with pytest.raises(ValueError, match=r"parameter 'b' has shape \[4, 2, 2\]"):
-        export_parameters(point_graph, {"b": np.ones((4, 2, 2))}, tmp_path / "x.nc")
+    with pytest.raises(ValueError, match=r"parameter 'b' has shape \[4, 2, 2, 1\]"):
+        export_parameters(point_graph, {"b": np.ones((4, 2, 2, 1))}, tmp_path / "x.nc")
     with pytest.raises(ValueError, match="cannot infer the export format"):
         export_parameters(point_graph, {"k": np.ones(4)}, tmp_path / "x.xlsx")
     with pytest.raises(ValueError, match="unknown export format"):
