@@ -272,3 +272,17 @@ def test_wheel_installs_and_trains_from_an_unrelated_directory(tmp_path):
     (run,) = (work / "runs").iterdir()
     assert (run / "metrics.csv").exists() and (run / "parameters.gpkg").exists()
     assert (tmp_path / "data" / "synthetic").is_dir()  # the data root outside any checkout
+    # ... and on the user's own catchments without temperature
+    mine = write_catchments(tmp_path / "mine", isolated=True)
+    own = subprocess.run(
+        [str(venv / "bin" / "gnnhydro"), "train", "dataset=generic", f"dataset.root={mine}"]
+        + ["run_dir=own", *SMALL],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
+        timeout=900,
+    )
+    assert own.returncode == 0, own.stderr[-3000:]
+    record = json.loads((work / "own" / "provenance.json").read_text())
+    assert "no temperature" in record["assumptions"]
