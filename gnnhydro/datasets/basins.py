@@ -117,11 +117,10 @@ class GaugeBasinSamples(Dataset):
 
         basin, start, stop, warmup = self.samples[idx]
         nodes = self.basins.nodes(basin)
-        window = slice_time(self.graph, start, stop)
-        if self.reader is not None:
-            offset = int(window.time_offset)
-            window = self.reader.fill(window, offset, offset + stop - start)
-        out = node_subset(window, nodes)
+        out = node_subset(slice_time(self.graph, start, stop), nodes)
+        if self.reader is not None:  # read the basin and its halo alone, not the network
+            offset = int(out.time_offset)
+            out = self.reader.fill(out, offset, offset + stop - start, nodes)
         mask = torch.zeros(nodes.numel(), dtype=torch.bool)
         mask[: self.basins.basin_size(basin)] = True
         out.physics_mask = mask

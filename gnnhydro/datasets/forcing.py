@@ -196,13 +196,17 @@ class ForcingReader:
                 v, summary, ids=self.node_ids, what=self.what, units=self.units[v]
             )
 
-    def _read(self, name: str, start: int, stop: int) -> np.ndarray:
+    def _read(
+        self, name: str, start: int, stop: int, nodes: np.ndarray | None = None
+    ) -> np.ndarray:
         if not 0 <= start < stop <= self.num_steps:
             raise ValueError(
                 f"window [{start}, {stop}) outside the {self.num_steps} steps of {self.what}"
             )
         da = self.ds[name].isel({self.time_dim: slice(start, stop)})
-        if not self._identity_order:
+        if nodes is not None:  # only these nodes (network order) are read from the file
+            da = da.isel({self.id_dim: self.positions[np.asarray(nodes, dtype=np.int64)]})
+        elif not self._identity_order:
             da = da.isel({self.id_dim: self.positions})
         values = np.asarray(da.transpose(self.id_dim, self.time_dim).values, dtype=np.float64)
         return to_canonical(
@@ -213,18 +217,23 @@ class ForcingReader:
             step_seconds=self.step_seconds,
         )
 
-    def read(self, start: int = 0, stop: int | None = None) -> Tensor:
-        """Forcing of steps ``[start, stop)`` as ``[N, stop - start, F]`` float32."""
+    def read(self, start: int = 0, stop: int | None = None, nodes: Any = None) -> Tensor:
+        """Forcing of steps ``[start, stop)`` as ``[N, stop - start, F]`` float32 (``[M, ...]``
+        for the node indices ``nodes`` of the network, read alone from the file)."""
         stop = self.num_steps if stop is None else stop
-        arrays = [self._read(v, start, stop) for v in self.forcing_names]
+        arrays = [self._read(v, start, stop, _indices(nodes)) for v in self.forcing_names]
         return torch.from_numpy(np.stack(arrays, axis=-1).astype(np.float32))
 
-    def read_discharge(self, start: int = 0, stop: int | None = None) -> Tensor:
-        """Observed discharge of steps ``[start, stop)`` as ``[N, stop - start]`` float32 m³/s."""
+    def read_discharge(self, start: int = 0, stop: int | None = None, nodes: Any = None) -> Tensor:
+        """Observed discharge of steps ``[start, stop)`` as ``[N, stop - start]`` float32 m³/s
+        (``[M, ...]`` for the node indices ``nodes``)."""
         stop = self.num_steps if stop is None else stop
+        index = _indices(nodes)
         if self.discharge_name is None:
-            return torch.full((len(self.node_ids), stop - start), float("nan"))
-        return torch.from_numpy(self._read(self.discharge_name, start, stop).astype(np.float32))
+            count = len(self.node_ids) if index is None else len(index)
+            return torch.full((count, stop - start), float("nan"))
+        values = self._read(self.discharge_name, start, stop, index)
+        return torch.from_numpy(values.astype(np.float32))
 
     def gauged(self) -> np.ndarray:
         """Bool ``[N]`` (network order): nodes with at least one observation (dask reduction)."""
@@ -233,18 +242,27 @@ class ForcingReader:
         has = np.asarray(self.ds[self.discharge_name].notnull().any(self.time_dim).values)
         return has[self.positions]
 
-    def fill(self, graph: Any, start: int, stop: int) -> Any:
+    def fill(self, graph: Any, start: int, stop: int, nodes: Any = None) -> Any:
         """Set ``forcing`` (and ``q_obs`` when a discharge variable is read) of a window graph that
-        covers steps ``[start, stop)`` of this file."""
-        graph.forcing = self.read(start, stop)
+        covers steps ``[start, stop)`` of this file; ``nodes``: the network indices of the
+        graph's nodes when it is a node subset (only those are read)."""
+        graph.forcing = self.read(start, stop, nodes)
         graph.forcing_names = list(self.forcing_names)
         graph.forcing_units = list(self.forcing_units)
         if self.discharge_name is not None:
-            graph.q_obs = self.read_discharge(start, stop)
+            graph.q_obs = self.read_discharge(start, stop, nodes)
         return graph
 
     def close(self) -> None:
         self.ds.close()
+
+
+def _indices(nodes: Any) -> np.ndarray | None:
+    if nodes is None:
+        return None
+    if isinstance(nodes, Tensor):
+        nodes = nodes.cpu().numpy()
+    return np.asarray(nodes, dtype=np.int64)
 
 
 def warn_no_temperature(what: str) -> None:

@@ -121,3 +121,34 @@ def test_an_epoch_visits_every_training_gauge_once(graph, tmp_path):
     trainer.fit()
     changed = [not torch.equal(a, p) for a, p in zip(before, trainer.module.parameters())]
     assert any(changed) and np.isfinite(trainer.state["best"])
+
+
+def test_lazy_basin_samples_read_only_their_nodes_and_equal_the_eager_ones(tmp_path):
+    from gnnhydro.datasets import GenericRiverDataset
+    from tests.test_first_use import write_catchments
+
+    data = write_catchments(tmp_path / "mine", isolated=False, n=8, years=2)
+    eager = GenericRiverDataset(tmp_path / "eager", source_dir=data / "raw")[0]
+    lazy_ds = GenericRiverDataset(tmp_path / "lazy", lazy=True, source_dir=data / "raw")
+    lazy = lazy_ds[0]
+    assert getattr(lazy, "forcing", None) is None
+    gauges = torch.tensor([3, 7])
+    basins = GaugeBasins(eager, gauges, halo_hops=1)
+    samples = [(0, 40, 140, 20), (1, 200, 300, 20)]
+    reads = []
+    reader = lazy_ds.reader
+    original = reader._read
+
+    def counting(name, start, stop, nodes=None):
+        reads.append(None if nodes is None else len(nodes))
+        return original(name, start, stop, nodes)
+
+    reader._read = counting
+    a = GaugeBasinSamples(eager, basins, samples)
+    b = GaugeBasinSamples(lazy, basins, samples, reader=reader)
+    for i in range(2):
+        torch.testing.assert_close(b[i].forcing, a[i].forcing)
+        torch.testing.assert_close(b[i].q_obs, a[i].q_obs, equal_nan=True)
+        assert torch.equal(b[i].physics_mask, a[i].physics_mask)
+    assert reads and all(r is not None and r <= 8 for r in reads)
+    assert min(reads) < 8  # the first basin is a part of the network
