@@ -52,8 +52,10 @@ class GaugeBasins:
         undirected = torch.cat([edge_index, edge_index.flip(0)], dim=1)
         self._nodes: list[Tensor] = []
         self._basin_size: list[int] = []
+        self._gauge_position: list[int] = []
         for gauge in self.gauges.tolist():
             basin = upstream_nodes(edge_index, n, gauge)
+            self._gauge_position.append(int((basin == gauge).nonzero()[0, 0]))
             halo = torch.zeros(0, dtype=torch.long)
             if halo_hops > 0:
                 from torch_geometric.utils import k_hop_subgraph
@@ -73,6 +75,10 @@ class GaugeBasins:
 
     def basin_size(self, i: int) -> int:
         return self._basin_size[i]
+
+    def gauge_position(self, i: int) -> int:
+        """Where gauge ``i`` stands among its basin's nodes (``nodes(i)``)."""
+        return self._gauge_position[i]
 
     def size(self, i: int) -> int:
         """Nodes of sample ``i`` (basin and halo): what counts against the batch budget."""

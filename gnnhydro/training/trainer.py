@@ -455,9 +455,58 @@ class Trainer:
         if "validation" not in self.exp.periods or self.exp.split.train_index.numel() == 0:
             return None
         self.model.eval()
+        if str(self.tcfg.get("sampler", "windows")) == "gauge_basins":
+            return self._validate_basins()
         with torch.no_grad():
             out, g, warm = _forward_period(self.exp, self.module, "validation")
             return _masked_loss(self.loss_fn, out, g, warm, "train_gauge_mask").item()
+
+    def _validate_basins(self) -> float:
+        """The validation loss from gauge-basin samples in node-budget batches: each training
+        gauge's own series, gathered over the batches, then one loss over all of them — the
+        same value as over the whole network, with the memory of a batch."""
+        from torch_geometric.data import Batch
+
+        from gnnhydro.datasets.basins import GaugeBasinSamples, NodeBudgetBatches
+
+        exp = self.exp
+        p0, p1 = exp.periods["validation"]
+        w0 = max(0, p0 - exp.warmup)
+        basins = self._gauge_basins()
+        dataset = GaugeBasinSamples(
+            exp.graph, basins, [(i, w0, p1, p0 - w0) for i in range(len(basins))], reader=exp.reader
+        )
+        budget = self.tcfg.get("max_nodes_per_batch")
+        batches = NodeBudgetBatches(
+            [dataset.size(i) for i in range(len(dataset))],
+            int(budget) if budget else None,
+            max_samples=int(self.tcfg.batch_size),
+        )
+        sims: list[list[Tensor]] = []
+        observed: list[Tensor] = []
+        with torch.no_grad():
+            for indices in batches:
+                batch = Batch.from_data_list([dataset[i] for i in indices]).to(exp.device)
+                out = self.module(batch)
+                members = HydroEnsemble.member_outputs(out)
+                offsets = np.cumsum([0] + [basins.basin_size(i) for i in indices[:-1]])
+                outlets = torch.as_tensor(
+                    [o + basins.gauge_position(i) for o, i in zip(offsets, indices, strict=True)],
+                    device=exp.device,
+                )
+                if not sims:
+                    sims = [[] for _ in members]
+                for k, member in enumerate(members):
+                    sims[k].append(member["discharge"][outlets])
+                observed.append(members[0]["graph"].q_obs[outlets])
+        obs = torch.cat(observed)
+        losses = [
+            self.loss_fn(
+                simulation=torch.cat(s), observation=obs.to(s[0].dtype), warmup_steps=p0 - w0
+            )
+            for s in sims
+        ]
+        return float(torch.stack(losses).mean())
 
     # ------------------------------------------------------------------ loop
     def resume(self, path: Path) -> None:

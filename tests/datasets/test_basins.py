@@ -152,3 +152,17 @@ def test_lazy_basin_samples_read_only_their_nodes_and_equal_the_eager_ones(tmp_p
         assert torch.equal(b[i].physics_mask, a[i].physics_mask)
     assert reads and all(r is not None and r <= 8 for r in reads)
     assert min(reads) < 8  # the first basin is a part of the network
+
+
+@pytest.mark.parametrize("extra", [[], ["model.ensemble=2", "trainer.loss={nse: 1.0, kge: 0.5}"]])
+def test_validation_over_basins_equals_the_whole_network(graph, extra):
+    """Node-budget batches of basins give the validation loss of the whole network."""
+    common = ["dataset.periods.validation=[2001-01-01,2001-06-30]", *extra]
+    whole = _exp(graph, *common)
+    model = whole.build_model()
+    expected = Trainer(whole, model)._validate()
+    basins = _exp(graph, *common, "trainer.sampler=gauge_basins", "trainer.max_nodes_per_batch=30")
+    trainer = Trainer(basins, model)
+    sizes = [trainer._gauge_basins().size(i) for i in range(len(trainer._gauge_basins()))]
+    assert sum(sizes) > 30  # several batches
+    assert trainer._validate() == pytest.approx(expected, rel=1e-5)
