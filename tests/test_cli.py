@@ -37,8 +37,9 @@ TINY = [
 
 
 def gnnhydro(
-    *args: str, env: dict | None = None, timeout: float = 600
+    *args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None
 ) -> subprocess.CompletedProcess:
+    """``python -m gnnhydro ARGS`` in a subprocess (one OpenMP thread)."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "gnnhydro", *args],
@@ -46,6 +47,7 @@ def gnnhydro(
         text=True,
         timeout=timeout,
         env=full_env,
+        cwd=cwd,
     )
 
 

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import xarray as xr
 
+from tests.test_cli import gnnhydro
+
 pytestmark = pytest.mark.slow  # subprocess / CLI tests
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -31,18 +33,6 @@ SMALL = [
     "parameterizer.hidden_channels=8",
     "export.plots=false",
 ]
-
-
-def gnnhydro(*args: str, cwd: Path | None = None, timeout: float = 600):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "gnnhydro", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-        cwd=cwd,
-    )
 
 
 def write_catchments(root: Path, *, isolated: bool, n: int = 6, years: int = 3) -> Path:

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import os.path as osp
+import pickle
 import shutil
 import uuid
 from collections.abc import Callable, Sequence
@@ -45,13 +46,17 @@ def atomic_torch_save(obj: Any, path: str | Path) -> Path:
     return path
 
 
+#: what ``torch.load`` raises on a truncated or corrupt file
+_UNREADABLE = (RuntimeError, EOFError, pickle.UnpicklingError)
+
+
 def _readable(path: str | Path, *, weights_only: bool) -> Exception | None:
     """``None`` when ``torch.load`` reads ``path``, else the error (truncated or corrupt file)."""
     try:
         torch.load(path, weights_only=weights_only)
     except OSError:
         raise
-    except Exception as err:  # torch raises RuntimeError/EOFError/UnpicklingError on bad files
+    except _UNREADABLE as err:
         return err
     return None
 
@@ -181,7 +186,7 @@ class RiverDataset(InMemoryDataset):
             self._graphs = self._load_graphs(path)
         except OSError:
             raise
-        except Exception as err:  # truncated (a process killed while writing) or corrupt
+        except _UNREADABLE as err:  # truncated (a process killed while writing) or corrupt
             self._rebuild(path, err)
 
     # ------------------------------------------------------------------ configuration
@@ -255,7 +260,7 @@ class RiverDataset(InMemoryDataset):
         name = type(self).__name__
         try:
             super()._download()  # PyG: nothing to do when the raw files are there
-        except Exception as missing:
+        except (OSError, RuntimeError, ValueError) as missing:
             raise ValueError(
                 f"{name}: processed file {path} is unreadable ({_short(err)}) and cannot be "
                 f"rebuilt: the raw files are not available ({_short(missing)}). Restore them in "
@@ -342,7 +347,7 @@ class RiverDataset(InMemoryDataset):
                 return stats["mean"], stats["std"]
             except OSError:
                 raise
-            except Exception as err:  # truncated or corrupt: recomputed from the items below
+            except _UNREADABLE as err:  # truncated or corrupt: recomputed from the items below
                 logger.warning(
                     "%s: attribute statistics cache %s is unreadable (%s); recomputing it",
                     type(self).__name__,

@@ -182,7 +182,3 @@ class NodeBudgetBatches(Sampler[list[int]]):
     def __len__(self) -> int:
         return len(self.batches)
 
-
-def shuffled(rng: np.random.Generator, count: int) -> list[int]:
-    """A random order of ``range(count)`` from the run's generator."""
-    return rng.permutation(count).tolist()

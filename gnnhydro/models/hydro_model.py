@@ -235,7 +235,9 @@ class HydroModel(nn.Module):
         )
         physics_mask = getattr(batch, "physics_mask", None)
         if physics_mask is not None:  # halo nodes fed the parameterizer; the physics skips them
-            batch = physics_view(batch, physics_mask)
+            from gnnhydro.graph.subgraph import node_subset
+
+            batch = node_subset(batch, physics_mask)
             params = {name: value[physics_mask] for name, value in params.items()}
         out: dict[str, Any] = {"params": params}
         if physics_mask is not None:
@@ -280,18 +282,6 @@ class HydroModel(nn.Module):
             initial_state=initial,
         )
         return out
-
-
-def physics_view(batch: Any, mask: Tensor) -> Any:
-    """``batch`` restricted to the nodes of ``mask`` (the gauge basins of a sample, without the
-    halo the parameterizer needed); see :func:`gnnhydro.graph.subgraph.node_subset`.
-
-    Shapes:
-        mask ``[N]`` bool.
-    """
-    from gnnhydro.graph.subgraph import node_subset
-
-    return node_subset(batch, mask)
 
 
 def _first(value: Any) -> Any:

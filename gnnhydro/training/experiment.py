@@ -536,15 +536,16 @@ class Experiment:
         have = set(_forcing_names(self.graph))
         return {name: meaning for name, (_, meaning) in optional.items() if name not in have}
 
-    def period_dates(self) -> dict[str, tuple[str, str]]:
-        """Each period's first and last time step as ISO dates (``YYYY-MM-DD``, or with the hour
-        for sub-daily data)."""
-        t = pd.DatetimeIndex(self.time)
+    def dates(self, start: int, stop: int) -> tuple[str, str]:
+        """The first and last time step of ``[start, stop)`` as ISO dates (``YYYY-MM-DD``, or
+        with the hour for sub-daily data)."""
         fmt = "%Y-%m-%d" if self.step_seconds >= 86400 else "%Y-%m-%d %H:%M"
-        return {
-            name: (t[i0].strftime(fmt), t[i1 - 1].strftime(fmt))
-            for name, (i0, i1) in self.periods.items()
-        }
+        t = pd.DatetimeIndex(self.time)
+        return t[start].strftime(fmt), t[stop - 1].strftime(fmt)
+
+    def period_dates(self) -> dict[str, tuple[str, str]]:
+        """Each period's first and last time step as ISO dates."""
+        return {name: self.dates(i0, i1) for name, (i0, i1) in self.periods.items()}
 
     def describe(self) -> str:
         """What the run is about to do, for the start of ``train``: nodes, gauges, periods,

@@ -210,15 +210,12 @@ def summarize_metrics(
 
 def split_dates(exp: Experiment) -> dict[str, tuple[str, str]]:
     """First and last evaluated date of every split (the training period after the warm-up)."""
-    t = pd.DatetimeIndex(exp.time)
-    fmt = "%Y-%m-%d" if exp.step_seconds >= 86400 else "%Y-%m-%d %H:%M"
     out = {}
     for split, (period, _) in SPLITS.items():
-        if period not in exp.periods:
-            continue
-        p0, p1 = exp.periods[period]
-        p0 = min(max(p0, exp.warmup), p1 - 1) if period == "train" else p0
-        out[split] = (t[p0].strftime(fmt), t[p1 - 1].strftime(fmt))
+        if period in exp.periods:
+            p0, p1 = exp.periods[period]
+            p0 = min(max(p0, exp.warmup), p1 - 1) if period == "train" else p0
+            out[split] = exp.dates(p0, p1)
     return out
 
 

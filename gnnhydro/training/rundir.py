@@ -16,10 +16,10 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-__all__ = ["check_run_dir", "clear_run_dir", "resume_config", "is_run_dir", "GROUPS"]
+from gnnhydro.config import GROUPS
 
-#: hydra config groups of the main configuration
-GROUPS = ("dataset", "model", "parameterizer", "trainer", "experiment")
+__all__ = ["check_run_dir", "clear_run_dir", "resume_config", "is_run_dir"]
+
 #: how each group's choice is recorded in a saved config
 _CHOICE_KEYS = {"dataset": "name", "parameterizer": "name"}
 

@@ -25,9 +25,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
-from gnnhydro.datasets.windows import slice_time
 from gnnhydro.models.ensemble import HydroEnsemble
-from gnnhydro.training.checkpoint import atomic_save, load_checkpoint, load_weights, save_checkpoint
+from gnnhydro.training.checkpoint import (
+    atomic_save,
+    best_checkpoint,
+    load_checkpoint,
+    load_weights,
+    save_checkpoint,
+)
 from gnnhydro.training.experiment import (
     Experiment,
     ModelInputs,
@@ -70,21 +75,6 @@ def _windows(
         start = int(rng.integers(first, t1 - window + 1))
         out.append((start - exp.warmup, start + window, exp.warmup))
     return out
-
-
-def _batch(exp: Experiment, windows: list[tuple[int, int, int]]) -> tuple[Any, int]:
-    """Disjoint union of window copies; windows share one warm-up length (the shortest)."""
-    from torch_geometric.data import Batch
-
-    warm = min(w for _, _, w in windows)
-    length = min(stop - start - (w - warm) for start, stop, w in windows)
-    items = [
-        slice_time(exp.graph, start + (w - warm), start + (w - warm) + length)
-        for start, _, w in windows
-    ]
-    if len(items) == 1:
-        return items[0], warm
-    return Batch.from_data_list(items), warm
 
 
 def _masked_loss(loss_fn, out: dict, batch: Any, warmup: int, mask_name: str) -> Tensor:
@@ -231,7 +221,6 @@ def train(
             dist.barrier()
             if not is_main:
                 return run_dir
-        from gnnhydro.training.checkpoint import best_checkpoint
         from gnnhydro.training.outputs import evaluate_model
 
         best = best_checkpoint(run_dir)

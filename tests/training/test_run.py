@@ -8,6 +8,7 @@ from gnnhydro.config import compose
 from gnnhydro.datasets.synthetic import generate_synthetic_basin
 from gnnhydro.datasets.windows import slice_time
 from gnnhydro.training import run, trainer
+from tests.training.reference import disjoint_union
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def test_windows_stay_in_training_period_with_equal_warmup(graph):
     for start, stop, warm in trainer._windows(exp, rng, 50):
         assert warm == exp.warmup == 60
         assert start >= 0 and stop <= t1 and start + warm >= t0
-    batch, warm = trainer._batch(exp, trainer._windows(exp, rng, 3))
+    batch, warm = disjoint_union(exp, trainer._windows(exp, rng, 3))
     assert batch.q_obs.shape == (3 * graph.num_nodes, 160)
     assert warm == 60
 
@@ -166,7 +167,7 @@ def test_forcing_correction_from_config_in_batched_windows(graph):
         "pet_cos",
         "pet_sin",
     )
-    batch, _ = trainer._batch(exp, [(0, 60, 0), (150, 210, 0)])  # January-February and June-July
+    batch, _ = disjoint_union(exp, [(0, 60, 0), (150, 210, 0)])  # January-February and June-July
     with torch.no_grad():
         out = model(batch)
     n = graph.num_nodes

@@ -12,7 +12,8 @@ from gnnhydro.config import compose
 from gnnhydro.datasets.synthetic import generate_synthetic_basin
 from gnnhydro.datasets.windows import WindowSamples
 from gnnhydro.training.experiment import Experiment
-from gnnhydro.training.trainer import Trainer, _batch, _windows
+from gnnhydro.training.trainer import Trainer, _windows
+from tests.training.reference import disjoint_union
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_data_loader_batches_equal_the_disjoint_union_of_the_windows(graph, tmp_
     windows = _windows(exp, np.random.default_rng(int(exp.cfg.seed)), 4)
     batches = list(trainer._get_data_loader())
     assert len(batches) == 3  # steps_per_epoch
-    expected, warm = _batch(exp, windows)  # the first step's windows, by hand
+    expected, warm = disjoint_union(exp, windows)  # the first step's windows, by hand
     first = batches[0]
     assert int(first.warmup_steps.unique()) == warm == exp.warmup
     for key in ("forcing", "q_obs", "x", "edge_index", "train_gauge_mask"):
