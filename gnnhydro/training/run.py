@@ -1,6 +1,7 @@
 """The CLI's main jobs on run directories: train, evaluate, predict and export.
 
-The pieces live by job: :mod:`~gnnhydro.training.experiment` (data, periods, split, model),
+The pieces live by job: :mod:`~gnnhydro.training.experiment` (data, periods, split),
+:mod:`~gnnhydro.training.model` (the model from the config),
 :mod:`~gnnhydro.training.trainer` (the training loop), :mod:`~gnnhydro.training.checkpoint`
 (atomic checkpoints), :mod:`~gnnhydro.training.rundir` (run-directory rules) and
 :mod:`~gnnhydro.training.outputs` (metrics, parameter maps, discharge, plots).
@@ -23,13 +24,12 @@ from torch import Tensor
 from gnnhydro.training.checkpoint import best_checkpoint, load_weights
 from gnnhydro.training.experiment import (
     Experiment,
-    ModelInputs,
     as_single_graph,
     build_dataset,
-    build_model,
     make_gauge_split,
     provenance,
 )
+from gnnhydro.training.model import ModelInputs, build_model
 from gnnhydro.training.outputs import (
     FORMAT_SUFFIX,
     evaluate_model,

@@ -33,14 +33,8 @@ from gnnhydro.training.checkpoint import (
     load_weights,
     save_checkpoint,
 )
-from gnnhydro.training.experiment import (
-    Experiment,
-    ModelInputs,
-    _plain,
-    provenance,
-    resolve_device,
-    seed_everything,
-)
+from gnnhydro.training.experiment import Experiment, provenance, resolve_device, seed_everything
+from gnnhydro.training.model import ModelInputs, _plain
 from gnnhydro.training.rundir import check_run_dir, clear_run_dir
 
 log = logging.getLogger("gnnhydro")
