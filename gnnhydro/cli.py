@@ -11,6 +11,7 @@ import shlex
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -88,14 +89,22 @@ run from its best checkpoint (checkpoints/best.pt, else last.pt) and its own con
 """,
     ),
     "predict": Command(
-        ("run_dir", "out", "overwrite"),
+        ("run_dir", "out", "overwrite", "stream", "discharge_format", "time_chunk", "node_chunk"),
         """\
 usage: gnnhydro predict run_dir=PATH dataset=NAME [dataset.KEY=VALUE ...] [out=DIR] [overwrite=true]
+                        [stream=true|false] [discharge_format=zarr|netcdf] [time_chunk=365]
+                        [node_chunk=16384]
 
 Predict parameters and discharge with a trained run on a dataset (observations not needed).
-Writes parameters.gpkg (parameters.nc without geometry), discharge.nc and provenance.json into
+Writes parameters.gpkg (parameters.nc without geometry), the discharge and provenance.json into
 out (default: <run_dir>/predictions/<dataset name>); an earlier prediction there is replaced
 only with overwrite=true.
+
+In memory (the default for in-memory datasets) the whole record runs at once: discharge.nc.
+Streamed (stream=true; the default with dataset.lazy=true) the model runs time_chunk steps x
+node_chunk nodes at a time, forcing read per chunk, states carried between chunks, and
+discharge.zarr is written as it goes (discharge_format=netcdf converts it at the end): memory is
+set by the chunks, not by the size of the network or the length of the record.
 """,
         hydra_prefixes=("dataset", "data_root"),
     ),
@@ -246,7 +255,18 @@ def _evaluate(argv: list[str]) -> int:
     return 0
 
 
+def _positive_int(value: Any, key: str) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        number = 0
+    if number < 1:
+        raise ValueError(f"{key}={value!r}: expected a positive whole number")
+    return number
+
+
 def _predict(argv: list[str]) -> int:
+    from gnnhydro.models.streaming import DEFAULT_NODE_CHUNK, DEFAULT_TIME_CHUNK
     from gnnhydro.training.run import predict
 
     args, overrides = _key_values(argv, "predict")
@@ -259,6 +279,10 @@ def _predict(argv: list[str]) -> int:
         cfg.dataset,
         out_dir=args.get("out"),
         overwrite=_bool(args.get("overwrite", "false"), "overwrite"),
+        stream=_bool(args["stream"], "stream") if "stream" in args else None,
+        discharge_format=args.get("discharge_format"),
+        time_chunk=_positive_int(args.get("time_chunk", DEFAULT_TIME_CHUNK), "time_chunk"),
+        node_chunk=_positive_int(args.get("node_chunk", DEFAULT_NODE_CHUNK), "node_chunk"),
     )
     print(f"predictions written to {target}")
     return 0

@@ -50,6 +50,7 @@ from gnnhydro.spec import ParamSpec
 __all__ = [
     "export_parameters",
     "export_discharge",
+    "DischargeZarrWriter",
     "export_metrics",
     "parameter_table",
     "units_path",
@@ -69,6 +70,7 @@ _ALIASES = {"geopackage": "gpkg", "geoparquet": "parquet", "nc": "netcdf", "netc
 #: CF standard name of river discharge (volume flux along the channel) [m3 s-1].
 DISCHARGE_STANDARD_NAME = "water_volume_transport_in_river_channel"
 _TIME_UNITS = "seconds since 1970-01-01 00:00:00"
+_Q_ATTRS = {"units": "m3 s-1", "standard_name": DISCHARGE_STANDARD_NAME}
 _RESERVED = ("id", "geometry", "lon", "lat")
 _UNITS_KEY_PARQUET = b"gnnhydro:units"
 _UNITS_KEY_GPKG = "gnnhydro_units"
@@ -493,85 +495,22 @@ def _encode_time(t: np.ndarray) -> np.ndarray:
     return ns / 1e9
 
 
-def export_discharge(
+def _discharge_dataset(
     graph: Any,
-    discharge: Tensor | np.ndarray,
-    time: np.ndarray | Sequence[Any],
-    path: str | Path,
-    observed: Tensor | np.ndarray | None = None,
-    node_subset: Any = None,
-    *,
-    title: str = "gnnhydro simulated river discharge",
-    warmup_steps: int = 0,
-    attrs: Mapping[str, Any] | None = None,
-) -> Path:
-    """Write discharge as a CF-1.8 ``timeSeries`` discrete-sampling-geometry netCDF.
-
-    Layout (orthogonal multidimensional representation, time varying slowest as in NWM
-    ``CHRTOUT``/``streamflow(time, feature_id)`` files)::
-
-        dimensions: time = T; station = S
-        time(time)            units "seconds since 1970-01-01 00:00:00", calendar "standard"
-        station_id(station)   cf_role "timeseries_id" (node id: int64 or string)
-        lon(station), lat(station)     when the graph has pos (or geometry with a CRS)
-        discharge(time, station)       units "m3 s-1",
-                                       standard_name "water_volume_transport_in_river_channel"
-        observed_discharge(time, station)   the same, when ``observed`` is given (NaN = missing)
-        warmup(time)          1 during the model's warm-up (states still filling: do not
-                              evaluate), 0 after; flag_values/flag_meanings
-        global: featureType "timeSeries", Conventions "CF-1.8", ``attrs`` as ``gnnhydro_<key>``
-
-    Args:
-        graph: the :class:`~gnnhydro.graph.RiverGraph` (ids; lon/lat when known).
-        discharge: ``[N, T]`` simulated discharge [m³/s] in node order.
-        time: ``[T]`` datetime64 time stamps.
-        path: output ``.nc`` file (replaced if present; parents created).
-        observed: optional ``[N, T]`` observed discharge [m³/s], NaN where missing.
-        node_subset: which nodes become stations: a ``torch.Tensor`` of node indices (e.g.
-            ``graph.gauge_index``) or a bool mask ``[N]``; any other sequence is node ids,
-            matched by id. Default: all nodes.
-        warmup_steps: the first steps that are the model's warm-up (flagged in ``warmup``).
-        attrs: global attributes (e.g. provenance), written as ``gnnhydro_<key>``.
-
-    Shapes:
-        discharge, observed ``[N, T]``; time ``[T]``.
-    """
+    idx: np.ndarray,
+    t: np.ndarray,
+    data: dict[str, Any],
+    warmup_steps: int,
+    title: str,
+    attrs: Mapping[str, Any] | None,
+) -> Any:
+    """The CF-1.8 ``timeSeries`` dataset of stations ``idx`` around the ``(time, station)``
+    variables ``data`` (numpy or dask arrays): coordinates, warm-up flag and global attributes
+    (one layout for the netCDF and the zarr writer)."""
     import xarray as xr
 
-    path = Path(path)
-    q = _to_numpy(discharge, "discharge")
-    n = int(graph.num_nodes)
-    if q.ndim != 2 or q.shape[0] != n:
-        raise ValueError(
-            f"discharge has shape {list(q.shape)}; expected [N, T] with N={n} (graph nodes)"
-        )
-    steps = q.shape[1]
-    t = _time_array(time, steps)
-    obs = None
-    if observed is not None:
-        obs = _to_numpy(observed, "observed")
-        if obs.shape != q.shape:
-            raise ValueError(
-                f"observed has shape {list(obs.shape)}; expected {list(q.shape)} like discharge"
-            )
-    idx = _select_nodes(graph, node_subset)
-    if idx.size == 0:
-        raise ValueError("node_subset selects no nodes")
+    steps = t.shape[0]
     ids = _id_array([graph.node_id[int(i)] for i in idx])
-    q_attrs = {"units": "m3 s-1", "standard_name": DISCHARGE_STANDARD_NAME}
-    data = {
-        "discharge": (
-            ("time", "station"),
-            q[idx].T.astype(np.float32),
-            {**q_attrs, "long_name": "simulated river discharge"},
-        )
-    }
-    if obs is not None:
-        data["observed_discharge"] = (
-            ("time", "station"),
-            obs[idx].T.astype(np.float32),
-            {**q_attrs, "long_name": "observed river discharge"},
-        )
     if not 0 <= int(warmup_steps) <= steps:
         raise ValueError(f"warmup_steps={warmup_steps} is outside 0..{steps}")
     flag = np.zeros(steps, dtype=np.int8)
@@ -635,6 +574,85 @@ def export_discharge(
             **{f"gnnhydro_{k}": _attr(v) for k, v in (attrs or {}).items()},
         }
     )
+    return ds
+
+
+def export_discharge(
+    graph: Any,
+    discharge: Tensor | np.ndarray,
+    time: np.ndarray | Sequence[Any],
+    path: str | Path,
+    observed: Tensor | np.ndarray | None = None,
+    node_subset: Any = None,
+    *,
+    title: str = "gnnhydro simulated river discharge",
+    warmup_steps: int = 0,
+    attrs: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write discharge as a CF-1.8 ``timeSeries`` discrete-sampling-geometry netCDF.
+
+    Layout (orthogonal multidimensional representation, time varying slowest as in NWM
+    ``CHRTOUT``/``streamflow(time, feature_id)`` files)::
+
+        dimensions: time = T; station = S
+        time(time)            units "seconds since 1970-01-01 00:00:00", calendar "standard"
+        station_id(station)   cf_role "timeseries_id" (node id: int64 or string)
+        lon(station), lat(station)     when the graph has pos (or geometry with a CRS)
+        discharge(time, station)       units "m3 s-1",
+                                       standard_name "water_volume_transport_in_river_channel"
+        observed_discharge(time, station)   the same, when ``observed`` is given (NaN = missing)
+        warmup(time)          1 during the model's warm-up (states still filling: do not
+                              evaluate), 0 after; flag_values/flag_meanings
+        global: featureType "timeSeries", Conventions "CF-1.8", ``attrs`` as ``gnnhydro_<key>``
+
+    Args:
+        graph: the :class:`~gnnhydro.graph.RiverGraph` (ids; lon/lat when known).
+        discharge: ``[N, T]`` simulated discharge [m³/s] in node order.
+        time: ``[T]`` datetime64 time stamps.
+        path: output ``.nc`` file (replaced if present; parents created).
+        observed: optional ``[N, T]`` observed discharge [m³/s], NaN where missing.
+        node_subset: which nodes become stations: a ``torch.Tensor`` of node indices (e.g.
+            ``graph.gauge_index``) or a bool mask ``[N]``; any other sequence is node ids,
+            matched by id. Default: all nodes.
+        warmup_steps: the first steps that are the model's warm-up (flagged in ``warmup``).
+        attrs: global attributes (e.g. provenance), written as ``gnnhydro_<key>``.
+
+    Shapes:
+        discharge, observed ``[N, T]``; time ``[T]``.
+    """
+    path = Path(path)
+    q = _to_numpy(discharge, "discharge")
+    n = int(graph.num_nodes)
+    if q.ndim != 2 or q.shape[0] != n:
+        raise ValueError(
+            f"discharge has shape {list(q.shape)}; expected [N, T] with N={n} (graph nodes)"
+        )
+    steps = q.shape[1]
+    t = _time_array(time, steps)
+    obs = None
+    if observed is not None:
+        obs = _to_numpy(observed, "observed")
+        if obs.shape != q.shape:
+            raise ValueError(
+                f"observed has shape {list(obs.shape)}; expected {list(q.shape)} like discharge"
+            )
+    idx = _select_nodes(graph, node_subset)
+    if idx.size == 0:
+        raise ValueError("node_subset selects no nodes")
+    data = {
+        "discharge": (
+            ("time", "station"),
+            q[idx].T.astype(np.float32),
+            {**_Q_ATTRS, "long_name": "simulated river discharge"},
+        )
+    }
+    if obs is not None:
+        data["observed_discharge"] = (
+            ("time", "station"),
+            obs[idx].T.astype(np.float32),
+            {**_Q_ATTRS, "long_name": "observed river discharge"},
+        )
+    ds = _discharge_dataset(graph, idx, t, data, int(warmup_steps), title, attrs)
     # time is encoded here rather than by xarray, which would shorten the units string to
     # "seconds since 1970-01-01"; the attributes decode the same either way.
     encoding = {k: {"_FillValue": None} for k in ("time", "lon", "lat") if k in ds.variables}
@@ -643,6 +661,108 @@ def export_discharge(
         path.unlink()
     ds.to_netcdf(path, encoding=encoding)
     return path
+
+
+class DischargeZarrWriter:
+    """Discharge of every node written to a zarr store chunk by chunk, as a simulation streams
+    (:func:`~gnnhydro.models.streaming.stream_discharge`), never holding the whole ``[N, T]``.
+
+    The store has the layout of :func:`export_discharge` (CF-1.8 ``timeSeries``:
+    ``discharge(time, station)`` m³/s, ``station_id``, ``lon``/``lat``, ``warmup``, global
+    attributes) and opens with ``xarray.open_zarr``. The coordinates and metadata are written
+    on construction, the data by :meth:`write` (time chunks aligned with the store's chunks);
+    steps never written read as NaN, and the global attribute ``complete`` turns 1 only in
+    :meth:`close`, so an interrupted run is recognisable. :meth:`to_netcdf` converts the
+    finished store (streamed by dask).
+
+    Args:
+        path: the ``.zarr`` store to create (an existing one is replaced).
+        graph: the network (ids; lon/lat when known).
+        time: ``[T]`` datetime64 time stamps.
+        time_chunk: steps per zarr chunk (the size of each :meth:`write`).
+        station_chunk: stations per zarr chunk (default: all, up to 65,536).
+        warmup_steps, attrs, title: as for :func:`export_discharge`.
+
+    Shapes:
+        :meth:`write` takes ``[N, t]`` m³/s for steps ``[t0, t0 + t)``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        graph: Any,
+        time: np.ndarray | Sequence[Any],
+        *,
+        time_chunk: int,
+        station_chunk: int | None = None,
+        warmup_steps: int = 0,
+        attrs: Mapping[str, Any] | None = None,
+        title: str = "gnnhydro simulated river discharge",
+    ) -> None:
+        import dask.array as da
+        import zarr
+
+        self.path = Path(path)
+        n = int(graph.num_nodes)
+        t = _time_array(time, len(time))
+        self.num_steps = t.shape[0]
+        self.num_nodes = n
+        chunks = (int(time_chunk), int(station_chunk or min(n, 65_536)))
+        template = da.full((self.num_steps, n), np.nan, dtype=np.float32, chunks=chunks)
+        data = {
+            "discharge": (
+                ("time", "station"),
+                template,
+                {**_Q_ATTRS, "long_name": "simulated river discharge"},
+            )
+        }
+        ds = _discharge_dataset(graph, np.arange(n), t, data, int(warmup_steps), title, attrs)
+        ds.attrs["complete"] = 0
+        encoding = {k: {"_FillValue": None} for k in ("time", "lon", "lat") if k in ds.variables}
+        encoding["discharge"] = {"chunks": chunks, "_FillValue": np.float32("nan")}
+        if self.path.exists():
+            import shutil
+
+            shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        ds.to_zarr(self.path, mode="w", compute=False, encoding=encoding, consolidated=False)
+        self._group = zarr.open_group(self.path, mode="r+")
+        self._array = self._group["discharge"]
+
+    def write(self, t0: int, discharge: Tensor | np.ndarray) -> None:
+        """Write ``discharge`` ``[N, t]`` m³/s as steps ``[t0, t0 + t)``."""
+        q = discharge.detach().cpu().numpy() if isinstance(discharge, Tensor) else discharge
+        if q.ndim != 2 or q.shape[0] != self.num_nodes or t0 + q.shape[1] > self.num_steps:
+            raise ValueError(
+                f"discharge chunk {list(q.shape)} at step {t0} does not fit the store's "
+                f"[N={self.num_nodes}, T={self.num_steps}]"
+            )
+        self._array[t0 : t0 + q.shape[1], :] = np.ascontiguousarray(q.T, dtype=np.float32)
+
+    def close(self) -> Path:
+        """Mark the store complete and consolidate its metadata."""
+        import zarr
+
+        self._group.attrs["complete"] = 1
+        zarr.consolidate_metadata(self.path)
+        return self.path
+
+    def to_netcdf(self, path: str | Path) -> Path:
+        """The finished store as a netCDF file of the same layout (streamed chunk by chunk)."""
+        return self.to_netcdf_of(self.path, path)
+
+    @staticmethod
+    def to_netcdf_of(store: str | Path, path: str | Path) -> Path:
+        """A finished discharge store ``store`` as the netCDF file ``path``."""
+        import xarray as xr
+
+        path = Path(path)
+        with xr.open_zarr(store) as ds:
+            encoding = {
+                k: {"_FillValue": None} for k in ("time", "lon", "lat") if k in ds.variables
+            }
+            ds.to_netcdf(path, encoding=encoding)
+        return path
 
 
 # ---------------------------------------------------------------------------- metrics

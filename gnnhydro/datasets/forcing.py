@@ -197,7 +197,7 @@ class ForcingReader:
             )
 
     def _read(
-        self, name: str, start: int, stop: int, nodes: np.ndarray | None = None
+        self, name: str, start: int, stop: int, nodes: np.ndarray | slice | None = None
     ) -> np.ndarray:
         if not 0 <= start < stop <= self.num_steps:
             raise ValueError(
@@ -205,7 +205,7 @@ class ForcingReader:
             )
         da = self.ds[name].isel({self.time_dim: slice(start, stop)})
         if nodes is not None:  # only these nodes (network order) are read from the file
-            da = da.isel({self.id_dim: self.positions[np.asarray(nodes, dtype=np.int64)]})
+            da = da.isel({self.id_dim: _contiguous(self.positions[nodes])})
         elif not self._identity_order:
             da = da.isel({self.id_dim: self.positions})
         values = np.asarray(da.transpose(self.id_dim, self.time_dim).values, dtype=np.float64)
@@ -219,7 +219,8 @@ class ForcingReader:
 
     def read(self, start: int = 0, stop: int | None = None, nodes: Any = None) -> Tensor:
         """Forcing of steps ``[start, stop)`` as ``[N, stop - start, F]`` float32 (``[M, ...]``
-        for the node indices ``nodes`` of the network, read alone from the file)."""
+        for the node indices ``nodes`` of the network — an index array or a slice — read alone
+        from the file)."""
         stop = self.num_steps if stop is None else stop
         arrays = [self._read(v, start, stop, _indices(nodes)) for v in self.forcing_names]
         return torch.from_numpy(np.stack(arrays, axis=-1).astype(np.float32))
@@ -230,7 +231,7 @@ class ForcingReader:
         stop = self.num_steps if stop is None else stop
         index = _indices(nodes)
         if self.discharge_name is None:
-            count = len(self.node_ids) if index is None else len(index)
+            count = len(np.arange(len(self.node_ids))[index if index is not None else slice(None)])
             return torch.full((count, stop - start), float("nan"))
         values = self._read(self.discharge_name, start, stop, index)
         return torch.from_numpy(values.astype(np.float32))
@@ -257,12 +258,19 @@ class ForcingReader:
         self.ds.close()
 
 
-def _indices(nodes: Any) -> np.ndarray | None:
-    if nodes is None:
-        return None
+def _indices(nodes: Any) -> np.ndarray | slice | None:
+    if nodes is None or isinstance(nodes, slice):
+        return nodes
     if isinstance(nodes, Tensor):
         nodes = nodes.cpu().numpy()
     return np.asarray(nodes, dtype=np.int64)
+
+
+def _contiguous(positions: np.ndarray) -> np.ndarray | slice:
+    """File positions as a slice when they are one ascending run (a contiguous read)."""
+    if positions.size and np.all(np.diff(positions) == 1):
+        return slice(int(positions[0]), int(positions[-1]) + 1)
+    return positions
 
 
 def warn_no_temperature(what: str) -> None:

@@ -153,11 +153,7 @@ class HydroModel(nn.Module):
         return torch.stack(cols, dim=-1) if cols else None
 
     def forcing_dict(self, batch: Any) -> dict[str, Tensor]:
-        names = list(
-            batch.forcing_names[0]
-            if isinstance(batch.forcing_names[0], list)
-            else batch.forcing_names
-        )
+        names = _forcing_names(batch)
         forcing = batch.forcing
         needed = getattr(self.runoff, "forcing_names", None) or names
         optional = getattr(self.runoff, "optional_forcing", {})
@@ -212,16 +208,20 @@ class HydroModel(nn.Module):
                 }
             return states
 
-    # ------------------------------------------------------------------ forward
-    def forward(self, batch: Any, *, warmup_steps: int = 0) -> dict[str, Any]:
+    # ------------------------------------------------------------------ steps
+    def parameters_of(self, batch: Any) -> tuple[dict[str, Tensor], Any]:
+        """The physical parameters of every node of ``batch`` by name, and the graph the physics
+        runs on (``batch`` itself, or its ``physics_mask`` nodes: halo nodes feed the
+        parameterizer only).
+
+        Shapes:
+            batch.x ``[N, F]`` → runoff parameters ``[N', m]`` (or ``[N', T, m]`` dynamic),
+            routing parameters ``[N']``; ``N'`` the physics nodes.
+        """
         x = self.normalise(batch.x.float())
         dynamic_input = None
         if self.dynamic_names:
-            names = list(
-                batch.forcing_names[0]
-                if isinstance(batch.forcing_names[0], list)
-                else batch.forcing_names
-            )
+            names = _forcing_names(batch)
             idx = [names.index(n) for n in self.dynamic_names]
             dyn = batch.forcing[..., idx].float()
             dynamic_input = (dyn - dyn.mean(dim=(0, 1))) / (dyn.std(dim=(0, 1)) + 1e-6)
@@ -239,49 +239,101 @@ class HydroModel(nn.Module):
 
             batch = node_subset(batch, physics_mask)
             params = {name: value[physics_mask] for name, value in params.items()}
-        out: dict[str, Any] = {"params": params}
-        if physics_mask is not None:
-            out["graph"] = batch
+        return params, batch
+
+    def runoff_forcing(self, batch: Any, params: dict[str, Tensor]) -> dict[str, Tensor]:
+        """The runoff model's forcing by name (after the learned correction when there is one)."""
+        forcing = self.forcing_dict(batch)
+        if self.forcing_correction is not None:
+            forcing = self.correct_forcing(batch, forcing, params)
+        return forcing
+
+    def runoff_lateral(
+        self,
+        batch: Any,
+        forcing: dict[str, Tensor],
+        params: dict[str, Tensor],
+        states: dict[str, Tensor] | None,
+        *,
+        return_states: bool = False,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Runoff of every node from ``states`` (``None``: empty stores) and its lateral inflow.
+
+        Returns ``(lateral_inflow, result)``: ``lateral_inflow`` ``[N, T]`` m³/s (runoff after the
+        model's own unit hydrograph when it has one, × ``batch.area_km2`` / step) and the runoff
+        model's outputs (fluxes and states; ``final_<state>`` ``[N, m]`` with ``return_states``).
+        """
         step_seconds = float(_first(getattr(batch, "step_seconds", 86400.0)))
-        if self.mode in ("full", "runoff"):
-            runoff_params = {name: params[name] for name in self.runoff_specs(self.runoff)}
-            forcing = self.forcing_dict(batch)
-            if self.forcing_correction is not None:
-                forcing = self.correct_forcing(batch, forcing, params)
-                out["forcing"] = forcing
-            states = self.spun_up_states(forcing, runoff_params)
-            result = self.runoff(forcing, runoff_params, states=states)
-            # runoff entering the river: after the model's own unit hydrograph when it has one
-            runoff = result.get("runoff_routed", result["runoff"])
-            out["runoff"] = runoff
-            out["fluxes"] = result
-            lateral = mm_per_step_to_m3s(runoff, batch.area_km2.to(runoff.dtype), step_seconds)
-        else:
-            lateral = batch.lateral_inflow.float()
-        out["lateral_inflow"] = lateral
-        if self.mode == "runoff":
-            out["discharge"] = lateral
-            return out
+        runoff_params = {name: params[name] for name in self.runoff_specs(self.runoff)}
+        result = self.runoff(forcing, runoff_params, states=states, return_states=return_states)
+        runoff = result.get("runoff_routed", result["runoff"])
+        return mm_per_step_to_m3s(runoff, batch.area_km2.to(runoff.dtype), step_seconds), result
+
+    def initial_discharge(self, batch: Any, dtype: torch.dtype) -> Tensor | None:
+        """``[N]`` m³/s steady flow routing starts from (``initial_discharge_from``), or ``None``."""
+        if self.initial_discharge_from is None:
+            return None
+        source = getattr(batch, self.initial_discharge_from, None)
+        if source is None:
+            raise ValueError(
+                f"initial_discharge_from={self.initial_discharge_from!r}: the data have no such attribute"
+            )
+        return torch.nan_to_num(source[:, 0].to(dtype), nan=0.0)
+
+    def route_lateral(
+        self,
+        lateral: Tensor,
+        batch: Any,
+        params: dict[str, Tensor],
+        initial_state: Any = None,
+        **route_options: Any,
+    ) -> Any:
+        """Discharge ``[N, T]`` m³/s from lateral inflow ``[N, T]`` m³/s through ``batch``'s
+        network (``route_options`` go to :func:`~gnnhydro.routing.route`, e.g.
+        ``return_state``, ``stage_plan``)."""
         from gnnhydro.routing import route
 
         routing_params = {name: params[name] for name in self.routing_specs(self.irf)}
-        initial = None
-        if self.initial_discharge_from is not None:
-            source = getattr(batch, self.initial_discharge_from, None)
-            if source is None:
-                raise ValueError(
-                    f"initial_discharge_from={self.initial_discharge_from!r}: the data have no such attribute"
-                )
-            initial = torch.nan_to_num(source[:, 0].to(lateral.dtype), nan=0.0)
-        out["discharge"] = route(
+        return route(
             lateral,
             batch,
             irf=self.irf,
             params=routing_params,
             substeps=self.substeps,
-            initial_state=initial,
+            initial_state=initial_state,
+            **route_options,
+        )
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: Any, *, warmup_steps: int = 0) -> dict[str, Any]:
+        params, graph = self.parameters_of(batch)
+        out: dict[str, Any] = {"params": params}
+        if graph is not batch:
+            out["graph"] = graph
+        if self.mode in ("full", "runoff"):
+            forcing = self.runoff_forcing(graph, params)
+            if self.forcing_correction is not None:
+                out["forcing"] = forcing
+            runoff_params = {name: params[name] for name in self.runoff_specs(self.runoff)}
+            states = self.spun_up_states(forcing, runoff_params)
+            lateral, result = self.runoff_lateral(graph, forcing, params, states)
+            out["runoff"] = result.get("runoff_routed", result["runoff"])
+            out["fluxes"] = result
+        else:
+            lateral = graph.lateral_inflow.float()
+        out["lateral_inflow"] = lateral
+        if self.mode == "runoff":
+            out["discharge"] = lateral
+            return out
+        out["discharge"] = self.route_lateral(
+            lateral, graph, params, self.initial_discharge(graph, lateral.dtype)
         )
         return out
+
+
+def _forcing_names(batch: Any) -> list[str]:
+    names = batch.forcing_names
+    return list(names[0] if isinstance(names[0], list) else names)
 
 
 def _first(value: Any) -> Any:

@@ -21,6 +21,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
+from gnnhydro.models.streaming import DEFAULT_NODE_CHUNK, DEFAULT_TIME_CHUNK
 from gnnhydro.training.checkpoint import best_checkpoint, load_weights
 from gnnhydro.training.experiment import (
     Experiment,
@@ -126,13 +127,26 @@ def predict(
     out_dir: str | Path | None = None,
     *,
     overwrite: bool = False,
+    stream: bool | None = None,
+    discharge_format: str | None = None,
+    time_chunk: int = DEFAULT_TIME_CHUNK,
+    node_chunk: int = DEFAULT_NODE_CHUNK,
+    progress: bool = True,
 ) -> Path:
     """Predict parameters and discharge on a dataset (no observations needed: ungauged basins).
 
-    Writes ``parameters.gpkg`` (or ``.nc`` for a graph without geometry), ``discharge.nc`` and
+    Writes ``parameters.gpkg`` (or ``.nc`` for a graph without geometry), the discharge and
     ``provenance.json`` (run, checkpoint, data root, time) into ``out_dir`` — default
     ``<run_dir>/predictions/<dataset name>``. An earlier prediction there is never replaced
-    silently: pass ``overwrite=True``."""
+    silently: pass ``overwrite=True``.
+
+    ``stream`` (default: when the dataset is lazy, ``dataset.lazy=true``) runs the model chunk
+    by chunk (:func:`~gnnhydro.models.streaming.stream_discharge`: ``time_chunk`` steps ×
+    ``node_chunk`` nodes, forcing read per chunk) and writes ``discharge.zarr`` as it goes, so
+    memory is set by the chunks, not by the network or the record; in memory the whole record
+    runs at once and gives ``discharge.nc``. ``discharge_format``: ``zarr`` or ``netcdf``
+    (default ``zarr`` streamed, ``netcdf`` in memory; a streamed netCDF is converted from the
+    store at the end)."""
     from gnnhydro import export
     from gnnhydro.training.outputs import _node_geometry_known
 
@@ -142,6 +156,15 @@ def predict(
         if out_dir
         else run_dir / "predictions" / str(dataset_cfg.get("name", "dataset"))
     )
+    if stream is None:
+        stream = bool(dataset_cfg.get("lazy", False))
+    fmt_q = discharge_format or ("zarr" if stream else "netcdf")
+    if fmt_q not in ("zarr", "netcdf"):
+        raise ValueError(f"discharge_format must be 'zarr' or 'netcdf', got {fmt_q!r}")
+    if fmt_q == "zarr" and not stream:
+        raise ValueError(
+            "discharge_format=zarr is written by streamed prediction: pass stream=true"
+        )
     if not overwrite:  # fail before the work; with overwrite, replaced once all succeeded
         _free_target(target, False, "prediction folder")
     # the training run's architecture, weights and normalisation, not its dataset
@@ -153,11 +176,7 @@ def predict(
         what = f"predict on {dataset_cfg.get('name', 'the dataset')}"
         ModelInputs.load(run_dir / "model_inputs.json").check(graph, what)
     model.eval()
-    log.info("predicting %d nodes x %d time steps ...", graph.num_nodes, len(graph.time))
-    with torch.no_grad():
-        out = model(graph)
-    _free_target(target, overwrite, "prediction folder")  # replaced only once all succeeded
-    target.mkdir(parents=True, exist_ok=True)
+    time = np.asarray(graph.time)
     record = {
         "run_dir": str(run_dir.resolve()),
         "checkpoint": str(checkpoint),
@@ -165,28 +184,109 @@ def predict(
         "dataset_root": str(dataset_cfg.get("root", "")),
         "written": provenance()["started"],
     }
-    fmt = "gpkg" if _node_geometry_known(graph) else "netcdf"
-    write_parameter_maps(
-        graph,
-        out["params"],
-        model.param_specs,
-        target,
-        [fmt],
-        time_axis=np.asarray(graph.time),
-        attrs=record,
-    )
     step = float(getattr(graph, "step_seconds", 86400.0))
     warmup = int(round(float(dataset_cfg.get("warmup_days", 0) or 0) * 86400.0 / step))
-    export.export_discharge(
+    warmup = min(warmup, len(time))
+    log.info(
+        "predicting %d nodes x %d time steps%s ...",
+        graph.num_nodes,
+        len(time),
+        f" (streamed: {time_chunk} steps x {node_chunk} nodes per chunk)" if stream else "",
+    )
+    staging = target.with_name(target.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    if stream:
+        params = _predict_streamed(
+            model, dataset, graph, staging, record, warmup, time_chunk, node_chunk, progress
+        )
+        if fmt_q == "netcdf":
+            store = staging / "discharge.zarr"
+            export.DischargeZarrWriter.to_netcdf_of(store, staging / "discharge.nc")
+            shutil.rmtree(store)
+    else:
+        with torch.no_grad():
+            out = model(graph)
+        params = out["params"]
+        export.export_discharge(
+            graph,
+            out["discharge"].float(),
+            time,
+            staging / "discharge.nc",
+            warmup_steps=warmup,
+            attrs=record,
+        )
+    fmt = "gpkg" if _node_geometry_known(graph) else "netcdf"
+    write_parameter_maps(
+        graph, params, model.param_specs, staging, [fmt], time_axis=time, attrs=record
+    )
+    (staging / "provenance.json").write_text(json.dumps(provenance(**record), indent=2))
+    _free_target(target, overwrite, "prediction folder")  # replaced only once all succeeded
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging.rename(target)
+    return target
+
+
+def _predict_streamed(
+    model: torch.nn.Module,
+    dataset: Any,
+    graph: Any,
+    folder: Path,
+    record: dict[str, Any],
+    warmup: int,
+    time_chunk: int,
+    node_chunk: int,
+    progress: bool,
+) -> dict[str, Tensor]:
+    """Stream the model over ``graph`` into ``folder/discharge.zarr``; the parameters."""
+    from tqdm.auto import tqdm
+
+    from gnnhydro.export import DischargeZarrWriter
+    from gnnhydro.models.streaming import stream_discharge
+
+    time = np.asarray(graph.time)
+    reader = getattr(dataset, "reader", None) if getattr(dataset, "lazy", False) else None
+    if reader is not None:
+        names = list(reader.forcing_names)
+
+        def forcing(t0: int, t1: int, a: int, b: int) -> Tensor:
+            return reader.read(t0, t1, nodes=slice(a, b))
+
+    else:
+        names = list(graph.forcing_names)
+
+        def forcing(t0: int, t1: int, a: int, b: int) -> Tensor:
+            return graph.forcing[a:b, t0:t1].float()
+
+    writer = DischargeZarrWriter(
+        folder / "discharge.zarr",
         graph,
-        out["discharge"].float(),
-        np.asarray(graph.time),
-        target / "discharge.nc",
-        warmup_steps=min(warmup, len(graph.time)),
+        time,
+        time_chunk=time_chunk,
+        warmup_steps=warmup,
         attrs=record,
     )
-    (target / "provenance.json").write_text(json.dumps(provenance(**record), indent=2))
-    return target
+    bar = tqdm(total=len(time), desc="predict", unit="step", disable=not progress)
+
+    def advance(done: int, total: int) -> None:
+        bar.update(done - bar.n)
+
+    params = stream_discharge(
+        model,
+        graph,
+        forcing,
+        names,
+        writer.write,
+        num_steps=len(time),
+        time=time,
+        time_chunk=time_chunk,
+        node_chunk=node_chunk,
+        progress=advance,
+    )
+    bar.close()
+    writer.close()
+    return params
 
 
 def attributes_by_name(graph: Any, names: list[str] | None) -> Tensor:
