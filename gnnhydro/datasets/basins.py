@@ -9,6 +9,10 @@ A basin is upstream-closed, so routing inside it is exact.
 Batches pack samples up to a node budget (:class:`NodeBudgetBatches`); a basin larger than the
 budget is trained alone in its own batch (it is never dropped), so the memory of a step is set
 by the batch — by the largest basin at worst — not by the network.
+
+Under data parallelism every rank forms the same batches (those of one process) and
+:class:`RankShares` gives each rank its part of every batch, balanced by nodes, so that all
+ranks take the same number of steps; a rank left without a sample of a batch runs a stand-in.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Sampler
@@ -27,7 +30,14 @@ from gnnhydro.graph.topology import upstream_nodes
 
 log = logging.getLogger("gnnhydro")
 
-__all__ = ["GaugeBasins", "GaugeBasinSamples", "NodeBudgetBatches"]
+__all__ = [
+    "GaugeBasins",
+    "GaugeBasinSamples",
+    "NodeBudgetBatches",
+    "RankShares",
+    "StandInSamples",
+    "share_out",
+]
 
 
 class GaugeBasins:
@@ -182,3 +192,80 @@ class NodeBudgetBatches(Sampler[list[int]]):
     def __len__(self) -> int:
         return len(self.batches)
 
+
+def share_out(batch: Sequence[int], sizes: Sequence[int], world: int) -> list[list[int]]:
+    """Split the samples of one batch among ``world`` ranks, balanced by nodes: the largest
+    sample first, each to the rank with the fewest nodes so far (ties: the lowest rank); every
+    share in sample order. Deterministic; a share is empty only when the batch has fewer
+    samples than ranks."""
+    shares: list[list[int]] = [[] for _ in range(world)]
+    loads = [0] * world
+    for i in sorted(batch, key=lambda i: (-int(sizes[i]), i)):
+        rank = min(range(world), key=lambda r: (loads[r], r))
+        shares[rank].append(i)
+        loads[rank] += int(sizes[i])
+    return [sorted(share) for share in shares]
+
+
+class RankShares(Sampler[list[tuple[int, bool]]]):
+    """One rank's part of every batch of a :class:`NodeBudgetBatches` (the batches of one
+    process, formed alike on every rank): as many steps as batches on every rank.
+
+    Yields ``[(sample, stand_in), ...]`` per batch (for :class:`StandInSamples`): the rank's
+    share (:func:`share_out`) with ``stand_in`` False, or, when the share is empty, the batch's
+    smallest sample alone with ``stand_in`` True — run forward and backward (data-parallel
+    training needs every rank in every backward) but left out of the loss.
+
+    Args:
+        batches: the batches of the whole epoch (sample indices).
+        sizes: nodes per sample.
+        rank, world: this process and the number of processes.
+    """
+
+    def __init__(
+        self, batches: Sequence[Sequence[int]], sizes: Sequence[int], rank: int, world: int
+    ) -> None:
+        if not 0 <= rank < world:
+            raise ValueError(f"rank must be in [0, {world}), got {rank}")
+        self.batches = [list(b) for b in batches]
+        self.sizes = [int(s) for s in sizes]
+        self.rank, self.world = rank, world
+        self.shares: list[list[tuple[int, bool]]] = []
+        for batch in self.batches:
+            share = share_out(batch, self.sizes, world)[rank]
+            if share:
+                self.shares.append([(i, False) for i in share])
+            else:
+                smallest = min(batch, key=lambda i: (self.sizes[i], i))
+                self.shares.append([(smallest, True)])
+
+    def stand_ins(self) -> int:
+        """Steps in which this rank runs a stand-in."""
+        return sum(share[0][1] for share in self.shares)
+
+    def __iter__(self) -> Iterator[list[tuple[int, bool]]]:
+        return iter(self.shares)
+
+    def __len__(self) -> int:
+        return len(self.shares)
+
+
+class StandInSamples(Dataset):
+    """The items of ``dataset`` indexed by ``(index, stand_in)`` (from :class:`RankShares`),
+    each with its ``stand_in`` flag (bool; collated to ``[num_graphs]``)."""
+
+    def __init__(self, dataset: GaugeBasinSamples) -> None:
+        self.dataset = dataset
+        self.samples = dataset.samples
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def size(self, idx: int) -> int:
+        return self.dataset.size(idx)
+
+    def __getitem__(self, idx: tuple[int, bool]) -> Any:
+        index, stand_in = idx
+        out = self.dataset[int(index)]
+        out.stand_in = bool(stand_in)
+        return out

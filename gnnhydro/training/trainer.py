@@ -84,6 +84,48 @@ def _masked_loss(loss_fn, out: dict, batch: Any, warmup: int, mask_name: str) ->
     return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
 
+def _gathered_loss(
+    loss_fn, out: dict, batch: Any, warmup: int, mask_name: str, *, stand_in: bool = False
+) -> Tensor:
+    """The loss of the whole global batch under data parallelism, the same value on every rank.
+
+    Each rank has simulated its share of the batch; the series at the gauges of ``mask_name``
+    (and their observations) of all ranks are gathered, and the loss of :func:`_masked_loss`
+    is taken over all of them, this rank's own series live (with their gradient), the other
+    ranks' as constants. Summed over the ranks these partial gradients are the gradient of the
+    one-process loss of the global batch for any loss (a mean over gauges or steps, NaN-masked,
+    combined, ensemble); DDP averages, so the caller backpropagates ``world`` × this loss.
+    A ``stand_in`` rank contributes no series (its forward output stays in the autograd graph,
+    so its backward runs, with zero gradient).
+    """
+    import torch.distributed as dist
+
+    world, rank = dist.get_world_size(), dist.get_rank()
+    members = HydroEnsemble.member_outputs(out)
+    graph = members[0].get("graph", batch)
+    mask = getattr(graph, mask_name)
+    sims = torch.stack([m["discharge"][getattr(m.get("graph", batch), mask_name)] for m in members])
+    obs = graph.q_obs[mask].to(sims.dtype)
+    if stand_in:
+        sims, obs = sims[:, :0], obs[:0]
+    count = torch.tensor([obs.shape[0]], device=obs.device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    local = sims.new_zeros((sims.shape[0] + 1, max(sizes), sims.shape[-1]))
+    local[:-1, : sizes[rank]] = sims.detach()
+    local[-1, : sizes[rank]] = obs
+    parts = [torch.empty_like(local) for _ in range(world)]
+    dist.all_gather(parts, local)
+    sim_all = torch.cat(
+        [sims if r == rank else part[:-1, :n] for r, (part, n) in enumerate(zip(parts, sizes))],
+        dim=1,
+    )
+    obs_all = torch.cat([part[-1, :n] for part, n in zip(parts, sizes)])
+    losses = [loss_fn(simulation=s, observation=obs_all, warmup_steps=warmup) for s in sim_all]
+    return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
+
+
 def _clip_gradients(module: torch.nn.Module, max_norm: float) -> None:
     """Clip the gradient norm of every ensemble member separately (of the model if single)."""
     for part in getattr(module, "members", [module]):
@@ -149,10 +191,14 @@ def train(
     written. ``command`` (default: ``sys.argv``) and the job's ``overrides`` are recorded in
     ``provenance.json``.
 
-    Under ``torchrun`` (``WORLD_SIZE`` > 1) training is data-parallel (DDP): every rank draws the
-    same random windows and takes its share (``windows[rank::world]``), gradients are averaged,
-    and rank 0 alone writes checkpoints, logs and outputs — the same updates as one process with
-    the whole batch when ``trainer.batch_size`` is a multiple of the world size.
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) training is data-parallel (DDP) and rank 0 alone
+    writes checkpoints, logs and outputs. ``sampler=windows``: every rank draws the same random
+    windows and takes its share (``windows[rank::world]``, ``trainer.batch_size`` a multiple of
+    the world size), gradients are averaged. ``sampler=gauge_basins``: every rank draws the
+    same samples and forms the same node-budget batches as one process (``trainer.batch_size``
+    basins at most, at least the world size), and takes its share of each batch, balanced by
+    nodes; the loss is that of the whole global batch (the ranks' simulated gauge series are
+    gathered), so the updates, and the logged training loss, are those of one process.
     """
     run_dir = Path(run_dir)
     tcfg = cfg.trainer
@@ -169,10 +215,7 @@ def train(
     exp = Experiment(cfg, run_dir)  # validates the data before anything is written
     if world > 1 and torch.cuda.is_available():
         exp.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", rank)))
-    if int(tcfg.batch_size) % world:
-        raise ValueError(
-            f"trainer.batch_size={tcfg.batch_size} is not a multiple of the {world} processes"
-        )
+    _check_batch_size(tcfg, world)
     model = exp.build_model()
     trainer = Trainer(exp, model, rank=rank, world=world)
     ckpt_dir = run_dir / "checkpoints"
@@ -228,6 +271,21 @@ def train(
     return run_dir
 
 
+def _check_batch_size(tcfg: DictConfig, world: int) -> None:
+    """``trainer.batch_size`` against the number of processes: windows are shared out equally
+    (a multiple); gauge-basin batches of ``batch_size`` basins at most are shared out by nodes
+    (at least one basin per process, else a process would only ever run stand-ins)."""
+    batch = int(tcfg.batch_size)
+    if str(tcfg.get("sampler", "windows")) == "gauge_basins":
+        if batch < world:
+            raise ValueError(
+                f"trainer.batch_size={batch} (the most basins of a step, shared out among the "
+                f"processes) is below the {world} processes: raise it to {world} or more"
+            )
+    elif batch % world:
+        raise ValueError(f"trainer.batch_size={batch} is not a multiple of the {world} processes")
+
+
 class Trainer:
     """The training loop of one run, as hooks a subclass can override (the shape of
     neuralhydrology's ``BaseTrainer``):
@@ -238,8 +296,9 @@ class Trainer:
       ``trainer.optimizer={_target_: torch.optim.RAdam, _partial_: true, lr: 0.003}``;
     - :meth:`_get_loss`: the NaN-masked loss of ``trainer.loss``;
     - :meth:`_get_data_loader`: the epoch's samples — random windows of the training period with
-      their warm-up (:class:`~gnnhydro.datasets.windows.WindowSamples`) through PyG's
-      ``DataLoader`` (``trainer.num_workers`` worker processes);
+      their warm-up (:class:`~gnnhydro.datasets.windows.WindowSamples`), or gauge basins in
+      node-budget batches (``trainer.sampler=gauge_basins``, :meth:`_gauge_basin_samples`) —
+      through PyG's ``DataLoader`` (``trainer.num_workers`` worker processes);
     - :meth:`_train_epoch`, :meth:`_train_step`, :meth:`_validate`: one epoch, one step, the
       validation loss (``None`` without a validation period).
 
@@ -262,11 +321,8 @@ class Trainer:
             raise ValueError(
                 f"trainer.sampler must be 'windows' or 'gauge_basins', got {sampler!r}"
             )
-        if sampler == "gauge_basins" and world > 1:
-            raise ValueError(
-                "trainer.sampler=gauge_basins under torchrun is not supported yet (node-budget "
-                "batches would give the ranks different numbers of steps); use sampler=windows"
-            )
+        # gauge-basin batches are shared out by nodes; the loss is that of the global batch
+        self.shares_basins = sampler == "gauge_basins" and world > 1
         self.optimizer = self._get_optimizer()
         self.scheduler = self._get_scheduler(self.optimizer)
         self.loss_fn = self._get_loss()
@@ -347,34 +403,44 @@ class Trainer:
         return self._basins
 
     def _gauge_basin_samples(self) -> tuple[Any, Any]:
-        """This rank's samples of one epoch: every training gauge's basin once, in random
-        order, each with a random window; and their node-budget batches."""
-        from gnnhydro.datasets.basins import GaugeBasinSamples, NodeBudgetBatches
+        """The samples of one epoch: every training gauge's basin once, in random order, each
+        with a random window; and their node-budget batches (at most ``trainer.batch_size``
+        basins). Under data parallelism every rank draws the same samples and forms the same
+        batches — those of one process — and takes its share of each batch
+        (:class:`~gnnhydro.datasets.basins.RankShares`, balanced by nodes: as many steps on
+        every rank); a rank reads only the samples of its shares."""
+        from gnnhydro.datasets.basins import (
+            GaugeBasinSamples,
+            NodeBudgetBatches,
+            RankShares,
+            StandInSamples,
+        )
 
         basins = self._gauge_basins()
         rng = self.state["rng"]
         order = rng.permutation(len(basins)).tolist()
         windows = _windows(self.exp, rng, len(order))
-        samples = [(b, *w) for b, w in zip(order, windows, strict=True)][self.rank :: self.world]
+        samples = [(b, *w) for b, w in zip(order, windows, strict=True)]
         dataset = GaugeBasinSamples(self.exp.graph, basins, samples, reader=self.exp.reader)
+        sizes = [dataset.size(i) for i in range(len(dataset))]
         budget = self.tcfg.get("max_nodes_per_batch")
         batches = NodeBudgetBatches(
-            [dataset.size(i) for i in range(len(dataset))],
-            int(budget) if budget else None,
-            max_samples=int(self.tcfg.batch_size) // self.world,
+            sizes, int(budget) if budget else None, max_samples=int(self.tcfg.batch_size)
         )
         big = batches.oversized()
-        if big and not getattr(self, "_said_oversized", False):
-            sizes = sorted({dataset.size(i) for i in big})
+        if big and self.is_main and not getattr(self, "_said_oversized", False):
+            big_sizes = sorted({sizes[i] for i in big})
             log.info(
                 "%d gauge basin(s) exceed trainer.max_nodes_per_batch=%s (%s nodes with halo): "
                 "each is trained alone in its own batch",
                 len(big),
                 budget,
-                ", ".join(map(str, sizes[-5:])),
+                ", ".join(map(str, big_sizes[-5:])),
             )
             self._said_oversized = True
-        return dataset, batches
+        if self.world == 1:
+            return dataset, batches
+        return StandInSamples(dataset), RankShares(batches, sizes, self.rank, self.world)
 
     def _get_data_loader(self) -> Any:
         from torch_geometric.loader import DataLoader
@@ -404,13 +470,21 @@ class Trainer:
         batch = batch.to(self.exp.device)
         out = self.model(batch)
         warm = _warmup_of(batch)
-        loss = _masked_loss(self.loss_fn, out, batch, warm, "train_gauge_mask")
+        scale = 1.0
+        if self.shares_basins:  # this rank's share of a global batch: the global batch's loss
+            stand_in = bool(torch.as_tensor(batch.stand_in).any())
+            loss = _gathered_loss(
+                self.loss_fn, out, batch, warm, "train_gauge_mask", stand_in=stand_in
+            )
+            scale = float(self.world)  # DDP averages the ranks' partial gradients
+        else:
+            loss = _masked_loss(self.loss_fn, out, batch, warm, "train_gauge_mask")
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at epoch {self.state['epoch'] + 1}"
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * scale if scale != 1.0 else loss).backward()
         if self.tcfg.get("clip_grad_norm"):
             _clip_gradients(self.module, float(self.tcfg.clip_grad_norm))
         self.optimizer.step()
