@@ -28,7 +28,7 @@ commands:
   predict    predict parameters and discharge on a dataset (ungauged basins)
   export     write a trained run's parameter maps as gpkg, parquet, netcdf or csv
   route      route a real domain from files (NWM RouteLink + CHRTOUT, or RAPID)
-  bench      benchmarks: gnnhydro bench runoff|routing|compile [options]
+  bench      benchmarks: gnnhydro bench runoff|routing|compile|scale [options]
 
 examples:
   gnnhydro train                                   the embedded synthetic basin
@@ -129,7 +129,7 @@ Route a real domain from files with Muskingum parameters from the files: an NWM 
 written as RAPID Qout netCDF.
 """,
     ),
-    "bench": Command(None, "usage: gnnhydro bench runoff|routing|compile [--help]\n"),
+    "bench": Command(None, "usage: gnnhydro bench runoff|routing|compile|scale [--help]\n"),
 }
 
 

@@ -725,7 +725,9 @@ class DischargeZarrWriter:
 
             shutil.rmtree(self.path) if self.path.is_dir() else self.path.unlink()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        ds.to_zarr(self.path, mode="w", compute=False, encoding=encoding, consolidated=False)
+        ds.to_zarr(
+            self.path, mode="w", compute=False, encoding=encoding, consolidated=False, zarr_format=2
+        )
         self._group = zarr.open_group(self.path, mode="r+")
         self._array = self._group["discharge"]
 

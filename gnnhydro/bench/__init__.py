@@ -1,4 +1,4 @@
-"""Benchmarks: ``gnnhydro bench runoff|routing|compile [options]`` print figures and ratios
+"""Benchmarks: ``gnnhydro bench runoff|routing|compile|scale [options]`` print figures and ratios
 measured in the same run (never timed tests)."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ BENCHMARKS = {
     "runoff": "gnnhydro.bench.runoff",
     "routing": "gnnhydro.bench.routing",
     "compile": "gnnhydro.bench.compile",
+    "scale": "gnnhydro.bench.scale",
 }
 
 

@@ -9,6 +9,7 @@ names to the classes.
 
 from gnnhydro.datasets.base import RiverDataset
 from gnnhydro.datasets.camels_us import CamelsUS
+from gnnhydro.datasets.continent import SyntheticContinent
 from gnnhydro.datasets.drb import DelawareRiverBasin
 from gnnhydro.datasets.forcing import ForcingReader
 from gnnhydro.datasets.generic import GenericRiverDataset
@@ -27,6 +28,7 @@ DATASETS: dict[str, type] = {
 }
 
 DATASETS["synthetic"] = SyntheticRiverBasin
+DATASETS["continent"] = SyntheticContinent
 
 __all__ = [
     "DATASETS",
@@ -37,6 +39,7 @@ __all__ = [
     "GenericRiverDataset",
     "RapidDataset",
     "SyntheticRiverBasin",
+    "SyntheticContinent",
     "ForcingReader",
     "TimeWindows",
     "slice_time",

@@ -26,7 +26,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, Sampler
 
 from gnnhydro.graph.subgraph import node_subset
-from gnnhydro.graph.topology import upstream_nodes
+from gnnhydro.graph.topology import NodeWalker
 
 log = logging.getLogger("gnnhydro")
 
@@ -57,23 +57,18 @@ class GaugeBasins:
         if halo_hops < 0:
             raise ValueError(f"halo_hops must be >= 0, got {halo_hops}")
         self.gauges = gauges.long()
-        n = int(graph.num_nodes)
-        edge_index = graph.edge_index
-        undirected = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+        walker = NodeWalker(graph.edge_index, int(graph.num_nodes))
         self._nodes: list[Tensor] = []
         self._basin_size: list[int] = []
         self._gauge_position: list[int] = []
         for gauge in self.gauges.tolist():
-            basin = upstream_nodes(edge_index, n, gauge)
-            self._gauge_position.append(int((basin == gauge).nonzero()[0, 0]))
-            halo = torch.zeros(0, dtype=torch.long)
-            if halo_hops > 0:
-                from torch_geometric.utils import k_hop_subgraph
-
-                reach, _, _, _ = k_hop_subgraph(basin, halo_hops, undirected, num_nodes=n)
-                inside = torch.zeros(n, dtype=torch.bool)
-                inside[basin] = True
-                halo = reach[~inside[reach]]
+            basin = walker.upstream(gauge)
+            self._gauge_position.append(int(torch.searchsorted(basin, gauge)))
+            halo = (
+                walker.neighbourhood(basin, halo_hops)
+                if halo_hops > 0
+                else torch.zeros(0, dtype=torch.long)
+            )
             self._nodes.append(torch.cat([basin, halo]))
             self._basin_size.append(int(basin.numel()))
 

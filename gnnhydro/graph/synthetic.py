@@ -73,6 +73,7 @@ def random_river_network(
     depth: Literal["shallow", "deep"] = "shallow",
     seed: int = 0,
     bifurcations: int = 0,
+    mean_chain: float | None = None,
 ) -> RiverGraph:
     """A deterministic random river network of ``num_nodes`` reaches.
 
@@ -83,6 +84,8 @@ def random_river_network(
         seed: random seed; the same arguments always give the same network.
         bifurcations: number of extra downstream edges (distributaries) to add; the network
             becomes a DAG whose edge weights are split fractions summing to 1 per reach.
+        mean_chain: mean number of reaches per link for ``depth="deep"`` (default ``√N / 4``);
+            shorter chains give fewer topological levels.
 
     Returns:
         A validated :class:`RiverGraph` with ``node_id = 0..N−1`` (node 0 the main outlet),
@@ -98,7 +101,7 @@ def random_river_network(
     if depth == "shallow":
         parent = _parents(num_nodes, rng)
     else:
-        mean_chain = max(1.0, np.sqrt(num_nodes) / 4.0)
+        mean_chain = max(1.0, mean_chain or np.sqrt(num_nodes) / 4.0)
         lengths: list[int] = []
         total = 0
         while total < num_nodes:

@@ -22,6 +22,7 @@ __all__ = [
     "accumulate",
     "UpstreamSum",
     "upstream_nodes",
+    "NodeWalker",
     "StagePlan",
     "stage_plan",
 ]
@@ -187,22 +188,68 @@ def upstream_nodes(edge_index: Tensor, num_nodes: int, node: int) -> Tensor:
     Shapes:
         result ``[M]`` int64.
     """
-    ei = _as_numpy(edge_index)
-    src, dst = ei[0], ei[1]
-    order = np.argsort(dst, kind="stable")
-    counts = np.bincount(dst, minlength=num_nodes)
-    indptr = np.zeros(num_nodes + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    seen = np.zeros(num_nodes, dtype=bool)
-    seen[node] = True
-    frontier = np.array([node])
-    while frontier.size:
-        ups = np.concatenate([src[order[indptr[v] : indptr[v + 1]]] for v in frontier])
-        ups = np.unique(ups)
-        ups = ups[~seen[ups]]
-        seen[ups] = True
-        frontier = ups
-    return torch.from_numpy(np.flatnonzero(seen))
+    return NodeWalker(edge_index, num_nodes).upstream(node)
+
+
+class NodeWalker:
+    """Basins and neighbourhoods of many nodes of one network, from adjacency built once
+    (each query costs the size of its answer, not of the network).
+
+    Shapes:
+        :meth:`upstream` ``[M]`` int64 ascending (the node and every node draining to it);
+        :meth:`neighbourhood` ``[K]`` int64 ascending: nodes within ``hops`` edges (either
+        direction) of ``nodes``, ``nodes`` excluded.
+    """
+
+    def __init__(self, edge_index: Tensor, num_nodes: int) -> None:
+        ei = _as_numpy(edge_index)
+        self.num_nodes = int(num_nodes)
+        self._up = _adjacency(ei[1], ei[0], self.num_nodes)  # dst → its upstream neighbours
+        both = (np.concatenate([ei[0], ei[1]]), np.concatenate([ei[1], ei[0]]))
+        self._any = _adjacency(both[0], both[1], self.num_nodes)
+        self._seen = np.zeros(self.num_nodes, dtype=bool)
+
+    def _expand(
+        self, adjacency: tuple[np.ndarray, np.ndarray], start: np.ndarray, hops: int | None
+    ) -> np.ndarray:
+        indptr, nbr = adjacency
+        seen = self._seen
+        seen[start] = True
+        found = [start]
+        frontier = start
+        hop = 0
+        while frontier.size and (hops is None or hop < hops):
+            lo, hi = indptr[frontier], indptr[frontier + 1]
+            total = int((hi - lo).sum())
+            if total == 0:
+                break
+            idx = np.repeat(hi - (hi - lo).cumsum(), hi - lo) + np.arange(total)
+            ups = np.unique(nbr[idx])
+            ups = ups[~seen[ups]]
+            seen[ups] = True
+            found.append(ups)
+            frontier = ups
+            hop += 1
+        out = np.concatenate(found)
+        seen[out] = False  # leave the scratch mask clean for the next query
+        return out
+
+    def upstream(self, node: int) -> Tensor:
+        out = self._expand(self._up, np.array([int(node)], dtype=np.int64), None)
+        return torch.from_numpy(np.sort(out))
+
+    def neighbourhood(self, nodes: Tensor, hops: int) -> Tensor:
+        start = _as_numpy(nodes).astype(np.int64)
+        out = self._expand(self._any, start, hops)[start.size :]
+        return torch.from_numpy(np.sort(out))
+
+
+def _adjacency(key: np.ndarray, value: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR ``(indptr, values)``: the ``value`` s of each ``key``."""
+    order = np.argsort(key, kind="stable")
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(key, minlength=n), out=indptr[1:])
+    return indptr, value[order].astype(np.int64)
 
 
 @dataclass
