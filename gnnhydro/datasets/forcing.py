@@ -34,8 +34,10 @@ CANONICAL_UNITS: dict[str, str] = {
 _UNIT_LABEL = {"mm": "mm/step", "degC": "degC", "m3/s": "m3/s"}
 
 
-def open_timeseries(path: str | Path, *, chunks: Any = None) -> Any:
-    """Open a netCDF file or zarr store lazily (dask-backed) as an ``xarray.Dataset``."""
+def open_timeseries(path: str | Path, *, chunks: Any = {}) -> Any:  # noqa: B006
+    """Open a netCDF file or zarr store lazily as an ``xarray.Dataset``: dask-backed in the
+    file's own chunks (``chunks={}``, for reductions that stream chunk by chunk), or with
+    ``chunks=None`` lazily indexed without dask (a small read touches only its own chunks)."""
     import xarray as xr
 
     path = Path(path)
@@ -44,8 +46,8 @@ def open_timeseries(path: str | Path, *, chunks: Any = None) -> Any:
     if path.suffix == ".zarr" or (
         path.is_dir() and any((path / m).exists() for m in (".zgroup", "zarr.json"))
     ):
-        return xr.open_zarr(path, chunks=chunks if chunks is not None else "auto")
-    return xr.open_dataset(path, chunks=chunks if chunks is not None else {})
+        return xr.open_zarr(path, chunks=chunks)
+    return xr.open_dataset(path, chunks=chunks)
 
 
 class ForcingReader:
@@ -89,6 +91,10 @@ class ForcingReader:
         what: str | None = None,
     ) -> None:
         self.ds = open_timeseries(source) if isinstance(source, (str, Path)) else source
+        # windows are read without dask: only the chunks a window touches are decoded
+        self._direct = (
+            open_timeseries(source, chunks=None) if isinstance(source, (str, Path)) else source
+        )
         self.what = what or (
             f"time series {source}" if isinstance(source, (str, Path)) else "time series"
         )
@@ -203,7 +209,7 @@ class ForcingReader:
             raise ValueError(
                 f"window [{start}, {stop}) outside the {self.num_steps} steps of {self.what}"
             )
-        da = self.ds[name].isel({self.time_dim: slice(start, stop)})
+        da = self._direct[name].isel({self.time_dim: slice(start, stop)})
         if nodes is not None:  # only these nodes (network order) are read from the file
             da = da.isel({self.id_dim: _contiguous(self.positions[nodes])})
         elif not self._identity_order:
@@ -256,6 +262,7 @@ class ForcingReader:
 
     def close(self) -> None:
         self.ds.close()
+        self._direct.close()
 
 
 def _indices(nodes: Any) -> np.ndarray | slice | None:

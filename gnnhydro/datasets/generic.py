@@ -167,10 +167,10 @@ class GenericRiverDataset(RiverDataset):
         from gnnhydro.datasets.forcing import open_timeseries
 
         path = Path(self.raw_dir) / self.raw_file_names[1]
-        ds = open_timeseries(path)
-        forcing, discharge = self._series_variables(ds, announce=check_nan)  # once, at build
+        with open_timeseries(path) as ds:
+            forcing, discharge = self._series_variables(ds, announce=check_nan)  # once, at build
         return ForcingReader(
-            ds,
+            path,
             node_ids,
             forcing,
             discharge,
