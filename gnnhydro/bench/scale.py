@@ -190,7 +190,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--time-chunk", type=int, default=365, help="predict: steps per chunk")
     p.add_argument("--node-chunk", type=int, default=16_384, help="predict: reaches per chunk")
-    p.add_argument("--max-nodes-per-batch", type=int, default=20_000, help="train: node budget")
+    p.add_argument("--max-nodes-per-batch", type=int, default=10_000, help="train: node budget")
     p.add_argument("--batch-size", type=int, default=64, help="train: most basins per step")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p

@@ -214,7 +214,10 @@ class ForcingReader:
             da = da.isel({self.id_dim: _contiguous(self.positions[nodes])})
         elif not self._identity_order:
             da = da.isel({self.id_dim: self.positions})
-        values = np.asarray(da.transpose(self.id_dim, self.time_dim).values, dtype=np.float64)
+        # read in the file's own order, transpose in memory (a lazy transpose reads slowly)
+        values = np.asarray(da.values, dtype=np.float64)
+        if da.dims[0] != self.id_dim:
+            values = values.T
         return to_canonical(
             values,
             self.units[name],

@@ -49,6 +49,11 @@ class HydroModel(nn.Module):
         forcing_correction: a :class:`~gnnhydro.models.ForcingCorrection` whose per-node
             multipliers (from the same parameterizer) scale the runoff model's forcing before
             spin-up and run; ``None``: the forcing is used as given.
+        checkpoint_nodes: with gradients, run the runoff model in chunks of this many nodes under
+            gradient checkpointing: the backward recomputes one chunk at a time, so the memory
+            of the runoff model's adjoint is that of one chunk, not of the batch (a gauge basin
+            above the batch budget trains in bounded memory); ``out["fluxes"]`` then holds the
+            runoff only. ``None``: the whole batch at once.
         initial_discharge_from: name of a time-shaped discharge attribute of the data (e.g.
             ``"q_nwm"``, NWM's own simulation) whose first step warm-starts routing as a steady
             flow [m³/s] (NaN, e.g. at lakes, counts as 0); ``None``: routing starts empty.
@@ -75,6 +80,7 @@ class HydroModel(nn.Module):
         spinup_cycles: int = 1,
         initial_discharge_from: str | None = None,
         forcing_correction: nn.Module | None = None,
+        checkpoint_nodes: int | None = None,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -98,6 +104,9 @@ class HydroModel(nn.Module):
         if forcing_correction is not None and mode == "routing":
             raise ValueError("a forcing correction needs a runoff model (mode 'routing' has none)")
         self.forcing_correction = forcing_correction
+        if checkpoint_nodes is not None and int(checkpoint_nodes) < 1:
+            raise ValueError(f"checkpoint_nodes must be a positive number, got {checkpoint_nodes}")
+        self.checkpoint_nodes = int(checkpoint_nodes) if checkpoint_nodes else None
         self.register_buffer("x_mean", x_mean.clone().float() if x_mean is not None else None)
         self.register_buffer("x_std", x_std.clone().float() if x_std is not None else None)
 
@@ -265,9 +274,43 @@ class HydroModel(nn.Module):
         """
         step_seconds = float(_first(getattr(batch, "step_seconds", 86400.0)))
         runoff_params = {name: params[name] for name in self.runoff_specs(self.runoff)}
-        result = self.runoff(forcing, runoff_params, states=states, return_states=return_states)
+        n = next(iter(forcing.values())).shape[0]
+        chunk = self.checkpoint_nodes
+        if chunk and n > chunk and torch.is_grad_enabled() and not return_states:
+            result = {"runoff": self._checkpointed_runoff(forcing, runoff_params, states, chunk)}
+        else:
+            result = self.runoff(forcing, runoff_params, states=states, return_states=return_states)
         runoff = result.get("runoff_routed", result["runoff"])
         return mm_per_step_to_m3s(runoff, batch.area_km2.to(runoff.dtype), step_seconds), result
+
+    def _checkpointed_runoff(
+        self,
+        forcing: dict[str, Tensor],
+        params: dict[str, Tensor],
+        states: dict[str, Tensor] | None,
+        chunk: int,
+    ) -> Tensor:
+        """``[N, T]`` runoff (after the model's unit hydrograph), node chunk by node chunk under
+        :func:`torch.utils.checkpoint.checkpoint` (every input leads with the node axis)."""
+        from torch.utils.checkpoint import checkpoint
+
+        groups = {"f": forcing, "p": params, "s": states or {}}
+        keys = [(g, k) for g, d in groups.items() for k in d]
+
+        def run(*tensors: Tensor) -> Tensor:
+            parts: dict[str, dict[str, Tensor]] = {"f": {}, "p": {}, "s": {}}
+            for (g, k), v in zip(keys, tensors, strict=True):
+                parts[g][k] = v
+            out = self.runoff(parts["f"], parts["p"], states=parts["s"] or None)
+            return out.get("runoff_routed", out["runoff"])
+
+        n = next(iter(forcing.values())).shape[0]
+        pieces = []
+        for a in range(0, n, chunk):
+            tensors = [groups[g][k][a : a + chunk] for g, k in keys]
+            # reentrant: the first forward runs without autograd, so the kernels keep no tape
+            pieces.append(checkpoint(run, *tensors, use_reentrant=True))
+        return torch.cat(pieces, dim=0)
 
     def initial_discharge(self, batch: Any, dtype: torch.dtype) -> Tensor | None:
         """``[N]`` m³/s steady flow routing starts from (``initial_discharge_from``), or ``None``."""

@@ -110,6 +110,7 @@ def stream_discharge(
         raise ValueError(f"time_chunk and node_chunk must be >= 1, got {time_chunk}, {node_chunk}")
     members = _members(model)
     n = int(graph.num_nodes)
+    device = graph.x.device  # forcing chunks are moved there; the sink gets tensors there
     names = list(forcing_names)
     step_seconds = float(getattr(graph, "step_seconds", 86400.0))
     with torch.no_grad():
@@ -140,21 +141,23 @@ def stream_discharge(
             total: Tensor | None = None
             for k, member in enumerate(members):
                 if member.mode == "routing":
-                    values = forcing(t0, t1, 0, n)
+                    values = forcing(t0, t1, 0, n).to(device)
                     lateral = values[..., names.index("lateral_inflow")].float()
                 else:
-                    lateral = torch.empty(n, t1 - t0)
+                    lateral = torch.empty(n, t1 - t0, device=device)
                     for a in range(0, n, node_chunk):
                         b = min(n, a + node_chunk)
                         p = {name: value[a:b] for name, value in params[k].items()}
-                        view = node_chunk_view(a, b, t0, t1, forcing(t0, t1, a, b))
+                        values = forcing(t0, t1, a, b).to(device)
+                        view = node_chunk_view(a, b, t0, t1, values)
                         runoff_forcing = member.runoff_forcing(view, p)
                         states = runoff_states[k].get(a)
                         if t0 == 0 and member.spinup_steps > 0:  # as the in-memory forward
                             head = runoff_forcing
                             spin = min(member.spinup_steps, num_steps)
                             if spin > t1:  # the spin-up reaches past the first chunk
-                                head_view = node_chunk_view(a, b, 0, spin, forcing(0, spin, a, b))
+                                head_values = forcing(0, spin, a, b).to(device)
+                                head_view = node_chunk_view(a, b, 0, spin, head_values)
                                 head = member.runoff_forcing(head_view, p)
                             runoff_params = {
                                 name: p[name] for name in member.runoff_specs(member.runoff)

@@ -207,6 +207,9 @@ def _hydro_model(
         ),
         spinup_cycles=int(model_cfg.get("spinup_cycles", 1) or 1),
         forcing_correction=forcing_correction,
+        checkpoint_nodes=(
+            model_cfg.runoff.get("checkpoint_nodes") if model_cfg.get("runoff") else None
+        ),
         spinup_steps=int(
             round(float(model_cfg.get("spinup_days", 0) or 0) * 86400.0 / inputs.step_seconds)
         ),

@@ -130,15 +130,28 @@ SPLITS = {
 
 
 def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
-    """Run the model over the whole record; write metrics.csv, parameters, discharge and plots."""
+    """Run the model over the whole record; write metrics.csv, parameters, discharge and plots.
+
+    In memory the whole network runs at once and ``discharge.nc`` holds every node. With lazy
+    data (``dataset.lazy=true``) the record is streamed (:func:`gauge_series_streamed`: memory
+    set by the chunks, not by the network or the record) and ``discharge.nc`` holds the gauges.
+    """
     from gnnhydro.training.metrics import compute_metrics
 
     model.eval()
-    record = exp.whole_record()
-    with torch.no_grad():
-        out = model(record.to(exp.device))
-    discharge = out["discharge"].detach().cpu().float()
-    q_obs = record.q_obs.float()
+    gauges_all = exp.graph.gauge_index.long()
+    if exp.reader is None:
+        record = exp.whole_record()
+        with torch.no_grad():
+            out = model(record.to(exp.device))
+        discharge = out["discharge"].detach().cpu().float()
+        simulated, observed = discharge[gauges_all], record.q_obs.float()[gauges_all]
+        params = out["params"]
+    else:
+        discharge = None
+        params, simulated = gauge_series_streamed(exp, model, gauges_all)
+        observed = exp.reader.read_discharge(nodes=gauges_all)
+    row = {int(g): k for k, g in enumerate(gauges_all.tolist())}
     rows = []
     for split, (period, role) in SPLITS.items():
         if period not in exp.periods:
@@ -148,8 +161,9 @@ def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
             continue
         p0, p1 = exp.periods[period]
         p0 = max(p0, exp.warmup) if period == "train" else p0
-        obs = q_obs[gauges, p0:p1].numpy()
-        sim = discharge[gauges, p0:p1].numpy()
+        index = torch.tensor([row[int(g)] for g in gauges.tolist()], dtype=torch.long)
+        obs = observed[index, p0:p1].numpy()
+        sim = simulated[index, p0:p1].numpy()
         metrics = compute_metrics(
             observation=obs,
             simulation=sim,
@@ -157,17 +171,64 @@ def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
             options={"peak_timing": {"window": max(int(43200 // exp.step_seconds), 3)}},
         )
         for k, g in enumerate(gauges.tolist()):
-            row = {
+            entry = {
                 "gauge_id": exp.gauge_names[g],
                 "split": split,
                 "node_index": g,
                 "n_obs": int(np.isfinite(obs[k]).sum()),
             }
-            row.update({name: float(np.asarray(values)[k]) for name, values in metrics.items()})
-            rows.append(row)
+            entry.update({name: float(np.asarray(values)[k]) for name, values in metrics.items()})
+            rows.append(entry)
     df = pd.DataFrame(rows)
-    _write_outputs(exp, out, discharge, q_obs, df, specs=model.param_specs)
+    series = GaugeSeries(gauges_all, simulated, observed, discharge)
+    _write_outputs(exp, params, series, df, specs=model.param_specs)
     return df
+
+
+class GaugeSeries:
+    """Simulated and observed discharge ``[G, T]`` m³/s at the gauges ``nodes`` (rows in that
+    order), and the whole network's ``[N, T]`` when it was simulated in memory."""
+
+    def __init__(
+        self, nodes: Tensor, simulated: Tensor, observed: Tensor, network: Tensor | None
+    ) -> None:
+        self.nodes, self.simulated, self.observed, self.network = (
+            nodes,
+            simulated,
+            observed,
+            network,
+        )
+        self._row = {int(g): k for k, g in enumerate(nodes.tolist())}
+
+    def rows(self, gauges: Tensor) -> Tensor:
+        return torch.tensor([self._row[int(g)] for g in gauges.tolist()], dtype=torch.long)
+
+
+def gauge_series_streamed(
+    exp: Experiment, model: torch.nn.Module, gauges: Tensor
+) -> tuple[dict[str, Tensor], Tensor]:
+    """The parameters of every node and the simulated discharge ``[G, T]`` m³/s at ``gauges``,
+    streamed over the whole record from the experiment's lazy reader."""
+    from gnnhydro.models.streaming import stream_discharge
+
+    graph = exp.graph.to(exp.device)
+    reader = exp.reader
+    simulated = torch.empty(gauges.numel(), len(exp.time))
+    index = gauges.to(exp.device)
+
+    def keep(t0: int, q: Tensor) -> None:
+        simulated[:, t0 : t0 + q.shape[1]] = q[index].float().cpu()
+
+    params = stream_discharge(
+        model,
+        graph,
+        lambda t0, t1, a, b: reader.read(t0, t1, nodes=slice(a, b)),
+        reader.forcing_names,
+        keep,
+        num_steps=len(exp.time),
+        time=exp.time,
+    )
+    return params, simulated
 
 
 def _parameter_table(out: dict) -> dict[str, np.ndarray]:
@@ -221,9 +282,8 @@ def split_dates(exp: Experiment) -> dict[str, tuple[str, str]]:
 
 def _write_outputs(
     exp: Experiment,
-    out: dict,
-    discharge: Tensor,
-    q_obs: Tensor,
+    params: dict,
+    series: GaugeSeries,
     metrics: pd.DataFrame,
     specs: dict,
 ) -> None:
@@ -235,7 +295,7 @@ def _write_outputs(
     if len(summary):
         summary.to_csv(run_dir / "metrics_summary.csv")
         print("median metrics per split:\n" + summary.to_string())
-    params = dict(out["params"])
+    params = dict(params)
     formats = list(exp.cfg.get("export", {}).get("formats", ["gpkg"]) or ["gpkg"])
     if _node_geometry_known(exp.graph):
         formats = ["gpkg", *formats]
@@ -249,22 +309,37 @@ def _write_outputs(
     write_parameter_maps(
         exp.graph, params, specs, run_dir, formats, time_axis=exp.time, attrs=provenance
     )
-    export.export_discharge(
-        exp.graph,
-        discharge,
-        exp.time,
-        run_dir / "discharge.nc",
-        observed=q_obs,
-        warmup_steps=min(exp.warmup, len(exp.time)),
-        attrs=provenance,
-    )
+    warmup = min(exp.warmup, len(exp.time))
+    if series.network is not None:  # every node
+        observed = torch.full_like(series.network, float("nan"))
+        observed[series.nodes] = series.observed
+        export.export_discharge(
+            exp.graph,
+            series.network,
+            exp.time,
+            run_dir / "discharge.nc",
+            observed=observed,
+            warmup_steps=warmup,
+            attrs=provenance,
+        )
+    else:  # streamed: the gauges
+        export.export_discharge(
+            exp.graph.subgraph_nodes(series.nodes),
+            series.simulated,
+            exp.time,
+            run_dir / "discharge.nc",
+            observed=series.observed,
+            warmup_steps=warmup,
+            attrs=provenance,
+        )
+    out = {"params": params}
     recovery = parameter_recovery(exp, out)
     if recovery is not None:
         recovery.to_csv(run_dir / "parameter_recovery.csv", index=False)
         print("learned vs true parameters (Pearson r):\n" + recovery.to_string(index=False))
     if exp.cfg.get("export", {}).get("plots", True):
         log.info("plotting hydrographs, metric CDFs and parameter maps ...")
-        _plots(exp, discharge, q_obs, metrics, params, specs)
+        _plots(exp, series, metrics, params, specs)
 
 
 def _node_geometry_known(graph: Any) -> bool:
@@ -301,8 +376,7 @@ def _pearson(a: Tensor, b: Tensor) -> float:
 
 def _plots(
     exp: Experiment,
-    discharge: Tensor,
-    q_obs: Tensor,
+    series: GaugeSeries,
     metrics: pd.DataFrame,
     params: dict,
     specs: dict,
@@ -315,10 +389,11 @@ def _plots(
         p0, p1 = exp.periods["test"]
         train, held = exp.split.train_index[:6], exp.split.holdout_index[:6]
         gauges = torch.cat([train, held])
+        rows = series.rows(gauges)
         plot.plot_hydrographs(
             exp.time[p0:p1],
-            q_obs[gauges, p0:p1].numpy(),
-            discharge[gauges, p0:p1].numpy(),
+            series.observed[rows, p0:p1].numpy(),
+            series.simulated[rows, p0:p1].numpy(),
             [exp.gauge_names[g] for g in gauges.tolist()],
             plots / "hydrographs_test.png",
             roles=["train"] * train.numel() + ["holdout"] * held.numel(),

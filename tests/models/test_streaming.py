@@ -5,7 +5,6 @@ lazy zarr dataset equals ``predict`` in memory."""
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import xarray as xr
@@ -16,6 +15,7 @@ from gnnhydro.datasets.synthetic import generate_synthetic_basin
 from gnnhydro.export import DischargeZarrWriter, export_discharge
 from gnnhydro.models.streaming import stream_discharge
 from gnnhydro.training.experiment import Experiment
+from tests.layout import write_generic
 
 PERIODS = [
     "dataset.periods.train=[2000-01-01,2000-12-31]",
@@ -120,27 +120,6 @@ def test_zarr_store_has_the_netcdf_layout_and_marks_completion(graph, tmp_path):
         writer.write(0, q[:5, :10])
 
 
-def _write_generic(g, root):
-    raw = root / "raw"
-    raw.mkdir(parents=True)
-    downstream = [""] * g.num_nodes
-    for u, v in g.edge_index.t().tolist():
-        downstream[u] = g.node_id[v]
-    table = pd.DataFrame({"id": g.node_id, "downstream_id": downstream})
-    table["lon"], table["lat"] = g.pos[:, 0].numpy(), g.pos[:, 1].numpy()
-    for j, name in enumerate(g.x_names):
-        table[name] = g.x[:, j].numpy()
-    table.to_csv(raw / "nodes.csv", index=False)
-    units = {"precipitation": "mm/day", "temperature": "degC", "pet": "mm/day"}
-    data = {
-        name: (("time", "id"), g.forcing[:, :, k].numpy().T, {"units": units[name]})
-        for k, name in enumerate(g.forcing_names)
-    }
-    xr.Dataset(data, coords={"time": g.time, "id": g.node_id}).chunk(
-        {"time": 90, "id": 16}
-    ).to_zarr(raw / "timeseries.zarr")
-
-
 def test_predict_streamed_from_zarr_equals_predict_in_memory(graph, tmp_path):
     from gnnhydro.training.checkpoint import atomic_save
     from gnnhydro.training.model import ModelInputs
@@ -152,7 +131,7 @@ def test_predict_streamed_from_zarr_equals_predict_in_memory(graph, tmp_path):
     OmegaConf.save(cfg, run / "config.yaml", resolve=True)
     ModelInputs.from_graph(graph).save(run / "model_inputs.json")
     atomic_save({"model": model.state_dict(), "epoch": 1}, run / "checkpoints" / "best.pt")
-    _write_generic(graph, tmp_path / "basin")
+    write_generic(graph, tmp_path / "basin")
     data = compose(["dataset=generic", f"dataset.root={tmp_path / 'basin'}"]).dataset
     lazy = compose(["dataset=generic", f"dataset.root={tmp_path / 'basin'}", "dataset.lazy=true"])
     memory = predict(run, data, tmp_path / "memory", progress=False)
@@ -185,3 +164,23 @@ def test_predict_streamed_from_zarr_equals_predict_in_memory(graph, tmp_path):
     assert not (tmp_path / "streamed.partial").exists()
     with pytest.raises(ValueError, match="discharge_format=zarr"):
         predict(run, data, tmp_path / "bad", discharge_format="zarr", progress=False)
+
+
+def test_checkpointed_runoff_gives_the_same_gradients(graph, tmp_path):
+    """Runoff in node chunks under gradient checkpointing (bounded adjoint memory for a basin
+    above the batch budget): the same loss and gradients as the whole batch at once."""
+    _, model = _model(graph, tmp_path, "model=hbv2_muskingum")
+    _, chunked = _model(graph, tmp_path, "model=hbv2_muskingum", "model.runoff.checkpoint_nodes=7")
+    chunked.load_state_dict(model.state_dict())
+    assert chunked.checkpoint_nodes == 7 and model.checkpoint_nodes is None
+    grads = []
+    for m in (model, chunked):
+        m.train()
+        m.zero_grad()
+        torch.manual_seed(0)  # the same dropout draws
+        q = m(graph)["discharge"]
+        (q[graph.gauge_index].log1p().mean()).backward()
+        grads.append({k: p.grad.clone() for k, p in m.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-4, atol=1e-7)

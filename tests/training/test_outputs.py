@@ -164,3 +164,54 @@ def test_a_trained_model_is_rebuilt_without_its_training_dataset(graph, tmp_path
     other.step_seconds = 3600.0
     with pytest.raises(ValueError, match="time step 3600 s"):
         inputs.check(other, "predict")
+
+
+def test_lazy_evaluation_is_streamed_and_equals_in_memory(graph, tmp_path):
+    """With lazy data the final evaluation streams the record (gauges' series kept, nothing of
+    the network's ``[N, T]``): the same metrics as in memory, discharge.nc at the gauges."""
+    from tests.layout import write_generic
+
+    root = write_generic(graph, tmp_path / "basin", observed=True)
+    common = [
+        "dataset=generic",
+        f"dataset.root={root}",
+        "dataset.periods.train=[2000-01-01,2000-12-31]",
+        "dataset.periods.validation=null",
+        "dataset.periods.test=[2001-01-01,2001-12-31]",
+        "dataset.warmup_days=60",
+        "model.runoff.nmul=2",
+        "parameterizer.hidden_channels=8",
+        "export.plots=true",
+    ]
+    eager = Experiment(compose(common), tmp_path / "eager")
+    lazy = Experiment(compose([*common, "dataset.lazy=true"]), tmp_path / "lazy")
+    assert eager.reader is None and lazy.reader is not None
+    torch.manual_seed(0)
+    model = eager.build_model()
+    (tmp_path / "eager").mkdir()
+    (tmp_path / "lazy").mkdir()
+    a = evaluate_model(eager, model)
+    b = evaluate_model(lazy, model)
+    assert len(a) == len(b) > 0 and (a["gauge_id"] == b["gauge_id"]).all()
+    np.testing.assert_allclose(b["nse"], a["nse"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b["kge"], a["kge"], rtol=1e-4, atol=1e-5)
+    with (
+        xr.open_dataset(tmp_path / "eager" / "discharge.nc") as full,
+        xr.open_dataset(tmp_path / "lazy" / "discharge.nc") as gauges,
+    ):
+        gauge_index = lazy.graph.gauge_index.numpy()
+        assert torch.equal(eager.graph.gauge_index, lazy.graph.gauge_index)
+        assert full.sizes["station"] == graph.num_nodes
+        np.testing.assert_array_equal(
+            gauges["station_id"].values, full["station_id"].values[gauge_index]
+        )
+        np.testing.assert_allclose(
+            gauges["discharge"].values,
+            full["discharge"].values[:, gauge_index],
+            rtol=1e-5,
+            atol=1e-4,
+        )
+        np.testing.assert_array_equal(
+            gauges["observed_discharge"].values, full["observed_discharge"].values[:, gauge_index]
+        )
+    assert (tmp_path / "lazy" / "plots" / "hydrographs_test.png").exists()

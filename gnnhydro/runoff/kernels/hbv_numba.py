@@ -679,24 +679,30 @@ def _run_forward(prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, opts, record=F
 RECORD_TAPE = True
 
 
-_TAPE_POOL: dict[tuple, np.ndarray] = {}
+_TAPE_POOL: dict[str, np.ndarray] = {}
 
 
 def _take_tape(shape: tuple, dtype) -> np.ndarray:
-    """A tape buffer, reused from the last backward of the same shape when there is one.
+    """A tape buffer: a view of the pooled buffer when it is large enough, else a new one.
 
-    Fresh multi-MB buffers cost page faults on first touch (as much as the backward saves);
-    training repeats one shape, so the backward hands its tape back for the next forward.
+    Fresh multi-MB buffers cost page faults on first touch (as much as the backward saves), and
+    buffers of changing sizes (gauge-basin batches) fragment the heap: the backward hands its
+    buffer back, and the next forward takes the leading part of it when it fits.
     """
-    key = (shape, np.dtype(dtype).str)
+    size = int(np.prod(shape))
+    key = np.dtype(dtype).str
     buf = _TAPE_POOL.pop(key, None)
-    return buf if buf is not None else np.empty(shape, dtype=dtype)
+    if buf is None or buf.size < size:
+        buf = None  # the smaller buffer is freed before the larger one is made
+        buf = np.empty(size, dtype=dtype)
+    return buf[:size].reshape(shape)
 
 
 def _give_back_tape(traj: np.ndarray) -> None:
     if traj.size:
+        base = traj.base if traj.base is not None else traj.reshape(-1)
         _TAPE_POOL.clear()  # keep at most one buffer alive
-        _TAPE_POOL[(traj.shape, traj.dtype.str)] = traj
+        _TAPE_POOL[traj.dtype.str] = base
 
 
 def release_tape_buffers() -> None:
@@ -740,7 +746,8 @@ class HBVFused(torch.autograd.Function):
     @staticmethod
     def forward(ctx, prc, tmp, pet, area, opts, names, init, *ptensors):
         arrays = _prepare(prc, tmp, pet, area, names, init, ptensors)
-        record = RECORD_TAPE and (
+        # no tape when the caller runs without autograd (inference, a checkpoint's first pass)
+        record = RECORD_TAPE and opts.get("grad_enabled", True) and (
             init.requires_grad
             or any(p.requires_grad for p in ptensors)
             or any(f.requires_grad for f in (prc, tmp, pet))
@@ -845,7 +852,8 @@ def _apply(fn, prc, tmp, pet, params, states, *, area_km2=None, **opts) -> dict[
     if opts["groundwater_exchange"] and area_km2 is None:
         raise ValueError("groundwater_exchange needs area_km2 (upstream area per node, km²)")
     area = area_km2.detach() if area_km2 is not None else torch.zeros(prc.shape[0])
-    res = fn.apply(prc, tmp, pet, area, dict(opts), names, init, *(params[k] for k in names))
+    opts = {**opts, "grad_enabled": torch.is_grad_enabled()}
+    res = fn.apply(prc, tmp, pet, area, opts, names, init, *(params[k] for k in names))
     out = dict(zip(HBV_OUTPUTS, res[:NOUT], strict=True))
     for i, s in enumerate(HBV_STATES):
         out[f"final_{s}"] = res[NOUT][i]
