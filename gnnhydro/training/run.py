@@ -156,8 +156,16 @@ def predict(
         if out_dir
         else run_dir / "predictions" / str(dataset_cfg.get("name", "dataset"))
     )
+    from gnnhydro.training.trainer import distributed_context
+
+    rank, world = distributed_context()
     if stream is None:
-        stream = bool(dataset_cfg.get("lazy", False))
+        stream = bool(dataset_cfg.get("lazy", False)) or world > 1
+    if world > 1 and not stream:
+        raise ValueError(
+            "predict under torchrun is streamed: leave stream unset or pass stream=true"
+        )
+    main = rank == 0
     fmt_q = discharge_format or ("zarr" if stream else "netcdf")
     if fmt_q not in ("zarr", "netcdf"):
         raise ValueError(f"discharge_format must be 'zarr' or 'netcdf', got {fmt_q!r}")
@@ -194,13 +202,17 @@ def predict(
         f" (streamed: {time_chunk} steps x {node_chunk} nodes per chunk)" if stream else "",
     )
     staging = target.with_name(target.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
+    if main:
+        if staging.exists():
+            shutil.rmtree(staging)
+        staging.mkdir(parents=True)
     if stream:
         params = _predict_streamed(
-            model, dataset, graph, staging, record, warmup, time_chunk, node_chunk, progress
-        )
+            model, dataset, graph, staging, record, warmup, time_chunk, node_chunk,
+            progress and main, rank=rank, world=world,
+        )  # fmt: skip
+        if not main:  # rank 0 writes everything
+            return target
         if fmt_q == "netcdf":
             store = staging / "discharge.zarr"
             export.DischargeZarrWriter.to_netcdf_of(store, staging / "discharge.nc")
@@ -238,8 +250,12 @@ def _predict_streamed(
     time_chunk: int,
     node_chunk: int,
     progress: bool,
+    *,
+    rank: int = 0,
+    world: int = 1,
 ) -> dict[str, Tensor]:
-    """Stream the model over ``graph`` into ``folder/discharge.zarr``; the parameters."""
+    """Stream the model over ``graph`` into ``folder/discharge.zarr`` (rank 0 writes; under
+    torchrun every rank runs its share of the runoff); the parameters."""
     from tqdm.auto import tqdm
 
     from gnnhydro.export import DischargeZarrWriter
@@ -259,14 +275,16 @@ def _predict_streamed(
         def forcing(t0: int, t1: int, a: int, b: int) -> Tensor:
             return graph.forcing[a:b, t0:t1].float()
 
-    writer = DischargeZarrWriter(
-        folder / "discharge.zarr",
-        graph,
-        time,
-        time_chunk=time_chunk,
-        warmup_steps=warmup,
-        attrs=record,
-    )
+    writer = None
+    if rank == 0:
+        writer = DischargeZarrWriter(
+            folder / "discharge.zarr",
+            graph,
+            time,
+            time_chunk=time_chunk,
+            warmup_steps=warmup,
+            attrs=record,
+        )
     bar = tqdm(total=len(time), desc="predict", unit="step", disable=not progress)
 
     def advance(done: int, total: int) -> None:
@@ -277,15 +295,18 @@ def _predict_streamed(
         graph,
         forcing,
         names,
-        writer.write,
+        writer.write if writer is not None else lambda t0, q: None,
         num_steps=len(time),
         time=time,
         time_chunk=time_chunk,
         node_chunk=node_chunk,
         progress=advance,
+        rank=rank,
+        world=world,
     )
     bar.close()
-    writer.close()
+    if writer is not None:
+        writer.close()
     return params
 
 

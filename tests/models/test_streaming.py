@@ -4,6 +4,8 @@ lazy zarr dataset equals ``predict`` in memory."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -184,3 +186,65 @@ def test_checkpointed_runoff_gives_the_same_gradients(graph, tmp_path):
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
     for name, g in grads[0].items():
         torch.testing.assert_close(grads[1][name], g, rtol=1e-4, atol=1e-7)
+
+
+def _distributed_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import os
+
+    from gnnhydro.training.trainer import distributed_context
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    torch.set_num_threads(1)
+    assert distributed_context() == (rank, world)
+    graph = generate_synthetic_basin(seed=4, num_nodes=40, years=2)
+    torch.manual_seed(0)
+    _, model = _model(graph, Path(out_dir) / f"exp{rank}")
+    pieces: dict[int, torch.Tensor] = {}
+    reads: list[tuple[int, int]] = []
+
+    def forcing(t0, t1, a, b):
+        reads.append((a, b))
+        return graph.forcing[a:b, t0:t1]
+
+    stream_discharge(
+        model,
+        graph,
+        forcing,
+        graph.forcing_names,
+        lambda t0, q: pieces.__setitem__(t0, q.clone()),
+        num_steps=graph.forcing.shape[1],
+        time_chunk=250,
+        node_chunk=6,
+        rank=rank,
+        world=world,
+    )
+    q = torch.cat([pieces[k] for k in sorted(pieces)], dim=1) if pieces else None
+    torch.save({"q": q, "reads": reads, "state": model.state_dict()}, Path(out_dir) / f"{rank}.pt")
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_processes_share_the_runoff_and_predict_like_one(tmp_path):
+    """Under torchrun each rank runs the runoff of its node chunks (reading only their forcing),
+    rank 0 routes the summed lateral inflow: the discharge of one process."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_distributed_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True)
+    ranks = [torch.load(tmp_path / f"{r}.pt", weights_only=False) for r in (0, 1)]
+    assert ranks[1]["q"] is None  # rank 1 computes, rank 0 writes
+    graph = generate_synthetic_basin(seed=4, num_nodes=40, years=2)
+    _, model = _model(graph, tmp_path / "single")
+    model.load_state_dict(ranks[0]["state"])
+    with torch.no_grad():
+        reference = model(graph)["discharge"]
+    scale = reference.abs().max()
+    assert (ranks[0]["q"] - reference).abs().max() <= 1e-5 * scale
+    for rank, result in enumerate(ranks):  # node chunks [6r, 6r + 6), every other one
+        assert {a for a, _ in result["reads"]} == {a for a in range(6 * rank, 40, 12)}

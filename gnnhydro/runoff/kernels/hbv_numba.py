@@ -747,10 +747,14 @@ class HBVFused(torch.autograd.Function):
     def forward(ctx, prc, tmp, pet, area, opts, names, init, *ptensors):
         arrays = _prepare(prc, tmp, pet, area, names, init, ptensors)
         # no tape when the caller runs without autograd (inference, a checkpoint's first pass)
-        record = RECORD_TAPE and opts.get("grad_enabled", True) and (
-            init.requires_grad
-            or any(p.requires_grad for p in ptensors)
-            or any(f.requires_grad for f in (prc, tmp, pet))
+        record = (
+            RECORD_TAPE
+            and opts.get("grad_enabled", True)
+            and (
+                init.requires_grad
+                or any(p.requires_grad for p in ptensors)
+                or any(f.requires_grad for f in (prc, tmp, pet))
+            )
         )
         out, final, traj = _run_forward(*arrays, opts, record=record)
         ctx.arrays = arrays
