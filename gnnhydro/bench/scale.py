@@ -63,6 +63,12 @@ def _default_gauges(nodes: int) -> int:
     return max(10, min(2000, nodes // 100))
 
 
+def _peak_gpu_gb() -> float | None:
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 1e9 if torch.cuda.is_available() else None
+
+
 def _peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
 
@@ -76,7 +82,12 @@ def _dataset(args: argparse.Namespace) -> Any:
 
 
 def _model_overrides(args: argparse.Namespace) -> list[str]:
-    return ["model=hbv_muskingum", f"model.runoff.nmul={args.nmul}", "trainer.progress_bar=false"]
+    return [
+        "model=hbv_muskingum",
+        f"model.runoff.nmul={args.nmul}",
+        "trainer.progress_bar=false",
+        f"device={args.device}",
+    ]
 
 
 def _work_predict(args: argparse.Namespace) -> dict[str, Any]:
@@ -96,7 +107,7 @@ def _work_predict(args: argparse.Namespace) -> dict[str, Any]:
         ]
     )
     exp = Experiment(cfg, Path(tempfile.gettempdir()))
-    graph, reader = exp.graph, exp.reader
+    graph, reader = exp.graph.to(exp.device), exp.reader
     torch.manual_seed(0)
     model = exp.build_model().eval()
     time_axis = np.asarray(graph.time)
@@ -127,9 +138,11 @@ def _work_predict(args: argparse.Namespace) -> dict[str, Any]:
         "nmul": int(args.nmul),
         "seconds": round(seconds, 2),
         "peak_rss_gb": round(_peak_rss_gb(), 3),
+        "peak_gpu_gb": _peak_gpu_gb(),
         "reach_steps_per_s": round(rate, 1),
         "forty_year_minutes": round(graph.num_nodes * FORTY_YEARS / rate / 60.0, 1),
         "threads": torch.get_num_threads(),
+        "device": str(exp.device),
     }
 
 
@@ -169,9 +182,11 @@ def _work_train(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": round(seconds, 2),
         "seconds_per_epoch": round(seconds, 2),
         "peak_rss_gb": round(_peak_rss_gb(), 3),
+        "peak_gpu_gb": _peak_gpu_gb(),
         "train_loss": round(float(loss), 4),
         "max_nodes_per_batch": int(args.max_nodes_per_batch),
         "threads": torch.get_num_threads(),
+        "device": str(exp.device),
     }
 
 
@@ -192,6 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--node-chunk", type=int, default=16_384, help="predict: reaches per chunk")
     p.add_argument("--max-nodes-per-batch", type=int, default=10_000, help="train: node budget")
     p.add_argument("--batch-size", type=int, default=64, help="train: most basins per step")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda or cuda:N")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     return p
 
@@ -201,7 +217,7 @@ def _report(result: dict[str, Any]) -> str:
     if result["mode"] == "predict":
         lines += [
             f"  {result['steps']} daily steps, HBV nmul {result['nmul']} + Muskingum, "
-            f"{result['threads']} thread(s)",
+            f"{result['threads']} thread(s), {result['device']}",
             f"  time                {result['seconds']:.1f} s",
             f"  throughput          {result['reach_steps_per_s']:.3g} reach-steps/s",
             f"  40 years (extrap.)  {result['forty_year_minutes']:.1f} min for {result['nodes']:,} "
