@@ -344,6 +344,7 @@ def generate_continent(
     staging.mkdir(parents=True)
     _write_nodes(staging / "nodes.parquet", parent, attrs, lon, lat)
     graph = _network(parent, x)
+    _write_truth(staging / "true_parameters.parquet", x)
     q_gauges = _true_discharge(graph, node_forcing, steps, gauges)
     say(f"continent: true discharge at {g_count} gauges ({_time.perf_counter() - t_start:.0f} s)")
     noise = rng.lognormal(-0.5 * 0.05**2, 0.05, size=q_gauges.shape)
@@ -394,6 +395,16 @@ def _write_nodes(
     table.to_parquet(path, index=False)
     units = dict(zip(ATTRIBUTE_NAMES, ATTRIBUTE_UNITS, strict=True))
     (path.parent / "attribute_units.json").write_text(json.dumps(units))
+
+
+def _write_truth(path: Path, x: Tensor) -> None:
+    """The true HBV (nmul 1) and Muskingum parameters of every reach (row = reach id)."""
+    import pandas as pd
+
+    from gnnhydro.datasets.synthetic import true_parameter_function
+
+    truth = true_parameter_function(x, ATTRIBUTE_NAMES)
+    pd.DataFrame({k: v.numpy() for k, v in truth.items()}).to_parquet(path, index=False)
 
 
 def _network(parent: np.ndarray, x: Tensor) -> Any:
@@ -543,6 +554,21 @@ class SyntheticContinent(GenericRiverDataset):
     @property
     def raw_file_names(self) -> list[str]:
         return ["nodes.parquet", "timeseries.zarr", "continent.json"]
+
+    def build(self) -> list[Any]:
+        """The generic item, plus ``true_params`` ``{name: [N]}`` (the parameters that made the
+        discharge) so that learned parameter maps can be checked against the truth."""
+        import pandas as pd
+
+        graphs = super().build()
+        path = Path(self.raw_dir) / "true_parameters.parquet"
+        if path.exists():
+            table = pd.read_parquet(path)
+            order = np.asarray([int(i) for i in graphs[0].node_id])
+            graphs[0].true_params = {
+                k: torch.from_numpy(table[k].to_numpy()[order]).float() for k in table.columns
+            }
+        return graphs
 
     def download(self) -> None:
         generate_continent(

@@ -95,3 +95,14 @@ def test_observations_are_the_true_model_with_five_percent_noise(continent):
     assert abs(float(log_ratio.mean())) < 0.02
     assert 0.035 < float(log_ratio.std()) < 0.065
     assert float(simulated.mean()) > 0.1  # a river, not a trickle
+
+
+def test_the_item_carries_the_true_parameters(continent):
+    graph = continent[0]
+    columns = {name: graph.x[:, graph.x_names.index(name)] for name in graph.x_names}
+    columns.update(area_km2=graph.area_km2, length_m=graph.length_m, slope=graph.slope)
+    x = torch.stack([columns[name].float() for name in ATTRIBUTE_NAMES], dim=1)
+    truth = true_parameter_function(x, ATTRIBUTE_NAMES)
+    assert set(graph.true_params) == set(RUNOFF_PARAMS) | set(ROUTING_PARAMS)
+    for name, value in truth.items():
+        torch.testing.assert_close(graph.true_params[name], value)
