@@ -38,10 +38,14 @@ def _model(graph, tmp_path, *overrides):
     return cfg, exp.build_model().eval()
 
 
-def _streamed(model, graph, **chunks):
+def _streamed(model, graph, reads=None, **chunks):
+    """The streamed discharge ``[N, T]`` (None on ranks that route nothing) and parameters;
+    ``reads`` collects the node ranges read."""
     pieces: dict[int, torch.Tensor] = {}
 
     def forcing(t0, t1, a, b):
+        if reads is not None:
+            reads.append((a, b))
         return graph.forcing[a:b, t0:t1]
 
     params = stream_discharge(
@@ -54,7 +58,8 @@ def _streamed(model, graph, **chunks):
         time=np.asarray(graph.time),
         **chunks,
     )
-    return torch.cat([pieces[k] for k in sorted(pieces)], dim=1), params
+    q = torch.cat([pieces[k] for k in sorted(pieces)], dim=1) if pieces else None
+    return q, params
 
 
 @pytest.mark.parametrize(
@@ -201,26 +206,8 @@ def _distributed_worker(rank: int, world: int, port: int, out_dir: str) -> None:
     graph = generate_synthetic_basin(seed=4, num_nodes=40, years=2)
     torch.manual_seed(0)
     _, model = _model(graph, Path(out_dir) / f"exp{rank}")
-    pieces: dict[int, torch.Tensor] = {}
     reads: list[tuple[int, int]] = []
-
-    def forcing(t0, t1, a, b):
-        reads.append((a, b))
-        return graph.forcing[a:b, t0:t1]
-
-    stream_discharge(
-        model,
-        graph,
-        forcing,
-        graph.forcing_names,
-        lambda t0, q: pieces.__setitem__(t0, q.clone()),
-        num_steps=graph.forcing.shape[1],
-        time_chunk=250,
-        node_chunk=6,
-        rank=rank,
-        world=world,
-    )
-    q = torch.cat([pieces[k] for k in sorted(pieces)], dim=1) if pieces else None
+    q, _ = _streamed(model, graph, reads, time_chunk=250, node_chunk=6, rank=rank, world=world)
     torch.save({"q": q, "reads": reads, "state": model.state_dict()}, Path(out_dir) / f"{rank}.pt")
     torch.distributed.destroy_process_group()
 
