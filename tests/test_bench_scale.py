@@ -51,3 +51,6 @@ def test_bench_scale_predict_and_train_write_the_contract_json(tmp_path):
 
     done = _bench("--train", "--nodes", "1500", "--years", "1", tmp_path=tmp_path)
     assert done.returncode == 2 and "--years >= 2" in done.stdout
+    done = _bench("--nodes", "50", "--years", "1", tmp_path=tmp_path)
+    assert done.returncode == 2 and "num_nodes >= 100" in done.stderr
+    assert "Traceback" not in done.stderr

@@ -251,7 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     t0 = time.perf_counter()
-    dataset, _ = _dataset(args)  # generate + process once (cached)
+    try:
+        dataset, _ = _dataset(args)  # generate + process once (cached)
+    except ValueError as err:  # a size the continent cannot have: one line, exit 2
+        print(f"gnnhydro bench scale: {err}", file=sys.stderr)
+        return 2
     print(
         f"continent of {args.nodes:,} reaches x {args.years} years, {args.gauges} gauges ready "
         f"({time.perf_counter() - t0:.0f} s, cached in {dataset.root})",
