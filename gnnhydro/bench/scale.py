@@ -120,7 +120,7 @@ def _work_predict(args: argparse.Namespace) -> dict[str, Any]:
         stream_discharge(
             model,
             graph,
-            lambda a0, a1, b0, b1: reader.read(a0, a1, nodes=slice(b0, b1)),
+            lambda t0, t1, nodes: reader.read(t0, t1, nodes=nodes),
             reader.forcing_names,
             writer.write,
             num_steps=steps,

@@ -301,9 +301,11 @@ def generate_continent(
             weather[v][members] = w[v]
     say(f"continent: weather of {num_cells} cells x {steps} days")
 
-    def node_forcing(t0: int, t1: int, a: int, b: int) -> Tensor:
-        c = cell[a:b]
-        temp = weather["temperature"][c, t0:t1] - 6.5e-3 * (elevation[a:b] - cell_elev[c])[:, None]
+    def node_forcing(t0: int, t1: int, nodes: Any) -> Tensor:
+        if isinstance(nodes, Tensor):
+            nodes = nodes.numpy()
+        c = cell[nodes]
+        temp = weather["temperature"][c, t0:t1] - 6.5e-3 * (elevation[nodes] - cell_elev[c])[:, None]
         values = np.stack(
             [weather["precipitation"][c, t0:t1], temp, weather["pet"][c, t0:t1]], axis=-1
         )
@@ -500,7 +502,7 @@ def _write_series(
     block = chunks[1]
     for a in range(0, n, block):
         b = min(n, a + block)
-        values = forcing(0, steps, a, b).numpy()
+        values = forcing(0, steps, slice(a, b)).numpy()
         for k, v in enumerate(("precipitation", "temperature", "pet")):
             arrays[v][:, a:b] = np.ascontiguousarray(values[:, :, k].T)
         inside = (gauges >= a) & (gauges < b)

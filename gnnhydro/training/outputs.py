@@ -222,7 +222,7 @@ def gauge_series_streamed(
     params = stream_discharge(
         model,
         graph,
-        lambda t0, t1, a, b: reader.read(t0, t1, nodes=slice(a, b)),
+        lambda t0, t1, nodes: reader.read(t0, t1, nodes=nodes),
         reader.forcing_names,
         keep,
         num_steps=len(exp.time),

@@ -266,14 +266,14 @@ def _predict_streamed(
     if reader is not None:
         names = list(reader.forcing_names)
 
-        def forcing(t0: int, t1: int, a: int, b: int) -> Tensor:
-            return reader.read(t0, t1, nodes=slice(a, b))
+        def forcing(t0: int, t1: int, nodes: Any) -> Tensor:
+            return reader.read(t0, t1, nodes=nodes)
 
     else:
         names = list(graph.forcing_names)
 
-        def forcing(t0: int, t1: int, a: int, b: int) -> Tensor:
-            return graph.forcing[a:b, t0:t1].float()
+        def forcing(t0: int, t1: int, nodes: Any) -> Tensor:
+            return graph.forcing[nodes, t0:t1].float()
 
     writer = None
     if rank == 0:
