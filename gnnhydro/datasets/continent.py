@@ -239,6 +239,12 @@ def generate_continent(
     length_m = rng.lognormal(np.log(2000.0), 0.6, n)
     area = rng.lognormal(np.log(_MEAN_AREA_KM2), 0.8, n)
     count = _upstream_counts(parent)
+    candidates = np.flatnonzero((count >= _MIN_GAUGE_BASIN) & (count <= _MAX_GAUGE_BASIN))
+    if g_count > candidates.size:  # before the weather: an impossible request costs nothing
+        raise ValueError(
+            f"continent: {g_count} gauges asked for, but only {candidates.size} reaches have "
+            f"{_MIN_GAUGE_BASIN}-{_MAX_GAUGE_BASIN} reaches upstream; use fewer gauges or more nodes"
+        )
     dist = _distance_to_outlet(parent, length_m / 1e3)
     width = math.sqrt(n * _MEAN_AREA_KM2)
     # basins side by side along x (preorder), inland along y (distance to the outlet)
@@ -332,12 +338,6 @@ def generate_continent(
     x = torch.from_numpy(np.stack([attrs[v] for v in ATTRIBUTE_NAMES], axis=1).astype(np.float32))
 
     # gauges: nested, on reaches with 10–5,000 reaches upstream
-    candidates = np.flatnonzero((count >= _MIN_GAUGE_BASIN) & (count <= _MAX_GAUGE_BASIN))
-    if g_count > candidates.size:
-        raise ValueError(
-            f"continent: {g_count} gauges asked for, but only {candidates.size} reaches have "
-            f"{_MIN_GAUGE_BASIN}-{_MAX_GAUGE_BASIN} reaches upstream; use fewer gauges or more nodes"
-        )
     gauges = np.sort(rng.choice(candidates, size=g_count, replace=False))
 
     staging = root / "raw.partial"
