@@ -544,24 +544,15 @@ def _discharge_dataset(
     }
     lonlat = _station_lonlat(graph, idx)
     if lonlat is not None:
-        coords["lon"] = (
-            "station",
-            lonlat[0].astype(np.float64),
-            {
-                "standard_name": "longitude",
-                "long_name": "station longitude",
-                "units": "degrees_east",
-            },
-        )
-        coords["lat"] = (
-            "station",
-            lonlat[1].astype(np.float64),
-            {
-                "standard_name": "latitude",
-                "long_name": "station latitude",
-                "units": "degrees_north",
-            },
-        )
+        for name, values, quantity, units in (
+            ("lon", lonlat[0], "longitude", "degrees_east"),
+            ("lat", lonlat[1], "latitude", "degrees_north"),
+        ):
+            coords[name] = (
+                "station",
+                values.astype(np.float64),
+                {"standard_name": quantity, "long_name": f"station {quantity}", "units": units},
+            )
     ds = xr.Dataset(data, coords=coords)
     ds.attrs.update(
         {

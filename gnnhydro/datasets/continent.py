@@ -44,10 +44,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from numba import njit
 from torch import Tensor, nn
 
 from gnnhydro.datasets.generic import GenericRiverDataset
-from gnnhydro.datasets.synthetic import ATTRIBUTE_NAMES, ATTRIBUTE_UNITS, weather_generator
+from gnnhydro.datasets.synthetic import (
+    ATTRIBUTE_NAMES,
+    ATTRIBUTE_UNITS,
+    _sigmoid,
+    weather_generator,
+)
 
 __all__ = ["generate_continent", "SyntheticContinent", "CONTINENT_VERSION"]
 
@@ -117,7 +123,8 @@ def _preorder(down: np.ndarray, root: int) -> np.ndarray:
     return _preorder_walk(children, indptr, root, n)
 
 
-def _preorder_walk_py(children: np.ndarray, indptr: np.ndarray, root: int, n: int) -> np.ndarray:
+@njit(cache=True)
+def _preorder_walk(children: np.ndarray, indptr: np.ndarray, root: int, n: int) -> np.ndarray:
     out = np.empty(n, dtype=np.int64)
     stack = np.empty(n, dtype=np.int64)
     stack[0] = root
@@ -131,14 +138,6 @@ def _preorder_walk_py(children: np.ndarray, indptr: np.ndarray, root: int, n: in
             stack[top] = children[j]
             top += 1
     return out[:k]
-
-
-try:
-    from numba import njit as _njit
-
-    _preorder_walk = _njit(cache=True)(_preorder_walk_py)
-except ImportError:  # pragma: no cover
-    _preorder_walk = _preorder_walk_py
 
 
 def _field(
@@ -156,45 +155,24 @@ def _field(
     return out
 
 
-def _sigmoid(v: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-v))
-
-
+@njit(cache=True)
 def _upstream_counts(parent: np.ndarray) -> np.ndarray:
     """Reaches upstream of each reach, itself included (preorder: parents before children)."""
-    return _accumulate(parent, np.ones(parent.size))
-
-
-def _accumulate_py(parent: np.ndarray, values: np.ndarray) -> np.ndarray:
-    out = values.copy()
+    out = np.ones(parent.size)
     for i in range(parent.size - 1, -1, -1):
         if parent[i] >= 0:
             out[parent[i]] += out[i]
     return out
 
 
-try:
-    _accumulate = _njit(cache=True)(_accumulate_py)
-except NameError:  # pragma: no cover
-    _accumulate = _accumulate_py
-
-
+@njit(cache=True)
 def _distance_to_outlet(parent: np.ndarray, length_km: np.ndarray) -> np.ndarray:
-    return _descend(parent, length_km)
-
-
-def _descend_py(parent: np.ndarray, length_km: np.ndarray) -> np.ndarray:
+    """Along-channel distance from each reach to its outlet [km] (preorder)."""
     out = length_km.copy()
     for i in range(parent.size):
         if parent[i] >= 0:
             out[i] += out[parent[i]]
     return out
-
-
-try:
-    _descend = _njit(cache=True)(_descend_py)
-except NameError:  # pragma: no cover
-    _descend = _descend_py
 
 
 def generate_continent(

@@ -157,25 +157,28 @@ def stream_discharge(
                 view.upstream_area_km2 = upstream[a:b]
             return view
 
+        routing_mode = all(member.mode == "routing" for member in members)
         for t0 in range(0, num_steps, time_chunk):
             t1 = min(num_steps, t0 + time_chunk)
-            total: Tensor | None = None
-            for k, member in enumerate(members):
-                if member.mode == "routing":
-                    lateral = read(t0, t1, 0, m)[..., names.index("lateral_inflow")].float()
-                else:
-                    lateral = torch.empty(m, t1 - t0, device=device)
-                    for a in range(0, m, node_chunk):
-                        b = min(m, a + node_chunk)
+            if routing_mode:  # lateral inflow is read like forcing
+                lateral = read(t0, t1, 0, m)[..., names.index("lateral_inflow")].float()
+                laterals = [lateral] * len(members)
+            else:  # each node chunk's forcing is read once for all members
+                laterals = [torch.empty(m, t1 - t0, device=device) for _ in members]
+                for a in range(0, m, node_chunk):
+                    b = min(m, a + node_chunk)
+                    view = node_chunk_view(a, b, t0, t1, read(t0, t1, a, b))
+                    spin = min(max(mb.spinup_steps for mb in members), num_steps)
+                    head_view = None
+                    if t0 == 0 and spin > t1:  # the spin-up reaches past the first chunk
+                        head_view = node_chunk_view(a, b, 0, spin, read(0, spin, a, b))
+                    for k, member in enumerate(members):
                         p = {name: value[a:b] for name, value in params[k].items()}
-                        view = node_chunk_view(a, b, t0, t1, read(t0, t1, a, b))
                         runoff_forcing = member.runoff_forcing(view, p)
                         states = runoff_states[k].get(a)
                         if t0 == 0 and member.spinup_steps > 0:  # as the in-memory forward
                             head = runoff_forcing
-                            spin = min(member.spinup_steps, num_steps)
-                            if spin > t1:  # the spin-up reaches past the first chunk
-                                head_view = node_chunk_view(a, b, 0, spin, read(0, spin, a, b))
+                            if head_view is not None and member.spinup_steps > t1:
                                 head = member.runoff_forcing(head_view, p)
                             runoff_params = {
                                 name: p[name] for name in member.runoff_specs(member.runoff)
@@ -185,14 +188,15 @@ def stream_discharge(
                             view, runoff_forcing, p, states, return_states=True
                         )
                         runoff_states[k][a] = member.runoff.final_states(result)
-                        lateral[a:b] = lat.float()
-                if member.mode == "runoff":
-                    discharge = lateral
-                else:
+                        laterals[k][a:b] = lat.float()
+            total: Tensor | None = None
+            for k, member in enumerate(members):
+                discharge = laterals[k]
+                if member.mode != "runoff":
                     if shard is not None:  # outflows of upstream shards enter here
-                        lateral = shard.receive_boundary(lateral)
+                        discharge = shard.receive_boundary(discharge)
                     discharge, routing_states[k] = member.route_lateral(
-                        lateral,
+                        discharge,
                         local,
                         params[k],
                         routing_states[k],
@@ -210,10 +214,9 @@ def stream_discharge(
                 sink(t0, total)
             if progress is not None:
                 progress(t1, num_steps)
-    params = full_params
-    if len(params) == 1:
-        return params[0]
-    return {name: torch.stack([p[name] for p in params]).mean(0) for name in params[0]}
+    if len(full_params) == 1:
+        return full_params[0]
+    return {name: torch.stack([p[name] for p in full_params]).mean(0) for name in full_params[0]}
 
 
 class _Shard:

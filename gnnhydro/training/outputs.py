@@ -151,7 +151,7 @@ def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
         discharge = None
         params, simulated = gauge_series_streamed(exp, model, gauges_all)
         observed = exp.reader.read_discharge(nodes=gauges_all)
-    row = {int(g): k for k, g in enumerate(gauges_all.tolist())}
+    series = GaugeSeries(gauges_all, simulated, observed, discharge)
     rows = []
     for split, (period, role) in SPLITS.items():
         if period not in exp.periods:
@@ -161,7 +161,7 @@ def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
             continue
         p0, p1 = exp.periods[period]
         p0 = max(p0, exp.warmup) if period == "train" else p0
-        index = torch.tensor([row[int(g)] for g in gauges.tolist()], dtype=torch.long)
+        index = series.rows(gauges)
         obs = observed[index, p0:p1].numpy()
         sim = simulated[index, p0:p1].numpy()
         metrics = compute_metrics(
@@ -180,7 +180,6 @@ def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
             entry.update({name: float(np.asarray(values)[k]) for name, values in metrics.items()})
             rows.append(entry)
     df = pd.DataFrame(rows)
-    series = GaugeSeries(gauges_all, simulated, observed, discharge)
     _write_outputs(exp, params, series, df, specs=model.param_specs)
     return df
 
