@@ -34,6 +34,16 @@ data are stored as float32):
 5. **Observations**: ~13 % of the nodes are gauged (all outlets, mainstem, headwater and mid-size
    catchments, nested); ``q_obs`` = ``q_true`` × lognormal AR(1) error (σ = 7 %) + small additive
    noise, with a few gaps and isolated missing days; NaN elsewhere.
+
+Two options change the truth, each off by default (then the output is bit-identical to the
+generator without them):
+
+* ``hidden_field = h`` in [0, 1] (:func:`hidden_parameter_field`, :func:`blend_hidden_field`):
+  the parameters in :data:`HIDDEN_FIELD_PARAMS` get a share ``h`` of their (unbounded) spatial
+  variance from a smooth random field that is *not* among the attributes (orthogonal to every
+  attribute column), so no function of ``x`` recovers them fully.
+* ``isolated = True``: the same catchments without the river network (no edges, every reach its
+  own outlet, CAMELS-style); each catchment's discharge is its own routed runoff.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from torch import Tensor
 
 from gnnhydro.datasets.base import RiverDataset
 from gnnhydro.graph import RiverGraph
+from gnnhydro.spec import from_bounds, to_bounds
 from gnnhydro.units import hargreaves_pet, mm_per_step_to_m3s
 
 __all__ = [
@@ -58,10 +69,13 @@ __all__ = [
     "weather_generator",
     "simulate_discharge",
     "true_parameter_function",
+    "hidden_parameter_field",
+    "blend_hidden_field",
     "ATTRIBUTE_NAMES",
     "ATTRIBUTE_UNITS",
     "RUNOFF_PARAMS",
     "ROUTING_PARAMS",
+    "HIDDEN_FIELD_PARAMS",
     "SYNTHETIC_VERSION",
 ]
 
@@ -112,6 +126,17 @@ RUNOFF_PARAMS: tuple[str, ...] = (
 )
 #: Muskingum parameters given by :func:`true_parameter_function` (``k`` in days = time steps).
 ROUTING_PARAMS: tuple[str, ...] = ("k", "x")
+#: HBV parameters that take part of their spatial pattern from the hidden field (option
+#: ``hidden_field``), with the sign of the field in each: one unmapped subsurface property —
+#: deeper, more permeable ground stores more (``fc``), recharges more non-linearly (``beta``),
+#: percolates more (``perc``) and drains more slowly (``k1``, ``k2``).
+HIDDEN_FIELD_PARAMS: dict[str, float] = {
+    "fc": 1.0,
+    "beta": 1.0,
+    "perc": 1.0,
+    "k1": -1.0,
+    "k2": -1.0,
+}
 
 _LON0, _LAT0 = -100.0, 42.0  # centre of the basin [degrees]
 _KM_PER_DEG_LAT = 111.2
@@ -508,6 +533,114 @@ def true_parameter_function(x: Tensor, x_names: Sequence[str]) -> dict[str, Tens
     return {k: v.to(x.dtype) for k, v in out.items()}
 
 
+# --------------------------------------------------------------------------- hidden field
+def hidden_parameter_field(
+    xy_km: np.ndarray, attributes: np.ndarray, rng: np.random.Generator, num_features: int = 256
+) -> np.ndarray:
+    """The hidden field of option ``hidden_field``: a smooth Gaussian random field over the
+    catchment centroids that no linear combination of the attributes explains.
+
+    A squared-exponential random field (random Fourier features, :func:`_rff_basis`) with length
+    scale a third of the basin size (the larger of the east–west and north–south extents of the
+    centroids), conditioned to be uncorrelated over the nodes with every attribute column: its
+    weights are projected onto the null space of ``[1, x]ᵀ·basis``, so the field stays a
+    combination of the same smooth features (smooth in space) but is exactly orthogonal to
+    the intercept and to each attribute.  Without this step the attributes, themselves smooth
+    fields (``t_mean`` and ``elevation_m`` nearly give latitude), linearly explain 60–90 % of a
+    field this smooth, and it would not be hidden.  Finally standardised to mean 0 and
+    variance 1 over the nodes.
+
+    Removing the attribute-explained part leaves the shorter-scale part of the field: the
+    correlation between nearest-neighbour centroids is 0.93–0.96 for N = 300, 0.75–0.93 for
+    N = 150, but only 0.55–0.75 for N = 60 (seeds 0–5; too few nodes for a smooth field
+    orthogonal to 11 attributes).
+
+    Args:
+        xy_km: catchment centroids [km] (east, north).
+        attributes: static attributes ``x`` in any units (columns that do not vary are skipped).
+        rng: numpy random generator (``num_features`` frequencies, phases and weights are drawn).
+        num_features: number of random Fourier features.
+
+    Returns:
+        the field [–] at each centroid, float64, mean 0, variance 1 (``ddof = 0``).
+
+    Shapes:
+        xy_km ``[N, 2]``, attributes ``[N, F]`` → ``[N]``.
+    """
+    n = xy_km.shape[0]
+    if attributes.ndim != 2 or attributes.shape[0] != n:
+        raise ValueError(
+            f"hidden_parameter_field: attributes {attributes.shape} must be [{n}, F] "
+            f"like xy_km {xy_km.shape}"
+        )
+    spread = attributes.std(axis=0)
+    varying = attributes[:, spread > 0]
+    constraints = np.concatenate(
+        [np.ones((n, 1)), (varying - varying.mean(axis=0)) / varying.std(axis=0)], axis=1
+    )
+    if n < 4 * constraints.shape[1]:
+        raise ValueError(
+            f"hidden_parameter_field: {n} nodes are too few for a smooth field orthogonal to "
+            f"{constraints.shape[1] - 1} attributes; use num_nodes ≥ {4 * constraints.shape[1]}"
+        )
+    extent_km = float(np.ptp(xy_km, axis=0).max())
+    basis = _rff_basis(xy_km, rng, max(extent_km, 1.0) / 3.0, num_features)  # [N, k]
+    weights = rng.normal(size=num_features)
+    # the smallest change of the weights that makes the field orthogonal to every constraint
+    gram = constraints.T @ basis  # [F + 1, k]
+    weights = weights - np.linalg.lstsq(gram, gram @ weights, rcond=None)[0]
+    field = basis @ weights
+    return (field - field.mean()) / field.std()
+
+
+def blend_hidden_field(params: dict[str, Tensor], field: Tensor, share: float) -> dict[str, Tensor]:
+    """Blend the hidden field into the parameters of :data:`HIDDEN_FIELD_PARAMS`.
+
+    For each such parameter ``p`` with HBV bounds ``[lo, hi]`` (its
+    :class:`~gnnhydro.spec.ParamSpec`), the unbounded value ``z = logit((p − lo)/(hi − lo))``
+    (:func:`~gnnhydro.spec.from_bounds`, the space a parameterizer's output lives in) with node
+    mean ``μ`` and standard deviation ``σ`` becomes
+    ``z' = μ + σ·(√(1 − h)·(z − μ)/σ + s·√h·field)`` and is bounded again
+    (:func:`~gnnhydro.spec.to_bounds`); ``s = ±1`` is the sign in :data:`HIDDEN_FIELD_PARAMS`.
+    With a unit-variance field uncorrelated with ``z`` (:func:`hidden_parameter_field` is
+    orthogonal to the attributes, and ``z`` is a near-linear function of them), the field
+    explains a share ``h`` of the variance of ``z'`` and ``z'`` keeps the mean and spread of
+    ``z``.  Other parameters are returned unchanged.
+
+    Args:
+        params: ``{name: [N]}`` true parameters from :func:`true_parameter_function` (physical
+            units); must hold every name of :data:`HIDDEN_FIELD_PARAMS`.
+        field: the hidden field [–] (zero mean, unit variance over the nodes).
+        share: ``h`` in [0, 1], the variance share of the field.
+
+    Returns:
+        ``{name: [N]}``, a new dict, in the dtype of ``params``.
+
+    Shapes:
+        params values ``[N]``, field ``[N]`` → values ``[N]``.
+    """
+    from gnnhydro.runoff import HBV
+
+    h = float(share)
+    if not 0.0 <= h <= 1.0:
+        raise ValueError(f"blend_hidden_field: share must be in [0, 1], got {share}")
+    specs = HBV(nmul=1).param_spec
+    out = dict(params)
+    for name, sign in HIDDEN_FIELD_PARAMS.items():
+        value = params[name]
+        if field.shape != value.shape:
+            raise ValueError(
+                f"blend_hidden_field: field {list(field.shape)} and {name!r} "
+                f"{list(value.shape)} must both be [N]"
+            )
+        z = from_bounds(value, specs[name])
+        z_mean, z_std = z.mean(), z.std(correction=0)
+        z_attr = (z - z_mean) / z_std
+        z_new = math.sqrt(1.0 - h) * z_attr + sign * math.sqrt(h) * field.to(value.dtype)
+        out[name] = to_bounds(z_mean + z_std * z_new, specs[name])
+    return out
+
+
 # ------------------------------------------------------------------------------ simulation
 def simulate_discharge(
     graph: RiverGraph,
@@ -635,6 +768,8 @@ def generate_synthetic_basin(
     years: int = 12,
     num_gauges: int | None = None,
     start: str = "2000-01-01",
+    hidden_field: float = 0.0,
+    isolated: bool = False,
 ) -> RiverGraph:
     """Generate the synthetic basin item (see the module docstring); deterministic in its args.
 
@@ -646,6 +781,18 @@ def generate_synthetic_basin(
         num_gauges: number of gauges; default ``max(3, round(0.133·N))`` (40 for N = 300).
         start: first day of the record (``YYYY-MM-DD``; the year must start on January 1st
             for ``years`` to be whole calendar years).
+        hidden_field: ``h`` in [0, 1]: share of the unbounded spatial variance of the parameters
+            in :data:`HIDDEN_FIELD_PARAMS` that comes from a smooth random field which is not an
+            attribute (:func:`hidden_parameter_field`, :func:`blend_hidden_field`; needs
+            ``num_nodes`` ≥ 48, smooth from ≈ 150).  The field is drawn, only for ``h > 0``,
+            from a child stream of the seeded generator
+            (``rng.spawn``), so attributes, weather, gauges, gaps and noise draws are those of
+            ``h = 0`` and the field is the same for every ``h > 0``.  ``0`` (default) leaves
+            every output bit-identical to the generator without the option.
+        isolated: every reach its own outlet (CAMELS-style isolated catchments): the same
+            attributes, weather and positions, but no edges; the truth is simulated on the
+            edgeless network, so each catchment's discharge is its own routed runoff.  Gauges
+            are chosen by the same rule on that network.
 
     Returns:
         A :class:`RiverGraph` following the dataset item conventions, with in addition
@@ -656,6 +803,9 @@ def generate_synthetic_basin(
         ``{name: [N]}`` (float32, ``true_parameter_function`` of the float32 ``x``),
         ``true_runoff_model`` (``"hbv"``), ``true_irf`` (``"muskingum"``),
         ``holdout_gauge_ids`` (suggested spatial hold-out, ~25 % of the gauges), ``seed``.
+        With ``hidden_field > 0`` also ``hidden_field`` ``[N]`` float32 (the field, –) and
+        ``hidden_field_params`` (names of the parameters it enters); ``true_params`` are then the
+        blended parameters the truth was simulated with.
     """
     n = int(num_nodes)
     if n < 10:
@@ -665,6 +815,9 @@ def generate_synthetic_basin(
     g_count = int(num_gauges) if num_gauges is not None else max(3, round(0.133 * n))
     if not 1 <= g_count <= n:
         raise ValueError(f"SyntheticRiverBasin: num_gauges must be in [1, {n}], got {g_count}")
+    share = float(hidden_field)
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"SyntheticRiverBasin: hidden_field must be in [0, 1], got {hidden_field}")
     rng = np.random.Generator(np.random.PCG64(int(seed)))
 
     net = random_basin_network(n, rng)
@@ -692,17 +845,26 @@ def generate_synthetic_basin(
     }
     # float32 attributes are the stored truth; parameters are a function of exactly those
     x = torch.from_numpy(np.stack([attrs[v] for v in ATTRIBUTE_NAMES], axis=1)).float()
+    params = true_parameter_function(x.double(), ATTRIBUTE_NAMES)
+    field = None
+    if share > 0.0:
+        # a child stream: the main stream (gauges, noise) stays that of h = 0
+        field_rng = rng.spawn(1)[0]
+        field_np = hidden_parameter_field(net["xy_km"], x.double().numpy(), field_rng)
+        field = torch.from_numpy(field_np).float()
+        params = blend_hidden_field(params, field.double(), share)
     # simulate with exactly the stored (float32) parameters, in float64
-    params = {
-        k: v.float().double()
-        for k, v in true_parameter_function(x.double(), ATTRIBUTE_NAMES).items()
-    }
+    params = {k: v.float().double() for k, v in params.items()}
 
     down = net["downstream"]
-    src = np.flatnonzero(down >= 0)
+    if isolated:
+        edge_index = torch.empty((2, 0), dtype=torch.long)
+    else:
+        src = np.flatnonzero(down >= 0)
+        edge_index = torch.from_numpy(np.stack([src, down[src]])).long()
     node_id = [1001 + i for i in range(n)]
     graph = RiverGraph(
-        edge_index=torch.from_numpy(np.stack([src, down[src]])).long(),
+        edge_index=edge_index,
         node_id=node_id,
         x=x,
         x_names=list(ATTRIBUTE_NAMES),
@@ -737,6 +899,9 @@ def generate_synthetic_basin(
     graph.time = dates[w:].astype("datetime64[ns]")
     graph.step_seconds = _STEP_SECONDS
     graph.true_params = {k: v.float() for k, v in params.items()}
+    if field is not None:
+        graph.hidden_field = field
+        graph.hidden_field_params = list(HIDDEN_FIELD_PARAMS)
     graph.true_runoff_model = "hbv"
     graph.true_initial_states = {k: v.float() for k, v in sim["initial_states"].items()}
     graph.true_irf = "muskingum"
@@ -777,10 +942,17 @@ class SyntheticRiverBasin(RiverDataset):
         pre_transform: applied once before saving.
         num_gauges: number of gauges (default ``max(3, round(0.133·N))``: 40 for N = 300).
         log: print PyG progress messages.
+        hidden_field: ``h`` in [0, 1], the share of the unbounded spatial variance of
+            :data:`HIDDEN_FIELD_PARAMS` given by a smooth field that is not an attribute
+            (default 0: none; see :func:`generate_synthetic_basin`).
+        isolated: every reach its own outlet, no river network (default ``False``).
+
+    The processed file name hashes ``hidden_field`` and ``isolated`` only when they differ from
+    their defaults, so the default configuration keeps its cache.
 
     Shapes:
         x ``[N, 11]``; forcing ``[N, T, 3]``; q_obs, q_true, lateral_inflow ``[N, T]``;
-        gauge_index ``[G]``; true_params ``{name: [N]}``.
+        gauge_index ``[G]``; true_params ``{name: [N]}``; hidden_field ``[N]`` (when ``h > 0``).
     """
 
     name = "synthetic"
@@ -798,11 +970,19 @@ class SyntheticRiverBasin(RiverDataset):
         pre_transform: Callable | None = None,
         num_gauges: int | None = None,
         log: bool = False,
+        hidden_field: float = 0.0,
+        isolated: bool = False,
     ) -> None:
         self.seed = int(seed)
         self.num_nodes = int(num_nodes)
         self.years = int(years)
         self.num_gauges = None if num_gauges is None else int(num_gauges)
+        self.hidden_field = float(hidden_field)
+        if not 0.0 <= self.hidden_field <= 1.0:
+            raise ValueError(
+                f"SyntheticRiverBasin: hidden_field must be in [0, 1], got {hidden_field}"
+            )
+        self.isolated = bool(isolated)
         super().__init__(
             root,
             transform=transform,
@@ -812,13 +992,19 @@ class SyntheticRiverBasin(RiverDataset):
         )
 
     def config(self) -> dict[str, Any]:
-        return {
+        config: dict[str, Any] = {
             "seed": self.seed,
             "num_nodes": self.num_nodes,
             "years": self.years,
             "num_gauges": self.num_gauges,
             "version": SYNTHETIC_VERSION,
         }
+        # options at their defaults stay out of the hash: existing caches remain valid
+        if self.hidden_field != 0.0:
+            config["hidden_field"] = self.hidden_field
+        if self.isolated:
+            config["isolated"] = True
+        return config
 
     @property
     def raw_file_names(self) -> list[str]:
@@ -834,5 +1020,7 @@ class SyntheticRiverBasin(RiverDataset):
                 num_nodes=self.num_nodes,
                 years=self.years,
                 num_gauges=self.num_gauges,
+                hidden_field=self.hidden_field,
+                isolated=self.isolated,
             )
         ]
