@@ -24,6 +24,7 @@ usage: gnnhydro COMMAND [key=value ...]      (gnnhydro COMMAND --help for each c
 
 commands:
   train      train a regionalization model (hydra overrides; -m for a multirun sweep)
+  cv         k-fold spatial cross-validation over gauges: parameterizers x seeds x folds
   evaluate   recompute the metrics and outputs of a trained run
   predict    predict parameters and discharge on a dataset (ungauged basins)
   export     write a trained run's parameter maps as gpkg, parquet, netcdf or csv
@@ -34,6 +35,7 @@ examples:
   gnnhydro train                                   the embedded synthetic basin
   gnnhydro train dataset=generic dataset.root=PATH your own network (see datasets/generic)
   gnnhydro train run_dir=runs/a trainer.resume=true    continue an interrupted run
+  gnnhydro cv cv.folds=5 'cv.parameterizers=[mlp,regional]' run_dir=runs/cv
   gnnhydro predict run_dir=runs/a dataset=generic dataset.root=PATH out=pred/
   gnnhydro export run_dir=runs/a format=csv
 
@@ -77,6 +79,25 @@ common overrides:
   experiment=drb_gnn|drb_mlp    presets
   -m a=1,2          a multirun sweep: <run_dir>_multirun/N/ and <run_dir>_multirun/summary.csv
 Every key is listed by: gnnhydro train --cfg job
+""",
+    ),
+    "cv": Command(
+        None,
+        """\
+usage: gnnhydro cv [train overrides ...] run_dir=DIR [cv.folds=5] [cv.seeds=1]
+                   ['cv.parameterizers=[mlp,regional]'] [cv.strategy=random|regional]
+                   [cv.downstream_closed=true] [cv.fold_seed=0] [cv.jobs=auto] [cv.threads=1]
+                   [cv.bootstrap=2000]
+
+k-fold spatial cross-validation over gauges: every parameterizer x seed x fold is an ordinary
+training run in DIR/<parameterizer>/seed<S>/fold<F> (in parallel processes, cv.jobs at a time),
+trained on its fold's training gauges only; folds are shared by all parameterizers and seeds
+(cv.fold_seed). downstream_closed: gauges downstream of a held-out gauge are not trained in that
+fold. cv.seeds=N means seeds 0..N-1 (or a list). Finished runs are reused: run the same command
+again to continue. Writes DIR/cv_metrics.csv (parameterizer, seed, fold, gauge_id, split, nse,
+kge, n_obs), DIR/cv_summary.csv (median NSE/KGE per parameterizer and split with bootstrap 90 %
+intervals over gauges, paired median NSE difference to the first parameterizer with its
+interval) and DIR/cv_nse_cdf.png; the held-out split is test_ungauged.
 """,
     ),
     "evaluate": Command(
@@ -245,6 +266,15 @@ def _interrupted(run_dir: Path) -> str:
     return f"gnnhydro train: interrupted; the last finished epoch is kept — resume with: {resume}"
 
 
+def _cv(argv: list[str]) -> int:
+    from gnnhydro.training.cv import run_cv
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", force=True)
+    root = run_cv(argv)
+    print(f"cross-validation written to {root}")
+    return 0
+
+
 def _evaluate(argv: list[str]) -> int:
     from gnnhydro.training.run import evaluate
 
@@ -322,6 +352,7 @@ def _bench(argv: list[str]) -> int:
 
 RUNNERS = {
     "train": _train,
+    "cv": _cv,
     "evaluate": _evaluate,
     "predict": _predict,
     "export": _export,

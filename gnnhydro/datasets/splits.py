@@ -13,7 +13,7 @@ Definitions (node sets are node indices of the graph):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -21,7 +21,14 @@ from torch import Tensor
 
 from gnnhydro.graph import RiverGraph
 
-__all__ = ["GaugeSplit", "upstream_mask", "spatial_holdout", "k_fold_gauges", "split_from_gauges"]
+__all__ = [
+    "GaugeSplit",
+    "upstream_mask",
+    "spatial_holdout",
+    "k_fold_gauges",
+    "cv_folds",
+    "split_from_gauges",
+]
 
 
 def upstream_mask(graph: RiverGraph, nodes: Tensor) -> Tensor:
@@ -64,6 +71,8 @@ class GaugeSplit:
         holdout_exclusive: bool ``[N]``, nodes upstream of a held-out gauge and of no training gauge.
         exclusive_fraction: ``[Gh]`` share of each held-out gauge's upstream nodes that are in
             ``holdout_exclusive`` (0 = fully nested in a training basin, 1 = independent).
+        excluded_index / excluded_gauge_id: gauges neither trained nor held out (downstream of a
+            held-out gauge in a downstream-closed fold: their basins contain held-out areas).
     """
 
     train_index: Tensor
@@ -73,6 +82,8 @@ class GaugeSplit:
     train_nodes: Tensor
     holdout_exclusive: Tensor
     exclusive_fraction: Tensor
+    excluded_index: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.long))
+    excluded_gauge_id: list = field(default_factory=list)
 
 
 def _gauges(graph: RiverGraph) -> tuple[Tensor, list]:
@@ -83,12 +94,20 @@ def _gauges(graph: RiverGraph) -> tuple[Tensor, list]:
     return gi.long(), list(ids)
 
 
-def split_from_gauges(graph: RiverGraph, holdout: Tensor) -> GaugeSplit:
-    """The :class:`GaugeSplit` holding out the gauges at positions ``holdout`` of ``gauge_index``."""
+def split_from_gauges(
+    graph: RiverGraph, holdout: Tensor, exclude: Tensor | None = None
+) -> GaugeSplit:
+    """The :class:`GaugeSplit` holding out the gauges at positions ``holdout`` of
+    ``gauge_index`` (and leaving those at positions ``exclude`` out of training)."""
     gi, ids = _gauges(graph)
     hold = torch.zeros(gi.numel(), dtype=torch.bool)
     hold[torch.as_tensor(holdout, dtype=torch.long)] = True
-    train_pos, hold_pos = (~hold).nonzero().flatten(), hold.nonzero().flatten()
+    out = torch.zeros(gi.numel(), dtype=torch.bool)
+    if exclude is not None:
+        out[torch.as_tensor(exclude, dtype=torch.long)] = True
+    out &= ~hold
+    train_pos, hold_pos = (~hold & ~out).nonzero().flatten(), hold.nonzero().flatten()
+    out_pos = out.nonzero().flatten()
     train_nodes = (
         upstream_mask(graph, gi[train_pos])
         if train_pos.numel()
@@ -112,6 +131,8 @@ def split_from_gauges(graph: RiverGraph, holdout: Tensor) -> GaugeSplit:
         train_nodes=train_nodes,
         holdout_exclusive=exclusive,
         exclusive_fraction=torch.tensor(frac, dtype=torch.float32),
+        excluded_index=gi[out_pos],
+        excluded_gauge_id=[ids[i] for i in out_pos.tolist()],
     )
 
 
@@ -160,10 +181,83 @@ def _drains_to(graph: RiverGraph, upstream: int, downstream: int) -> bool:
 
 def k_fold_gauges(graph: RiverGraph, k: int, seed: int = 0) -> list[GaugeSplit]:
     """``k`` splits whose held-out gauge sets partition the gauges (random, seeded, sizes
-    differing by at most one)."""
+    differing by at most one): :func:`cv_folds` with its defaults."""
+    return cv_folds(graph, k, seed)
+
+
+def _nesting(graph: RiverGraph, gi: Tensor) -> np.ndarray:
+    """``[G, G]`` bool: ``[q, p]`` when gauge ``p`` lies in the basin of gauge ``q`` (or is it)."""
+    from gnnhydro.graph.topology import NodeWalker
+
+    walker = NodeWalker(graph.edge_index, int(graph.num_nodes))
+    nodes = gi.numpy()
+    out = np.zeros((nodes.size, nodes.size), dtype=bool)
+    for q, node in enumerate(nodes.tolist()):
+        out[q] = np.isin(nodes, walker.upstream(node).numpy())
+    return out
+
+
+def _regional_groups(graph: RiverGraph, gi: Tensor, k: int, seed: int) -> list[Tensor]:
+    """``k`` spatially clustered groups of gauge positions (k-means on the gauges' (lon, lat)
+    projected to km, seeded; re-seeded until no group is empty)."""
+    from scipy.cluster.vq import kmeans2
+
+    pos = getattr(graph, "pos", None)
+    if pos is None:
+        raise ValueError("regional folds need gauge positions (graph.pos: lon, lat)")
+    lonlat = np.asarray(pos, dtype=np.float64)[gi.numpy()]
+    lat0 = np.radians(lonlat[:, 1].mean())
+    xy = np.stack([lonlat[:, 0] * 111.2 * np.cos(lat0), lonlat[:, 1] * 111.2], axis=1)
+    for attempt in range(20):
+        _, label = kmeans2(xy, k, seed=seed + 7919 * attempt, minit="++")
+        if np.bincount(label, minlength=k).min() > 0:
+            return [torch.from_numpy(np.flatnonzero(label == c)) for c in range(k)]
+    raise ValueError(f"regional folds: could not form {k} non-empty spatial clusters of the gauges")
+
+
+def cv_folds(
+    graph: RiverGraph,
+    k: int,
+    seed: int = 0,
+    *,
+    strategy: str = "random",
+    downstream_closed: bool = False,
+) -> list[GaugeSplit]:
+    """``k`` cross-validation splits whose held-out gauge sets partition the gauges.
+
+    Args:
+        strategy: ``"random"`` (seeded permutation, fold sizes differing by at most one) or
+            ``"regional"`` (spatially clustered folds: k-means of the gauge positions, so a
+            held-out gauge's neighbours tend to be held out with it).
+        downstream_closed: in each fold, gauges downstream of a held-out gauge (whose basins
+            contain held-out areas) are left out of training (``excluded_index``): then no
+            training gauge sees any part of a held-out gauge's basin, and every held-out
+            gauge's whole basin is ungauged in that fold. Every gauge is still held out exactly
+            once.
+    """
     gi, _ = _gauges(graph)
     g = gi.numel()
     if not 2 <= k <= g:
         raise ValueError(f"k must be between 2 and the number of gauges ({g}), got {k}")
-    perm = torch.randperm(g, generator=torch.Generator().manual_seed(seed))
-    return [split_from_gauges(graph, fold.sort().values) for fold in torch.tensor_split(perm, k)]
+    if strategy == "random":
+        perm = torch.randperm(g, generator=torch.Generator().manual_seed(seed))
+        groups = [fold.sort().values for fold in torch.tensor_split(perm, k)]
+    elif strategy == "regional":
+        groups = _regional_groups(graph, gi, k, seed)
+    else:
+        raise ValueError(f"fold strategy must be 'random' or 'regional', got {strategy!r}")
+    nesting = _nesting(graph, gi) if downstream_closed else None
+    splits = []
+    for held in groups:
+        exclude = None
+        if nesting is not None:
+            downstream = nesting[:, held.numpy()].any(axis=1)
+            downstream[held.numpy()] = False
+            exclude = torch.from_numpy(np.flatnonzero(downstream))
+            if exclude.numel() + held.numel() >= g:
+                raise ValueError(
+                    "a downstream-closed fold leaves no training gauge (every other gauge lies "
+                    "downstream of a held-out one): use more folds or downstream_closed=false"
+                )
+        splits.append(split_from_gauges(graph, held, exclude))
+    return splits

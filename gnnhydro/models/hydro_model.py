@@ -149,17 +149,10 @@ class HydroModel(nn.Module):
 
     @staticmethod
     def edge_attributes(batch: Any) -> Tensor | None:
-        """``[E, 2]`` per-edge attributes from the upstream reach: log10(length in km + 0.01)
-        and sqrt(slope); ``None`` when the graph has neither."""
-        src = batch.edge_index[0]
-        cols = []
-        length = getattr(batch, "length_m", None)
-        if length is not None:
-            cols.append(torch.log10(length[src].float() / 1e3 + 0.01))
-        slope = getattr(batch, "slope", None)
-        if slope is not None:
-            cols.append(slope[src].float().clamp_min(0).sqrt())
-        return torch.stack(cols, dim=-1) if cols else None
+        """``[E, 2]`` river edge attributes (:func:`gnnhydro.graph.regional.river_edge_attributes`)."""
+        from gnnhydro.graph.regional import river_edge_attributes
+
+        return river_edge_attributes(batch)
 
     def forcing_dict(self, batch: Any) -> dict[str, Tensor]:
         names = _forcing_names(batch)
@@ -234,14 +227,18 @@ class HydroModel(nn.Module):
             idx = [names.index(n) for n in self.dynamic_names]
             dyn = batch.forcing[..., idx].float()
             dynamic_input = (dyn - dyn.mean(dim=(0, 1))) / (dyn.std(dim=(0, 1)) + 1e-6)
-        params = self.parameterizer(
-            x,
-            batch.edge_index,
-            edge_attr=self.edge_attributes(batch)
-            if getattr(self.parameterizer, "edge_dim", None)
-            else None,
-            dynamic_input=dynamic_input,
-        )
+        graph_inputs = getattr(self.parameterizer, "graph_inputs", None)
+        if graph_inputs is not None:  # the parameterizer says which graph it passes messages on
+            params = self.parameterizer(**graph_inputs(batch, x), dynamic_input=dynamic_input)
+        else:
+            params = self.parameterizer(
+                x,
+                batch.edge_index,
+                edge_attr=self.edge_attributes(batch)
+                if getattr(self.parameterizer, "edge_dim", None)
+                else None,
+                dynamic_input=dynamic_input,
+            )
         physics_mask = getattr(batch, "physics_mask", None)
         if physics_mask is not None:  # halo nodes fed the parameterizer; the physics skips them
             from gnnhydro.graph.subgraph import node_subset

@@ -2,7 +2,8 @@
 
 Static attributes (and river topology) → physical parameters by NAME, bounded through
 :func:`gnnhydro.spec.to_bounds`. Build one by registry name with :func:`build_parameterizer`
-(``"sage"``, ``"gatv2"``, ``"gcn"``, ``"gin"``, ``"mlp"``).
+(``"sage"``, ``"gatv2"``, ``"gcn"``, ``"gin"``, ``"mlp"``; the gauge-informed ``"regional"`` and
+the baselines ``"global"`` and ``"donor"``, :mod:`gnnhydro.nn.regional`).
 """
 
 from gnnhydro.nn.heads import ParameterHeads, TemporalEncoder
@@ -20,6 +21,7 @@ from gnnhydro.nn.parameterizers import (
     normalize_spec_groups,
     register_parameterizer,
 )
+from gnnhydro.nn.regional import DonorParameterizer, GlobalParameterizer, RegionalParameterizer
 
 __all__ = [
     "ParameterHeads",
@@ -30,6 +32,9 @@ __all__ = [
     "GCNParameterizer",
     "GINParameterizer",
     "MLPParameterizer",
+    "RegionalParameterizer",
+    "GlobalParameterizer",
+    "DonorParameterizer",
     "DirectionalConv",
     "build_parameterizer",
     "get_parameterizer",

@@ -396,6 +396,19 @@ class GNNParameterizer(nn.Module):
         """Split a flat ``{name: tensor}`` (as returned by :meth:`forward`) into groups."""
         return {g: {n: params[n] for n in names} for g, names in self.param_groups.items()}
 
+    def graph_inputs(self, batch: Any, x: Tensor) -> dict[str, Tensor | None]:
+        """What :meth:`forward` receives from a graph ``batch`` besides the dynamic input:
+        the normalised attributes ``x``, the river ``edge_index`` and, with ``edge_dim``, the
+        river edge attributes (length, slope). Subclasses that pass messages on another graph
+        or read more of the batch override it."""
+        from gnnhydro.graph.regional import river_edge_attributes
+
+        return {
+            "x": x,
+            "edge_index": batch.edge_index,
+            "edge_attr": river_edge_attributes(batch) if self.edge_dim is not None else None,
+        }
+
     def reset_parameters(self) -> None:
         self.lin_in.reset_parameters()
         for conv in self.convs:

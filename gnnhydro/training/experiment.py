@@ -27,7 +27,8 @@ from torch import Tensor
 
 import gnnhydro
 from gnnhydro.datasets.base import attribute_statistics
-from gnnhydro.datasets.splits import GaugeSplit, k_fold_gauges, spatial_holdout, split_from_gauges
+from gnnhydro.datasets.splits import GaugeSplit, cv_folds, spatial_holdout, split_from_gauges
+from gnnhydro.training.gauge_context import attach_gauge_context, gauge_table, needs_gauge_context
 from gnnhydro.training.model import (  # noqa: F401 - re-exported
     ModelInputs,
     _forcing_names,
@@ -169,8 +170,10 @@ def make_gauge_split(graph: Any, holdout_cfg: DictConfig | dict) -> GaugeSplit:
 
     - ``gauge_ids``: explicit ids, or ``from_dataset`` to use the dataset's own suggestion
       (``graph.holdout_gauge_ids``) when it has one;
-    - ``k`` and ``fold``: k-fold cross-validation over gauges (run ``fold=0..k-1``, e.g. as a
-      multirun sweep);
+    - ``k`` and ``fold``: k-fold cross-validation over gauges (run ``fold=0..k-1``, e.g. with
+      ``gnnhydro cv``): ``strategy`` ``random`` or ``regional`` (spatially clustered folds),
+      ``downstream_closed`` (gauges downstream of a held-out gauge are left out of training in
+      that fold; see :func:`~gnnhydro.datasets.splits.cv_folds`);
     - otherwise ``fraction`` of the gauges at random (``seed``; ``downstream_closed`` to hold out
       each chosen gauge with all gauges downstream of it); 0 holds out none.
 
@@ -192,7 +195,13 @@ def make_gauge_split(graph: Any, holdout_cfg: DictConfig | dict) -> GaugeSplit:
         )
         split = split_from_gauges(graph, positions)
     elif holdout_cfg.get("k"):
-        folds = k_fold_gauges(graph, int(holdout_cfg["k"]), int(holdout_cfg.get("seed", 0)))
+        folds = cv_folds(
+            graph,
+            int(holdout_cfg["k"]),
+            int(holdout_cfg.get("seed", 0)),
+            strategy=str(holdout_cfg.get("strategy", "random") or "random"),
+            downstream_closed=bool(holdout_cfg.get("downstream_closed", False)),
+        )
         fold = int(holdout_cfg.get("fold", 0))
         if not 0 <= fold < len(folds):
             raise ValueError(f"holdout.fold must be in 0..{len(folds) - 1}, got {fold}")
@@ -238,6 +247,38 @@ class Experiment:
         self.graph.holdout_gauge_mask[self.split.holdout_index] = True
         self.gauge_names = dict(
             zip(self.graph.gauge_index.tolist(), [str(g) for g in self.graph.gauge_id], strict=True)
+        )
+        #: the training gauges' signatures (parameterizers that read them), training period only
+        self.gauge_table = None
+        if needs_gauge_context(str(cfg.parameterizer.name)):
+            self.gauge_table = self._gauge_table()
+            attach_gauge_context(
+                self.graph, self.gauge_table, donors=int(cfg.parameterizer.get("donors", 4))
+            )
+
+    def _gauge_table(self) -> Any:
+        """Signatures of the training gauges from their observations in the training period."""
+        t0, t1 = self.periods["train"]
+        gauges = self.split.train_index
+        if self.reader is not None:
+            discharge = self.reader.read_discharge(t0, t1, nodes=gauges)
+            precipitation = None
+        else:
+            discharge = self.graph.q_obs[gauges, t0:t1]
+            names = _forcing_names(self.graph)
+            forcing = getattr(self.graph, "forcing", None)
+            precipitation = (
+                forcing[:, t0:t1, names.index("precipitation")]
+                if forcing is not None and "precipitation" in names
+                else None
+            )
+        return gauge_table(
+            self.graph,
+            gauges,
+            discharge,
+            self.time[t0:t1],
+            precipitation,
+            min_days=min(180, max((t1 - t0) // 2, 2)),
         )
 
     def _check_graph(self) -> None:

@@ -33,9 +33,11 @@ class ModelInputs:
     forcing_names: tuple[str, ...]
     edge_dim: int | None
     step_seconds: float
+    #: training gauges of the run (the donors of ``parameterizer=donor``)
+    num_train_gauges: int | None = None
 
     @classmethod
-    def from_graph(cls, graph: Any) -> ModelInputs:
+    def from_graph(cls, graph: Any, split: GaugeSplit | None = None) -> ModelInputs:
         names = getattr(graph, "x_names", None)
         return cls(
             in_channels=int(graph.x.size(1)),
@@ -43,6 +45,7 @@ class ModelInputs:
             forcing_names=tuple(_forcing_names(graph)),
             edge_dim=_edge_dim(graph),
             step_seconds=float(getattr(graph, "step_seconds", 86400.0)),
+            num_train_gauges=None if split is None else int(split.train_index.numel()),
         )
 
     def save(self, path: str | Path) -> None:
@@ -82,7 +85,7 @@ def build_model(
     node outside the held-out gauges' exclusive areas), taken from the dataset's cached
     ``attribute_stats`` when a dataset is given (with :class:`ModelInputs`, stats are needed or
     placeholders that a checkpoint then fills)."""
-    inputs = graph if isinstance(graph, ModelInputs) else ModelInputs.from_graph(graph)
+    inputs = graph if isinstance(graph, ModelInputs) else ModelInputs.from_graph(graph, split)
     from gnnhydro.models import HydroModel
     from gnnhydro.nn import build_parameterizer, get_parameterizer
 
@@ -148,6 +151,10 @@ def build_model(
         specs["forcing"] = (dict(forcing_correction.param_spec), None)
     if routing_specs:
         specs["routing"] = (routing_specs, None)
+    if name == "donor":
+        if not inputs.num_train_gauges:
+            raise ValueError("parameterizer 'donor' needs the number of training gauges")
+        pcfg["num_donors"] = inputs.num_train_gauges
     size = int(model_cfg.get("ensemble", 1) or 1)
     if size < 1:
         raise ValueError(f"model.ensemble must be at least 1, got {size}")

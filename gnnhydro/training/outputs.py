@@ -97,8 +97,10 @@ def output_provenance(exp: Experiment, **extra: Any) -> dict[str, Any]:
 
 
 def save_split(exp: Experiment) -> None:
-    """``gauges.csv``: every gauge with its role (train / holdout) and, for held-out gauges, the
-    fraction of their upstream area that no training gauge sees."""
+    """``gauges.csv``: every gauge with its role (train / holdout / excluded: downstream of a
+    held-out gauge in a downstream-closed fold) and, for held-out gauges, the fraction of their
+    upstream area that no training gauge sees; ``gauge_table.csv`` when the parameterizer reads
+    the training gauges' context."""
     split = exp.split
     rows = [
         {"gauge_id": exp.gauge_names[i], "node_index": i, "role": "train"}
@@ -115,7 +117,15 @@ def save_split(exp: Experiment) -> None:
             split.holdout_index.tolist(), split.exclusive_fraction.tolist(), strict=True
         )
     ]
+    rows += [
+        {"gauge_id": exp.gauge_names[i], "node_index": i, "role": "excluded"}
+        for i in split.excluded_index.tolist()
+    ]
     pd.DataFrame(rows).to_csv(exp.run_dir / "gauges.csv", index=False)
+    if exp.gauge_table is not None:
+        from gnnhydro.training.gauge_context import save_gauge_table
+
+        save_gauge_table(exp.gauge_table, exp.run_dir)
 
 
 # ============================================================================ evaluation

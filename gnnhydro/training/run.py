@@ -30,6 +30,11 @@ from gnnhydro.training.experiment import (
     make_gauge_split,
     provenance,
 )
+from gnnhydro.training.gauge_context import (
+    attach_gauge_context,
+    load_gauge_table,
+    needs_gauge_context,
+)
 from gnnhydro.training.model import ModelInputs, build_model
 from gnnhydro.training.outputs import (
     FORMAT_SUFFIX,
@@ -176,10 +181,14 @@ def predict(
     if not overwrite:  # fail before the work; with overwrite, replaced once all succeeded
         _free_target(target, False, "prediction folder")
     # the training run's architecture, weights and normalisation, not its dataset
-    _, model, checkpoint = load_model(run_dir)
+    run_cfg, model, checkpoint = load_model(run_dir)
     dataset = build_dataset(dataset_cfg)
     graph = as_single_graph(dataset)
     graph.x = attributes_by_name(graph, model.x_names)
+    if needs_gauge_context(str(run_cfg.parameterizer.name)):  # what the training gauges knew
+        attach_gauge_context(
+            graph, load_gauge_table(run_dir), donors=int(run_cfg.parameterizer.get("donors", 4))
+        )
     if (run_dir / "model_inputs.json").exists():
         what = f"predict on {dataset_cfg.get('name', 'the dataset')}"
         ModelInputs.load(run_dir / "model_inputs.json").check(graph, what)

@@ -246,7 +246,7 @@ def train(
                 overrides=list(overrides or []),
             )
             (run_dir / "provenance.json").write_text(json.dumps(record, indent=2))
-            ModelInputs.from_graph(exp.graph).save(run_dir / "model_inputs.json")
+            ModelInputs.from_graph(exp.graph, exp.split).save(run_dir / "model_inputs.json")
             from gnnhydro.training.outputs import save_split
 
             save_split(exp)
@@ -320,6 +320,13 @@ class Trainer:
         if sampler not in ("windows", "gauge_basins"):
             raise ValueError(
                 f"trainer.sampler must be 'windows' or 'gauge_basins', got {sampler!r}"
+            )
+        member = getattr(model, "members", [model])[0]
+        if sampler == "gauge_basins" and getattr(member.parameterizer, "crosses_basins", False):
+            raise ValueError(
+                f"parameterizer {exp.cfg.parameterizer.name!r} passes messages across basins "
+                "(spatial neighbour edges), which gauge-basin samples would cut: use "
+                "trainer.sampler=windows"
             )
         # gauge-basin batches are shared out by nodes; the loss is that of the global batch
         self.shares_basins = sampler == "gauge_basins" and world > 1

@@ -1,0 +1,272 @@
+"""Regionalization parameterizers that use what the training gauges know, and the classical
+baselines they are measured against.
+
+``"regional"`` (:class:`RegionalParameterizer`)
+    Gauge-informed message passing: node inputs are the static attributes, the training gauges'
+    hydrological signatures (:mod:`gnnhydro.datasets.signatures`; at gauge nodes, zero
+    elsewhere) and their availability mask; GATv2 attention layers pass them over the regional
+    edge set (:func:`gnnhydro.graph.regional.regional_edges`: river edges both ways + ``k``
+    nearest centroids, with distance, relation and area ratio as edge attributes), so
+    spatial-proximity transfer (Oudin et al. 2008) combined with attribute similarity (Merz &
+    Blöschl 2005) is learned end to end.
+``"global"`` (:class:`GlobalParameterizer`)
+    One learned parameter set for every node (the lumped "regional calibration" baseline).
+``"donor"`` (:class:`DonorParameterizer`)
+    Classical spatial proximity: every training gauge's basin has its own free parameters,
+    learned jointly; a node inside a training basin takes that basin's parameters, any other
+    node the inverse-distance (1/d²) weighted parameters of the ``k`` nearest training basins.
+
+These read the gauge context that :func:`gnnhydro.training.gauge_context.attach_gauge_context`
+puts on the graph (``gauge_signatures``, ``signature_mask``, ``donor_row``, ``donor_weight``);
+it is computed from the training gauges in the training period only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import GATv2Conv
+
+from gnnhydro.datasets.signatures import SIGNATURE_NAMES
+from gnnhydro.graph.regional import REGIONAL_EDGE_FEATURES, regional_edges
+from gnnhydro.nn.parameterizers import GNNParameterizer, register_parameterizer
+
+__all__ = ["RegionalParameterizer", "GlobalParameterizer", "DonorParameterizer"]
+
+#: columns a regional parameterizer adds to the attributes: signatures and availability
+GAUGE_INPUT_CHANNELS = len(SIGNATURE_NAMES) + 1
+
+
+def _require(batch: Any, key: str, name: str) -> Tensor:
+    value = getattr(batch, key, None)
+    if value is None:
+        raise ValueError(
+            f"parameterizer {name!r} needs the training gauges' context (graph.{key}); "
+            "gnnhydro train and predict attach it from the training gauges "
+            "(gauge_table.csv of the run)"
+        )
+    return value
+
+
+@register_parameterizer("regional")
+class RegionalParameterizer(GNNParameterizer):
+    """Gauge-informed graph parameterizer over river and spatial neighbour edges.
+
+    Args (besides :class:`~gnnhydro.nn.parameterizers.GNNParameterizer`'s):
+        in_channels: number of static attributes ``F`` (the gauge inputs are added to them).
+        river_edges: message passing along the river edges, both ways (default ``True``).
+        spatial_edges: message passing from the ``k_neighbours`` nearest catchment centroids
+            within ``max_distance_km`` (default 8, 100 km): ``True``, ``False`` or ``"auto"``
+            (the default: when the graph has node positions ``pos``).
+        signatures: feed the training gauges' signatures and availability (default ``True``;
+            ``False`` makes it a pure graph-construction ablation).
+        heads: attention heads per layer (averaged).
+
+    ``direction`` is fixed (the edge set holds both directions, told apart by the relation
+    attribute); river edge attributes (length, slope) are not used.
+
+    Shapes:
+        batch.x ``[N, F]``, batch.gauge_signatures ``[N, 8]``, batch.signature_mask ``[N]`` →
+        ``{name: [N, m] | [N]}``.
+    """
+
+    supports_edge_attr = True
+    needs_gauge_context: ClassVar[bool] = True
+    #: its spatial edges cross basins: gauge-basin samples would cut them
+    crosses_basins: ClassVar[bool] = True
+
+    def __init__(
+        self,
+        in_channels: int,
+        specs: Any,
+        *,
+        river_edges: bool = True,
+        spatial_edges: bool | str = "auto",
+        k_neighbours: int = 8,
+        max_distance_km: float = 100.0,
+        signatures: bool = True,
+        heads: int = 2,
+        edge_dim: int | None = None,
+        direction: str = "downstream",
+        **kwargs: Any,
+    ) -> None:
+        del edge_dim, direction  # its own edge set and attributes
+        if spatial_edges not in (True, False, "auto"):
+            raise ValueError(
+                f"regional: spatial_edges must be true, false or auto, got {spatial_edges!r}"
+            )
+        self.river_edges, self.spatial_edges = bool(river_edges), spatial_edges
+        self.k_neighbours, self.max_distance_km = int(k_neighbours), float(max_distance_km)
+        self.signatures = bool(signatures)
+        self.attention_heads = int(heads)
+        self.attribute_channels = int(in_channels)
+        extra = GAUGE_INPUT_CHANNELS if self.signatures else 0
+        super().__init__(
+            in_channels + extra,
+            specs,
+            edge_dim=len(REGIONAL_EDGE_FEATURES),
+            direction="downstream",
+            **kwargs,
+        )
+        self._edges: dict[tuple, tuple[Tensor, Tensor]] = {}
+
+    def init_conv(self, in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:
+        return GATv2Conv(
+            in_channels,
+            out_channels,
+            heads=self.attention_heads,
+            concat=False,
+            edge_dim=self.edge_dim,
+            add_self_loops=True,
+            **kwargs,
+        )
+
+    def edges_of(self, batch: Any) -> tuple[Tensor, Tensor]:
+        """The regional edge set of ``batch`` and its attributes (built once per graph)."""
+        pos = getattr(batch, "pos", None)
+        key = (
+            int(batch.num_nodes),
+            batch.edge_index.data_ptr(),
+            tuple(batch.edge_index.shape),
+            None if pos is None else (pos.data_ptr(), tuple(pos.shape)),
+        )
+        if key not in self._edges:
+            if len(self._edges) > 8:
+                self._edges.clear()
+            cpu = batch if batch.edge_index.device.type == "cpu" else batch.cpu()
+            spatial = pos is not None if self.spatial_edges == "auto" else self.spatial_edges
+            self._edges[key] = regional_edges(
+                cpu,
+                river=self.river_edges,
+                spatial=spatial,
+                k=self.k_neighbours,
+                max_distance_km=self.max_distance_km,
+            )
+        return self._edges[key]
+
+    def graph_inputs(self, batch: Any, x: Tensor) -> dict[str, Tensor | None]:
+        edge_index, edge_attr = self.edges_of(batch)
+        if self.signatures:
+            signatures = _require(batch, "gauge_signatures", "regional").to(x)
+            mask = _require(batch, "signature_mask", "regional").to(x)
+            x = torch.cat([x, signatures, mask.unsqueeze(-1)], dim=-1)
+        return {
+            "x": x,
+            "edge_index": edge_index.to(x.device),
+            "edge_attr": edge_attr.to(x.device),
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            super().extra_repr()
+            + f", river_edges={self.river_edges}, spatial_edges={self.spatial_edges}, "
+            f"k_neighbours={self.k_neighbours}, max_distance_km={self.max_distance_km:g}, "
+            f"signatures={self.signatures}"
+        )
+
+
+class _ConstantEmbedding(GNNParameterizer):
+    """Shared base of parameterizers whose embeddings do not come from the attributes."""
+
+    uses_topology = False
+
+    def __init__(self, in_channels: int, specs: Any, **kwargs: Any) -> None:
+        kwargs.pop("edge_dim", None)
+        kwargs.pop("direction", None)
+        kwargs["num_layers"] = 0
+        super().__init__(in_channels, specs, **kwargs)
+
+    def init_conv(self, in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:
+        raise NotImplementedError  # no layers
+
+
+@register_parameterizer("global")
+class GlobalParameterizer(_ConstantEmbedding):
+    """One learned parameter set for all nodes: a learned embedding ``[hidden]`` through the
+    heads (attributes are accepted and ignored).
+
+    Shapes:
+        x ``[N, F]`` → ``{name: [N, m] | [N]}``, equal on every node.
+    """
+
+    def __init__(self, in_channels: int, specs: Any, **kwargs: Any) -> None:
+        super().__init__(in_channels, specs, **kwargs)
+        self.embedding = nn.Parameter(torch.zeros(1, self.hidden_channels))
+
+    def embed(
+        self,
+        x: Tensor,
+        edge_index: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+        batch: Tensor | None = None,
+    ) -> Tensor:
+        return self.embedding.expand(x.shape[0], -1)
+
+
+@register_parameterizer("donor")
+class DonorParameterizer(_ConstantEmbedding):
+    """Spatial-proximity donors: free parameters per training basin, inverse-distance weighted
+    to the nodes outside them (``graph.donor_row`` / ``graph.donor_weight``).
+
+    Args (besides the base's):
+        num_donors: number of training gauges (basins with their own parameters).
+        donors: nearest basins an ungauged node averages (the context's ``k``; default 4).
+
+    Shapes:
+        batch.donor_row ``[N, k]`` int64 (rows of the training gauges), batch.donor_weight
+        ``[N, k]`` (rows sum to 1) → ``{name: [N, m] | [N]}``.
+    """
+
+    needs_gauge_context: ClassVar[bool] = True
+
+    def __init__(
+        self, in_channels: int, specs: Any, *, num_donors: int, donors: int = 4, **kwargs: Any
+    ) -> None:
+        if kwargs.get("dynamic"):
+            raise ValueError(
+                "parameterizer 'donor' has no time-varying parameters (model.runoff.dynamic)"
+            )
+        if int(num_donors) < 1:
+            raise ValueError(
+                f"parameterizer 'donor' needs at least one training gauge, got {num_donors}"
+            )
+        super().__init__(in_channels, specs, **kwargs)
+        self.num_donors, self.donors = int(num_donors), int(donors)
+        self.embedding = nn.Parameter(torch.zeros(self.num_donors, self.hidden_channels))
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+        dynamic_input: Tensor | None = None,
+        batch: Tensor | None = None,
+        donor_row: Tensor | None = None,
+        donor_weight: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        if donor_row is None or donor_weight is None:
+            raise ValueError("parameterizer 'donor' needs donor_row and donor_weight")
+        if int(donor_row.max()) >= self.num_donors if donor_row.numel() else False:
+            raise ValueError(
+                f"donor_row refers to training gauge {int(donor_row.max())} but the model "
+                f"has {self.num_donors}"
+            )
+        basin_params: dict[str, Tensor] = {}
+        for head in self.heads.values():
+            basin_params.update(head(self.embedding, None))
+        weight = donor_weight.to(self.embedding)
+        out = {}
+        for name, value in basin_params.items():  # [G, m] | [G] → [N, k, ...] → [N, ...]
+            picked = value[donor_row]
+            w = weight.reshape(weight.shape + (1,) * (picked.dim() - 2))
+            out[name] = (picked * w).sum(dim=1)
+        return out
+
+    def graph_inputs(self, batch: Any, x: Tensor) -> dict[str, Tensor | None]:
+        return {
+            "x": x,
+            "donor_row": _require(batch, "donor_row", "donor").to(x.device),
+            "donor_weight": _require(batch, "donor_weight", "donor").to(x.device),
+        }

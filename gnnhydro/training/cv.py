@@ -1,0 +1,371 @@
+"""``gnnhydro cv``: k-fold spatial cross-validation over gauges, several parameterizers and
+seeds in one command, with bootstrap confidence intervals.
+
+Every (parameterizer, seed, fold) is an ordinary training run (``gnnhydro train`` in a process
+of its own, ``<run_dir>/<parameterizer>/seed<S>/fold<F>``) that trains on its fold's training
+gauges only; runs go in parallel up to ``cv.jobs`` processes of ``cv.threads`` torch threads.
+A finished run (its ``metrics.csv`` exists) is reused, so an interrupted cross-validation
+continues where it stopped. The folds are the same for every parameterizer and seed
+(``cv.fold_seed``), so parameterizers are compared gauge by gauge.
+
+Outputs in ``run_dir``:
+
+* ``cv_metrics.csv``: one row per parameterizer × seed × fold × gauge × split
+  (``parameterizer, seed, fold, gauge_id, split, nse, kge, n_obs``); the held-out split is
+  ``test_ungauged`` (held-out gauges in the test period), as in a run's ``metrics.csv``;
+* ``cv_summary.csv``: per parameterizer and split, over the gauges with at least the dataset's
+  ``min_obs_days`` of observations: ``median_nse, median_kge`` of the gauges' scores (a gauge's
+  score: its median over seeds and folds), the bootstrap 90 % interval of the median NSE
+  (``nse_ci_low, nse_ci_high``; gauges resampled), ``n_gauges``, and the paired median
+  difference of NSE to the first parameterizer, gauge by gauge, with its bootstrap 90 % interval
+  (``median_nse_diff, diff_ci_low, diff_ci_high``);
+* ``cv_nse_cdf.png``: the CDF of held-out NSE per parameterizer.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from omegaconf import OmegaConf
+
+__all__ = ["CVOptions", "run_cv", "summarize_cv", "bootstrap_median"]
+
+#: the keys of ``cv.*`` and their defaults
+CV_DEFAULTS: dict[str, Any] = {
+    "folds": 5,
+    "seeds": 1,
+    "parameterizers": ["mlp", "regional"],
+    "strategy": "random",
+    "downstream_closed": True,
+    "fold_seed": 0,
+    "jobs": "auto",
+    "threads": 1,
+    "bootstrap": 2000,
+}
+#: overrides that ``cv`` sets for every run itself
+_OWN_KEYS = ("parameterizer", "seed", "dataset.holdout", "run_dir", "torch_threads", "overwrite")
+
+
+@dataclass(frozen=True)
+class CVOptions:
+    """The ``cv.*`` options (see :data:`CV_DEFAULTS`)."""
+
+    folds: int
+    seeds: tuple[int, ...]
+    parameterizers: tuple[str, ...]
+    strategy: str
+    downstream_closed: bool
+    fold_seed: int
+    jobs: int
+    threads: int
+    bootstrap: int
+
+    @classmethod
+    def parse(cls, dotlist: list[str]) -> CVOptions:
+        given = OmegaConf.to_container(OmegaConf.from_dotlist(dotlist)) if dotlist else {}
+        unknown = sorted(set(given) - set(CV_DEFAULTS))
+        if unknown:
+            raise ValueError(f"unknown cv option(s) {unknown}; options: {sorted(CV_DEFAULTS)}")
+        values = {**CV_DEFAULTS, **given}
+        seeds = values["seeds"]
+        seeds = tuple(range(int(seeds))) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
+        names = values["parameterizers"]
+        names = (names,) if isinstance(names, str) else tuple(str(n) for n in names)
+        from gnnhydro.nn import list_parameterizers
+
+        bad = sorted(set(names) - set(list_parameterizers()))
+        if bad:
+            raise ValueError(
+                f"cv.parameterizers: unknown {bad}; registered: {list_parameterizers()}"
+            )
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(
+                f"cv.parameterizers must name distinct parameterizers, got {list(names)}"
+            )
+        if not seeds:
+            raise ValueError("cv.seeds: give a number of seeds (≥ 1) or a list of seeds")
+        if int(values["folds"]) < 2:
+            raise ValueError(f"cv.folds must be at least 2, got {values['folds']}")
+        if values["strategy"] not in ("random", "regional"):
+            raise ValueError(f"cv.strategy must be random or regional, got {values['strategy']!r}")
+        threads = int(values["threads"])
+        if threads < 1:
+            raise ValueError(f"cv.threads must be at least 1, got {threads}")
+        jobs = values["jobs"]
+        jobs = max(1, (os.cpu_count() or 1) // threads) if jobs == "auto" else int(jobs)
+        if jobs < 1:
+            raise ValueError(f"cv.jobs must be at least 1 or auto, got {values['jobs']}")
+        return cls(
+            folds=int(values["folds"]),
+            seeds=seeds,
+            parameterizers=names,
+            strategy=str(values["strategy"]),
+            downstream_closed=bool(values["downstream_closed"]),
+            fold_seed=int(values["fold_seed"]),
+            jobs=jobs,
+            threads=threads,
+            bootstrap=int(values["bootstrap"]),
+        )
+
+
+@dataclass(frozen=True)
+class _Run:
+    parameterizer: str
+    seed: int
+    fold: int
+    run_dir: Path
+
+    @property
+    def done(self) -> bool:
+        return (self.run_dir / "metrics.csv").exists()
+
+
+def _runs(root: Path, options: CVOptions) -> list[_Run]:
+    return [
+        _Run(p, s, f, root / p / f"seed{s}" / f"fold{f}")
+        for p in options.parameterizers
+        for s in options.seeds
+        for f in range(options.folds)
+    ]
+
+
+def _command(run: _Run, overrides: list[str], options: CVOptions) -> list[str]:
+    holdout = {
+        "k": options.folds,
+        "fold": run.fold,
+        "seed": options.fold_seed,
+        "strategy": options.strategy,
+        "downstream_closed": str(options.downstream_closed).lower(),
+        "gauge_ids": "null",
+    }
+    return [
+        sys.executable,
+        "-m",
+        "gnnhydro",
+        "train",
+        *overrides,
+        f"parameterizer={run.parameterizer}",
+        f"seed={run.seed}",
+        *(f"dataset.holdout.{k}={v}" for k, v in holdout.items()),
+        f"run_dir={run.run_dir}",
+        f"torch_threads={options.threads}",
+        "overwrite=true",
+    ]
+
+
+def _check(overrides: list[str]) -> Path:
+    """The cross-validation's folder (``run_dir=``) and a check of the train overrides."""
+    from gnnhydro.config import check_overrides
+
+    own = [o for o in overrides if o.lstrip("+~").split("=", 1)[0].startswith(_OWN_KEYS)]
+    root = [o.split("=", 1)[1] for o in own if o.split("=", 1)[0] == "run_dir"]
+    own = [o for o in own if o.split("=", 1)[0] != "run_dir"]
+    if own:
+        raise ValueError(
+            f"cv sets {own[0].split('=', 1)[0]} for every run itself: use cv.parameterizers, "
+            "cv.seeds, cv.folds, cv.strategy, cv.threads instead"
+        )
+    if not root:
+        raise ValueError("cv needs run_dir=PATH (the folder of the cross-validation)")
+    check_overrides([o for o in overrides if not o.startswith("run_dir=")])
+    return Path(root[0])
+
+
+def run_cv(argv: list[str], *, log: Any = print) -> Path:
+    """Run (or continue) a cross-validation from ``gnnhydro cv`` arguments: train overrides,
+    ``run_dir=PATH`` and ``cv.KEY=VALUE`` options. Returns the folder; raises ``ValueError``
+    naming the log of a run that failed."""
+    from gnnhydro.config import compose
+    from gnnhydro.training.experiment import as_single_graph, build_dataset
+
+    cv_args = [a[3:] for a in argv if a.startswith("cv.")]
+    overrides = [a for a in argv if not a.startswith("cv.")]
+    options = CVOptions.parse(cv_args)
+    root = _check(overrides)
+    train_overrides = [o for o in overrides if not o.startswith("run_dir=")]
+    # prepare the dataset once (parallel runs would race to write its cache) and check the folds
+    cfg = compose(train_overrides)
+    graph = as_single_graph(build_dataset(cfg.dataset))
+    _check_folds(graph, options)
+    del graph
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "cv.json").write_text(
+        json.dumps({"overrides": train_overrides, **options.__dict__}, indent=2, default=list)
+    )
+    runs = _runs(root, options)
+    todo = [r for r in runs if not r.done]
+    log(
+        f"cv: {len(runs)} runs ({len(options.parameterizers)} parameterizers x "
+        f"{len(options.seeds)} seeds x {options.folds} folds), {len(runs) - len(todo)} done, "
+        f"{options.jobs} in parallel with {options.threads} thread(s) each"
+    )
+    _execute(todo, train_overrides, options, log)
+    metrics = collect_metrics(runs)
+    metrics.to_csv(root / "cv_metrics.csv", index=False)
+    min_obs = _min_obs(runs[0])
+    summary = summarize_cv(metrics, options.parameterizers, min_obs, options.bootstrap)
+    summary.to_csv(root / "cv_summary.csv", index=False)
+    _plot(metrics, min_obs, root)
+    log("cv summary:\n" + summary.to_string(index=False))
+    return root
+
+
+def _check_folds(graph: Any, options: CVOptions) -> None:
+    from gnnhydro.datasets.splits import cv_folds
+
+    folds = cv_folds(
+        graph,
+        options.folds,
+        options.fold_seed,
+        strategy=options.strategy,
+        downstream_closed=options.downstream_closed,
+    )
+    for k, split in enumerate(folds):
+        if split.train_index.numel() == 0:
+            raise ValueError(f"cv fold {k} has no training gauge")
+
+
+def _execute(todo: list[_Run], overrides: list[str], options: CVOptions, log: Any) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(options.threads)}
+    waiting = list(todo)
+    running: list[tuple[_Run, subprocess.Popen, Any, float]] = []
+    failed: list[tuple[_Run, int, Path]] = []
+    while waiting or running:
+        while waiting and len(running) < options.jobs and not failed:
+            run = waiting.pop(0)
+            run.run_dir.parent.mkdir(parents=True, exist_ok=True)
+            log_path = run.run_dir.parent / f"{run.run_dir.name}.log"
+            handle = log_path.open("w")
+            proc = subprocess.Popen(
+                _command(run, overrides, options), stdout=handle, stderr=subprocess.STDOUT, env=env
+            )
+            running.append((run, proc, handle, time.perf_counter()))
+        time.sleep(0.5)
+        for item in list(running):
+            run, proc, handle, started = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            handle.close()
+            log_path = run.run_dir.parent / f"{run.run_dir.name}.log"
+            if proc.returncode != 0 or not run.done:
+                failed.append((run, proc.returncode, log_path))
+                continue
+            log(
+                f"cv: {run.parameterizer} seed {run.seed} fold {run.fold} done in "
+                f"{time.perf_counter() - started:.0f} s{_held_out(run)}"
+            )
+        if failed and not running:
+            break
+    if failed:
+        run, code, log_path = failed[0]
+        lines = [ln for ln in log_path.read_text().splitlines() if ln.strip()]
+        raise ValueError(
+            f"cv run {run.run_dir} failed (exit {code}): {lines[-1] if lines else 'no output'} "
+            f"(log: {log_path})"
+        )
+
+
+def _held_out(run: _Run) -> str:
+    summary = pd.read_csv(run.run_dir / "metrics_summary.csv", index_col="split")
+    if "test_ungauged" not in summary.index:
+        return ""
+    return f", held-out median NSE {summary.loc['test_ungauged', 'nse']:.3f}"
+
+
+def collect_metrics(runs: list[_Run]) -> pd.DataFrame:
+    """The ``cv_metrics.csv`` table from the runs' ``metrics.csv``."""
+    frames = []
+    for run in runs:
+        df = pd.read_csv(run.run_dir / "metrics.csv", dtype={"gauge_id": str})
+        df.insert(0, "fold", run.fold)
+        df.insert(0, "seed", run.seed)
+        df.insert(0, "parameterizer", run.parameterizer)
+        frames.append(
+            df[["parameterizer", "seed", "fold", "gauge_id", "split", "nse", "kge", "n_obs"]]
+        )
+    return pd.concat(frames, ignore_index=True)
+
+
+def _min_obs(run: _Run) -> int:
+    """``dataset.min_obs_days`` of the runs in time steps."""
+    cfg = OmegaConf.load(run.run_dir / "config.yaml")
+    step = json.loads((run.run_dir / "model_inputs.json").read_text())["step_seconds"]
+    return int(round(float(cfg.dataset.get("min_obs_days", 0) or 0) * 86400.0 / float(step)))
+
+
+def bootstrap_median(values: np.ndarray, draws: int, seed: int = 0) -> tuple[float, float]:
+    """5th and 95th percentiles of the median of ``values`` over ``draws`` bootstrap resamples
+    (a 90 % percentile interval; NaN for an empty set)."""
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    medians = np.median(rng.choice(values, size=(int(draws), values.size), replace=True), axis=1)
+    low, high = np.percentile(medians, [5.0, 95.0])
+    return float(low), float(high)
+
+
+def gauge_scores(metrics: pd.DataFrame, min_obs: int = 0) -> pd.DataFrame:
+    """Each gauge's score per parameterizer and split: the median NSE and KGE over its seeds
+    and folds (rows with fewer than ``min_obs`` observations, or NaN NSE, left out)."""
+    kept = metrics[(metrics["n_obs"] >= max(int(min_obs), 1)) & np.isfinite(metrics["nse"])]
+    return kept.groupby(["parameterizer", "split", "gauge_id"], as_index=False)[
+        ["nse", "kge"]
+    ].median()
+
+
+def summarize_cv(
+    metrics: pd.DataFrame, parameterizers: tuple[str, ...], min_obs: int = 0, draws: int = 2000
+) -> pd.DataFrame:
+    """The ``cv_summary.csv`` table (see the module docstring)."""
+    scores = gauge_scores(metrics, min_obs)
+    first = parameterizers[0]
+    rows = []
+    for split in sorted(scores["split"].unique()):
+        in_split = scores[scores["split"] == split]
+        reference = in_split[in_split["parameterizer"] == first].set_index("gauge_id")["nse"]
+        for name in parameterizers:
+            own = in_split[in_split["parameterizer"] == name]
+            if own.empty:
+                continue
+            low, high = bootstrap_median(own["nse"].to_numpy(), draws)
+            row = {
+                "parameterizer": name,
+                "split": split,
+                "median_nse": float(own["nse"].median()),
+                "median_kge": float(own["kge"].median()),
+                "nse_ci_low": low,
+                "nse_ci_high": high,
+                "n_gauges": int(len(own)),
+                "median_nse_diff": float("nan"),
+                "diff_ci_low": float("nan"),
+                "diff_ci_high": float("nan"),
+            }
+            if name != first:
+                paired = own.set_index("gauge_id")["nse"].sub(reference).dropna()
+                if len(paired):
+                    row["median_nse_diff"] = float(paired.median())
+                    row["diff_ci_low"], row["diff_ci_high"] = bootstrap_median(
+                        paired.to_numpy(), draws, seed=1
+                    )
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _plot(metrics: pd.DataFrame, min_obs: int, root: Path) -> None:
+    from gnnhydro import plot
+
+    held = gauge_scores(metrics, min_obs)
+    held = held[held["split"] == "test_ungauged"]
+    if not held.empty:
+        plot.plot_metric_cdf(held, root / "cv_nse_cdf.png", metric="nse", by="parameterizer")
