@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from gnnhydro.config import CONFIG_DIR, check_overrides, compose, suggest
+from gnnhydro.config import CONFIG_DIR, check_overrides, compose, suggest, with_dataset_defaults
 
 log = logging.getLogger("gnnhydro")
 
@@ -70,7 +70,8 @@ metrics_summary.csv, parameters.gpkg, discharge.nc, plots/).
 
 common overrides:
   dataset=synthetic|drb|nwm|camels_us|generic|rapid   dataset.root=PATH  dataset.source_dir=PATH
-  model=hbv_muskingum|hbv2_muskingum|hbv_lumped|routing_only   parameterizer=sage|gcn|gatv2|gin|mlp
+  model=hbv_muskingum|hbv2_muskingum|hbv_lumped|routing_only
+  parameterizer=sage|gcn|gatv2|gin|mlp|regional|global|donor   (dataset=generic: regional)
   trainer.epochs=N  trainer.lr=X  trainer.batch_size=N  device=auto|cpu|cuda  seed=N
   run_dir=PATH      a new run needs an empty or new directory
   overwrite=true    replace an earlier run in run_dir
@@ -208,6 +209,7 @@ def _train(argv: list[str]) -> int:
 
     multirun = any(a in ("-m", "--multirun") for a in argv)
     passthrough = [a for a in argv if a.startswith("-")]  # hydra's own flags (--cfg job, ...)
+    argv = with_dataset_defaults(argv)  # e.g. dataset=generic: parameterizer=regional
     overrides = [a for a in argv if not a.startswith("-") and a not in ("job", "hydra", "all")]
     if not passthrough or multirun:
         check_overrides(overrides)  # unknown keys and group options, before hydra makes dirs

@@ -58,6 +58,23 @@ def _check_config_dir() -> None:
         )
 
 
+#: config-group choices a dataset implies unless the command line makes them: your own data
+#: (``dataset=generic``) gets the gauge-informed ``regional`` parameterizer
+DATASET_DEFAULTS: dict[str, tuple[str, ...]] = {"generic": ("parameterizer=regional",)}
+
+
+def with_dataset_defaults(overrides: Sequence[str]) -> list[str]:
+    """``overrides`` plus the choices :data:`DATASET_DEFAULTS` names for the chosen dataset,
+    where neither the overrides nor an ``experiment=`` preset choose that group already."""
+    out = list(overrides)
+    keys = {o.lstrip("+~").split("=", 1)[0] for o in out if "=" in o}
+    chosen = [o.split("=", 1)[1] for o in out if o.split("=", 1)[0] == "dataset"]
+    if not chosen or "experiment" in keys:
+        return out
+    implied = [o for o in DATASET_DEFAULTS.get(chosen[-1], ()) if o.split("=", 1)[0] not in keys]
+    return implied + out  # first: flags such as --cfg job stay where they are
+
+
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
     """The main configuration with hydra ``overrides`` applied (no output directory is made).
 
@@ -69,6 +86,7 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
 
     _check_config_dir()
+    overrides = with_dataset_defaults(overrides)
     check_overrides(overrides)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):

@@ -19,7 +19,10 @@ Outputs in ``run_dir``:
   (``nse_ci_low, nse_ci_high``; gauges resampled), ``n_gauges``, and the paired median
   difference of NSE to the first parameterizer, gauge by gauge, with its bootstrap 90 % interval
   (``median_nse_diff, diff_ci_low, diff_ci_high``);
-* ``cv_nse_cdf.png``: the CDF of held-out NSE per parameterizer.
+* ``cv_nse_cdf.png``: the CDF of held-out NSE per parameterizer;
+* ``cv_parameter_recovery.csv`` where the dataset knows its true parameters (synthetic twins):
+  each run's Pearson r of learned against true parameter maps, at all nodes and at the nodes of
+  that fold's held-out basins (``r_ungauged``).
 """
 
 from __future__ import annotations
@@ -215,6 +218,9 @@ def run_cv(argv: list[str], *, log: Any = print) -> Path:
     summary = summarize_cv(metrics, options.parameterizers, min_obs, options.bootstrap)
     summary.to_csv(root / "cv_summary.csv", index=False)
     _plot(metrics, min_obs, root)
+    recovery = collect_recovery(runs)
+    if recovery is not None:  # datasets with true parameters (synthetic twins)
+        recovery.to_csv(root / "cv_parameter_recovery.csv", index=False)
     log("cv summary:\n" + summary.to_string(index=False))
     return root
 
@@ -294,6 +300,24 @@ def collect_metrics(runs: list[_Run]) -> pd.DataFrame:
             df[["parameterizer", "seed", "fold", "gauge_id", "split", "nse", "kge", "n_obs"]]
         )
     return pd.concat(frames, ignore_index=True)
+
+
+def collect_recovery(runs: list[_Run]) -> pd.DataFrame | None:
+    """``cv_parameter_recovery.csv``: Pearson r of learned against true parameter maps per
+    parameterizer, seed and fold (``r_ungauged``: at the nodes no training gauge drains, i.e.
+    the held-out basins of that fold), from the runs' ``parameter_recovery.csv``; ``None`` when
+    the dataset has no true parameters."""
+    frames = []
+    for run in runs:
+        path = run.run_dir / "parameter_recovery.csv"
+        if not path.exists():
+            return None
+        df = pd.read_csv(path)
+        df.insert(0, "fold", run.fold)
+        df.insert(0, "seed", run.seed)
+        df.insert(0, "parameterizer", run.parameterizer)
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else None
 
 
 def _min_obs(run: _Run) -> int:

@@ -1,0 +1,124 @@
+"""The gauge context and the regionalization parameterizers: donor weights (basin membership,
+inverse squared distance), global = one parameter set, donor = the basins' own parameters,
+regional message passing reaches exactly as far as its layers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gnnhydro.datasets.signatures import SIGNATURE_NAMES
+from gnnhydro.graph import RiverGraph
+from gnnhydro.graph.regional import great_circle_km
+from gnnhydro.nn import build_parameterizer
+from gnnhydro.spec import ParamSpec
+from gnnhydro.training.gauge_context import attach_gauge_context
+
+SPECS = {"a": ParamSpec("a", "-", 0.0, 1.0, 0.5), "b": ParamSpec("b", "mm", 10.0, 20.0, 15.0)}
+
+
+def _chain_graph(edge_index=None, pos=None):
+    # 0 → 1 → 2 (gauge G1 at 2), 3 → 4 (gauge G2 at 4), 5 alone; 6 far away
+    if pos is None:
+        pos = torch.tensor(
+            [[0.0, 0.0], [0.0, 0.1], [0.0, 0.2], [0.5, 0.0], [0.5, 0.1], [1.0, 1.0], [3.0, 3.0]]
+        )
+    return RiverGraph(
+        edge_index=torch.tensor([[0, 1, 3], [1, 2, 4]]) if edge_index is None else edge_index,
+        node_id=[f"n{i}" for i in range(7)],
+        area_km2=torch.full((7,), 10.0),
+        pos=pos,
+        x=torch.randn(7, 3),
+    )
+
+
+def _table(available=(True, True)):
+    frame = pd.DataFrame(
+        {
+            "gauge_id": ["G1", "G2"],
+            "node_id": ["n2", "n4"],
+            "lon": [0.0, 0.5],
+            "lat": [0.1, 0.05],
+            "area_km2": [30.0, 20.0],
+            "available": list(available),
+        }
+    )
+    for j, name in enumerate(SIGNATURE_NAMES):
+        frame[name] = [1.0 + j, 3.0 + j]
+    return frame
+
+
+def test_gauge_context_donor_weights_and_signatures():
+    g = attach_gauge_context(_chain_graph(), _table(), donors=2)
+    rows, weights = g.donor_row, g.donor_weight
+    # nodes in a training basin: that basin alone
+    for node, row in [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1)]:
+        assert rows[node, 0] == row and weights[node].tolist() == [1.0, 0.0]
+    # the others: 1/d² over the two centroids, nearest first
+    for node in (5, 6):
+        d = great_circle_km(
+            np.repeat(g.pos[node].numpy()[None], 2, 0), np.array([[0.0, 0.1], [0.5, 0.05]])
+        )
+        w = (1 / d**2) / (1 / d**2).sum()
+        order = np.argsort(d)
+        assert rows[node].tolist() == order.tolist()
+        assert np.allclose(weights[node].numpy(), w[order], rtol=1e-5)
+    # standardised signatures at the two gauge nodes only (±1: two values per signature)
+    assert g.signature_mask.tolist() == [0, 0, 1, 0, 1, 0, 0]
+    assert torch.allclose(g.gauge_signatures[2, 2:], -torch.ones(6)) and torch.allclose(
+        g.gauge_signatures[4, 2:], torch.ones(6)
+    )
+    assert g.gauge_signatures[[0, 1, 3, 5, 6]].abs().sum() == 0
+    g = attach_gauge_context(_chain_graph(), _table((True, False)))
+    assert (
+        g.signature_mask.tolist() == [0, 0, 1, 0, 0, 0, 0]
+        and g.gauge_signatures[4].abs().sum() == 0
+    )
+
+
+def test_global_gives_one_parameter_set_and_donor_the_basins_own():
+    g = attach_gauge_context(_chain_graph(), _table(), donors=2)
+    glob = build_parameterizer("global", in_channels=3, specs=SPECS, nmul=None)
+    out = glob(**glob.graph_inputs(g, g.x))
+    assert torch.allclose(out["a"], out["a"][0].expand(7)) and out["b"].requires_grad
+    donor = build_parameterizer("donor", in_channels=3, specs=SPECS, nmul=None, num_donors=2)
+    with torch.no_grad():
+        donor.embedding.copy_(torch.randn(2, donor.hidden_channels))
+    out = donor(**donor.graph_inputs(g, g.x))
+    own = {}
+    for head in donor.heads.values():
+        own.update(head(donor.embedding, None))
+    for name in SPECS:
+        assert torch.allclose(out[name][[0, 1, 2]], own[name][0].expand(3))
+        assert torch.allclose(out[name][[3, 4]], own[name][1].expand(2))
+        w = g.donor_weight[5]
+        expected = w[0] * own[name][g.donor_row[5, 0]] + w[1] * own[name][g.donor_row[5, 1]]
+        assert torch.allclose(out[name][5], expected)
+    out["a"].sum().backward()
+    assert donor.embedding.grad.abs().sum(dim=1).gt(0).all()  # both basins learn
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_regional_signatures_reach_as_far_as_the_layers(layers):
+    torch.manual_seed(0)
+    g = _chain_graph(  # one chain 0 → … → 5, nodes far apart: no spatial edges
+        torch.tensor([[0, 1, 2, 3, 4], [1, 2, 3, 4, 5]]),
+        torch.tensor([[0.0, 5.0 * i] for i in range(7)]),
+    )
+    table = _table()
+    table["node_id"] = ["n0", "n6"]
+    p = build_parameterizer(
+        "regional", in_channels=3, specs=SPECS, nmul=None, num_layers=layers, hidden_channels=16
+    )
+    p.eval()
+    before = p(**p.graph_inputs(attach_gauge_context(g, table), g.x))["a"]
+    table.loc[0, "q_mean"] = 50.0  # the signature at node 0 changes
+    after = p(**p.graph_inputs(attach_gauge_context(g, table), g.x))["a"]
+    changed = (before - after).abs() > 1e-7
+    assert changed.tolist()[: layers + 1] == [True] * (layers + 1)
+    assert not changed[layers + 1 : 6].any()
+    with pytest.raises(ValueError, match="gauge_signatures"):
+        g2 = _chain_graph()
+        p(**p.graph_inputs(g2, g2.x))

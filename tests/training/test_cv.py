@@ -1,0 +1,126 @@
+"""``gnnhydro cv``: options, the summary (medians of gauge scores, bootstrap intervals, paired
+differences) against hand computations, and one small cross-validation end to end."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gnnhydro.training.cv import CVOptions, bootstrap_median, summarize_cv
+
+
+def test_options_defaults_and_errors():
+    options = CVOptions.parse(["folds=3", "seeds=2", "parameterizers=[mlp,global]", "jobs=1"])
+    assert options.seeds == (0, 1) and options.parameterizers == ("mlp", "global")
+    assert CVOptions.parse(["seeds=[3,7]"]).seeds == (3, 7)
+    with pytest.raises(ValueError, match="unknown \\['sage2'\\]"):
+        CVOptions.parse(["parameterizers=[mlp,sage2]"])
+    with pytest.raises(ValueError, match="unknown cv option"):
+        CVOptions.parse(["fold=3"])
+    with pytest.raises(ValueError, match="at least 2"):
+        CVOptions.parse(["folds=1"])
+
+
+def test_summary_medians_intervals_and_paired_differences():
+    rng = np.random.default_rng(0)
+    gauges = [f"g{i}" for i in range(30)]
+    base = rng.uniform(0.3, 0.8, 30)
+    rows = []
+    for seed in (0, 1, 2):
+        for k, g in enumerate(gauges):
+            rows.append(("mlp", seed, k % 3, g, "test_ungauged", base[k] + 0.01 * seed, 0.5, 365))
+            rows.append(
+                (
+                    "regional",
+                    seed,
+                    k % 3,
+                    g,
+                    "test_ungauged",
+                    base[k] + 0.05 + 0.01 * seed,
+                    0.6,
+                    365,
+                )
+            )
+    rows.append(("regional", 0, 0, "short", "test_ungauged", -5.0, -5.0, 10))  # too few days
+    metrics = pd.DataFrame(
+        rows, columns=["parameterizer", "seed", "fold", "gauge_id", "split", "nse", "kge", "n_obs"]
+    )
+    summary = summarize_cv(metrics, ("mlp", "regional"), min_obs=300, draws=500).set_index(
+        "parameterizer"
+    )
+    # a gauge's score: its median over seeds (seed 1 here)
+    assert summary.loc["mlp", "median_nse"] == pytest.approx(np.median(base + 0.01))
+    assert summary.loc["regional", "median_nse"] == pytest.approx(np.median(base + 0.06))
+    assert summary.loc["regional", "n_gauges"] == 30
+    assert summary.loc["regional", "median_nse_diff"] == pytest.approx(0.05)
+    assert summary.loc["regional", "diff_ci_low"] == pytest.approx(0.05)  # every gauge +0.05
+    low, high = summary.loc["mlp", ["nse_ci_low", "nse_ci_high"]]
+    assert low < np.median(base + 0.01) < high
+    assert np.isnan(summary.loc["mlp", "median_nse_diff"])
+    # the bootstrap interval of the median narrows with more gauges
+    wide = np.subtract(*bootstrap_median(rng.normal(size=20), 1000)[::-1])
+    narrow = np.subtract(*bootstrap_median(rng.normal(size=2000), 1000)[::-1])
+    assert narrow < 0.4 * wide
+
+
+def test_cv_refuses_overrides_it_sets_itself(tmp_path):
+    from gnnhydro.training.cv import run_cv
+
+    with pytest.raises(ValueError, match="cv sets parameterizer"):
+        run_cv(["parameterizer=mlp", f"run_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="run_dir"):
+        run_cv(["trainer.epochs=1"])
+
+
+@pytest.mark.slow
+def test_cv_command_end_to_end(tmp_path):
+    root = tmp_path / "cv"
+    argv = [
+        sys.executable, "-m", "gnnhydro", "cv",
+        f"data_root={tmp_path / 'data'}", "dataset.num_nodes=60", "dataset.years=3",
+        "dataset.periods.train=[2000-01-01,2001-06-30]", "dataset.periods.validation=null",
+        "dataset.periods.test=[2001-07-01,2002-12-31]", "dataset.warmup_days=60",
+        "trainer.epochs=1", "trainer.steps_per_epoch=2", "model.runoff.nmul=1", "export.plots=false",
+        "cv.folds=2", "cv.parameterizers=[mlp,regional]", f"run_dir={root}",
+    ]  # fmt: skip
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    metrics = pd.read_csv(root / "cv_metrics.csv")
+    assert list(metrics.columns[:7]) == [
+        "parameterizer",
+        "seed",
+        "fold",
+        "gauge_id",
+        "split",
+        "nse",
+        "kge",
+    ]
+    summary = pd.read_csv(root / "cv_summary.csv")
+    assert {
+        "parameterizer",
+        "split",
+        "median_nse",
+        "median_kge",
+        "nse_ci_low",
+        "nse_ci_high",
+        "n_gauges",
+    } <= set(summary.columns)
+    held = metrics[metrics["split"] == "test_ungauged"]
+    # every gauge held out exactly once per parameterizer and seed
+    assert (
+        held.groupby("parameterizer")["gauge_id"].apply(lambda s: s.is_unique and len(s)).min() > 0
+    )
+    assert set(held[held.parameterizer == "mlp"]["gauge_id"]) == set(
+        held[held.parameterizer == "regional"]["gauge_id"]
+    )
+    for run in ("mlp/seed0/fold0", "regional/seed0/fold1"):
+        assert (root / run / "config.yaml").exists() and (root / run / "metrics.csv").exists()
+    assert (root / "regional/seed0/fold0/gauge_table.csv").exists()
+    assert (root / "cv_nse_cdf.png").exists()
+    # a second call reuses the finished runs
+    again = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "4 done" in again.stdout + again.stderr
