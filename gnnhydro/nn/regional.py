@@ -27,11 +27,14 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from torch_geometric.nn import GATv2Conv
 
 from gnnhydro.datasets.signatures import SIGNATURE_NAMES
 from gnnhydro.graph.regional import REGIONAL_EDGE_FEATURES, regional_edges
-from gnnhydro.nn.parameterizers import GNNParameterizer, register_parameterizer
+from gnnhydro.nn.parameterizers import (
+    GATv2Parameterizer,
+    GNNParameterizer,
+    register_parameterizer,
+)
 
 __all__ = ["RegionalParameterizer", "GlobalParameterizer", "DonorParameterizer"]
 
@@ -51,8 +54,11 @@ def _require(batch: Any, key: str, name: str) -> Tensor:
 
 
 @register_parameterizer("regional")
-class RegionalParameterizer(GNNParameterizer):
+class RegionalParameterizer(GATv2Parameterizer):
     """Gauge-informed graph parameterizer over river and spatial neighbour edges.
+
+    The layers are :class:`~gnnhydro.nn.parameterizers.GATv2Parameterizer`'s, with the regional
+    edge attributes.
 
     Args (besides :class:`~gnnhydro.nn.parameterizers.GNNParameterizer`'s):
         in_channels: number of static attributes ``F`` (the gauge inputs are added to them).
@@ -100,7 +106,6 @@ class RegionalParameterizer(GNNParameterizer):
         self.river_edges, self.spatial_edges = bool(river_edges), spatial_edges
         self.k_neighbours, self.max_distance_km = int(k_neighbours), float(max_distance_km)
         self.signatures = bool(signatures)
-        self.attention_heads = int(heads)
         self.attribute_channels = int(in_channels)
         extra = GAUGE_INPUT_CHANNELS if self.signatures else 0
         super().__init__(
@@ -108,20 +113,10 @@ class RegionalParameterizer(GNNParameterizer):
             specs,
             edge_dim=len(REGIONAL_EDGE_FEATURES),
             direction="downstream",
+            heads=int(heads),
             **kwargs,
         )
         self._edges: dict[tuple, tuple[Tensor, Tensor]] = {}
-
-    def init_conv(self, in_channels: int, out_channels: int, **kwargs: Any) -> nn.Module:
-        return GATv2Conv(
-            in_channels,
-            out_channels,
-            heads=self.attention_heads,
-            concat=False,
-            edge_dim=self.edge_dim,
-            add_self_loops=True,
-            **kwargs,
-        )
 
     def edges_of(self, batch: Any) -> tuple[Tensor, Tensor]:
         """The regional edge set of ``batch`` and its attributes (built once per graph)."""
