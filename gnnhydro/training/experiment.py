@@ -208,7 +208,10 @@ def make_gauge_split(graph: Any, holdout_cfg: DictConfig | dict) -> GaugeSplit:
         split = folds[fold]
     elif float(holdout_cfg.get("fraction", 0.0) or 0.0) > 0 and gauge_index.numel() > 1:
         split = spatial_holdout(
-            graph, float(holdout_cfg["fraction"]), int(holdout_cfg.get("seed", 0))
+            graph,
+            float(holdout_cfg["fraction"]),
+            int(holdout_cfg.get("seed", 0)),
+            downstream_closed=bool(holdout_cfg.get("downstream_closed", False)),
         )
     else:
         split = split_from_gauges(graph, torch.zeros(0, dtype=torch.long))

@@ -61,3 +61,15 @@ def test_regional_folds_are_spatially_compact_and_random_folds_unchanged(graph):
         assert torch.equal(a.holdout_index, b.holdout_index) and a.excluded_index.numel() == 0
     with pytest.raises(ValueError, match="random or 'regional'|'random' or 'regional'"):
         cv_folds(graph, 3, strategy="nearest")
+
+
+def test_holdout_config_honours_downstream_closed(graph):
+    from gnnhydro.datasets.splits import spatial_holdout
+    from gnnhydro.training.experiment import make_gauge_split
+
+    cfg = {"fraction": 0.3, "seed": 1, "downstream_closed": True}
+    split = make_gauge_split(graph, cfg)
+    expected = spatial_holdout(graph, 0.3, seed=1, downstream_closed=True)
+    assert split.holdout_gauge_id == expected.holdout_gauge_id
+    for h in split.holdout_index.tolist():  # no training gauge downstream of a held-out one
+        assert not any(_in_basin(graph, t, h) for t in split.train_index.tolist())
