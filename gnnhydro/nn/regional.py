@@ -68,6 +68,10 @@ class RegionalParameterizer(GATv2Parameterizer):
             (the default: when the graph has node positions ``pos``).
         signatures: feed the training gauges' signatures and availability (default ``True``;
             ``False`` makes it a pure graph-construction ablation).
+        signature_dropout: in training, each gauge's signatures are hidden (mask 0) with this
+            probability in every step (default 0.5), so the model learns to predict a basin
+            whose own gauge it does not see — the situation of every held-out basin; without
+            it the model leans on each training gauge's own signatures and transfers poorly.
         heads: attention heads per layer (averaged).
 
     ``direction`` is fixed (the edge set holds both directions, told apart by the relation
@@ -93,6 +97,7 @@ class RegionalParameterizer(GATv2Parameterizer):
         k_neighbours: int = 8,
         max_distance_km: float = 100.0,
         signatures: bool = True,
+        signature_dropout: float = 0.5,
         heads: int = 2,
         edge_dim: int | None = None,
         direction: str = "downstream",
@@ -105,7 +110,12 @@ class RegionalParameterizer(GATv2Parameterizer):
             )
         self.river_edges, self.spatial_edges = bool(river_edges), spatial_edges
         self.k_neighbours, self.max_distance_km = int(k_neighbours), float(max_distance_km)
+        if not 0.0 <= float(signature_dropout) < 1.0:
+            raise ValueError(
+                f"regional: signature_dropout must be in [0, 1), got {signature_dropout}"
+            )
         self.signatures = bool(signatures)
+        self.signature_dropout = float(signature_dropout)
         self.attribute_channels = int(in_channels)
         extra = GAUGE_INPUT_CHANNELS if self.signatures else 0
         super().__init__(
@@ -146,6 +156,9 @@ class RegionalParameterizer(GATv2Parameterizer):
         if self.signatures:
             signatures = _require(batch, "gauge_signatures", "regional").to(x)
             mask = _require(batch, "signature_mask", "regional").to(x)
+            if self.training and self.signature_dropout > 0:  # train as held-out gauges are seen
+                keep = (torch.rand(mask.shape, device=x.device) >= self.signature_dropout).to(x)
+                signatures, mask = signatures * keep.unsqueeze(-1), mask * keep
             x = torch.cat([x, signatures, mask.unsqueeze(-1)], dim=-1)
         return {
             "x": x,

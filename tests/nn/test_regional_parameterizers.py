@@ -122,3 +122,30 @@ def test_regional_signatures_reach_as_far_as_the_layers(layers):
     with pytest.raises(ValueError, match="gauge_signatures"):
         g2 = _chain_graph()
         p(**p.graph_inputs(g2, g2.x))
+
+
+def test_signature_dropout_hides_whole_gauges_in_training_only():
+    torch.manual_seed(0)
+    n = 400
+    g = RiverGraph(
+        edge_index=torch.zeros(2, 0, dtype=torch.long),
+        node_id=[f"n{i}" for i in range(n)],
+        area_km2=torch.full((n,), 10.0),
+        pos=torch.stack([torch.linspace(0, 10, n), torch.zeros(n)], dim=1),
+        x=torch.randn(n, 3),
+    )
+    g.gauge_signatures = torch.randn(n, len(SIGNATURE_NAMES))
+    g.signature_mask = torch.ones(n)
+    p = build_parameterizer(
+        "regional", in_channels=3, specs=SPECS, nmul=None, signature_dropout=0.5
+    )
+    p.train()
+    x = p.graph_inputs(g, g.x)["x"]
+    kept = x[:, -1]
+    assert 0.4 < kept.mean() < 0.6  # about half the gauges hidden in this step
+    assert torch.equal(
+        x[kept == 0, 3:-1], torch.zeros(int((kept == 0).sum()), len(SIGNATURE_NAMES))
+    )
+    assert torch.equal(x[kept == 1, 3:-1], g.gauge_signatures[kept == 1])
+    p.eval()
+    assert torch.equal(p.graph_inputs(g, g.x)["x"][:, -1], torch.ones(n))
