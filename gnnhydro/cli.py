@@ -209,11 +209,11 @@ def _train(argv: list[str]) -> int:
 
     multirun = any(a in ("-m", "--multirun") for a in argv)
     passthrough = [a for a in argv if a.startswith("-")]  # hydra's own flags (--cfg job, ...)
+    command = shlex.join(["gnnhydro", "train", *argv])  # as typed (provenance)
     argv = with_dataset_defaults(argv)  # e.g. dataset=generic: parameterizer=regional
     overrides = [a for a in argv if not a.startswith("-") and a not in ("job", "hydra", "all")]
     if not passthrough or multirun:
         check_overrides(overrides)  # unknown keys and group options, before hydra makes dirs
-    command = shlex.join(["gnnhydro", "train", *argv])
 
     @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
     def app(cfg: DictConfig) -> None:

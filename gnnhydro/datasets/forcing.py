@@ -234,6 +234,16 @@ class ForcingReader:
         arrays = [self._read(v, start, stop, _indices(nodes)) for v in self.forcing_names]
         return torch.from_numpy(np.stack(arrays, axis=-1).astype(np.float32))
 
+    def read_variable(
+        self, name: str, start: int = 0, stop: int | None = None, nodes: Any = None
+    ) -> Tensor:
+        """One forcing variable of steps ``[start, stop)`` as ``[N, stop - start]`` float32, in
+        the units :meth:`read` gives (``[M, ...]`` for the node indices ``nodes``)."""
+        if name not in self.forcing_names:
+            raise ValueError(f"forcing has no {name!r}; it has {self.forcing_names}")
+        stop = self.num_steps if stop is None else stop
+        return torch.from_numpy(self._read(name, start, stop, _indices(nodes)).astype(np.float32))
+
     def read_discharge(self, start: int = 0, stop: int | None = None, nodes: Any = None) -> Tensor:
         """Observed discharge of steps ``[start, stop)`` as ``[N, stop - start]`` float32 m³/s
         (``[M, ...]`` for the node indices ``nodes``)."""

@@ -265,7 +265,11 @@ class Experiment:
         gauges = self.split.train_index
         if self.reader is not None:
             discharge = self.reader.read_discharge(t0, t1, nodes=gauges)
-            precipitation = None
+            precipitation = (
+                self.reader.read_variable("precipitation", t0, t1)
+                if "precipitation" in self.reader.forcing_names
+                else None
+            )
         else:
             discharge = self.graph.q_obs[gauges, t0:t1]
             names = _forcing_names(self.graph)
