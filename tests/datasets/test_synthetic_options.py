@@ -31,24 +31,11 @@ from gnnhydro.datasets.synthetic import (
 from gnnhydro.graph import RiverGraph
 from gnnhydro.runoff import HBV
 from gnnhydro.spec import check_in_bounds, from_bounds
+from tests.datasets.test_synthetic import _snapshot
 
 SMALL = dict(seed=3, num_nodes=60, years=2)
 HIDDEN = dict(seed=3, num_nodes=150, years=2)
 SHARE = 0.6
-
-
-def _as_comparable(value):
-    if isinstance(value, Tensor):
-        return ("tensor", value.dtype, tuple(value.shape), value.numpy().tobytes())
-    if isinstance(value, np.ndarray):
-        return ("array", value.dtype.str, value.shape, value.tobytes())
-    if isinstance(value, dict):
-        return {k: _as_comparable(v) for k, v in value.items()}
-    return value
-
-
-def _snapshot(graph) -> dict:
-    return {key: _as_comparable(value) for key, value in graph._store.items()}
 
 
 def _unbounded(graph, name: str) -> Tensor:
