@@ -243,7 +243,7 @@ def _check_folds(graph: Any, options: CVOptions) -> None:
 def _execute(todo: list[_Run], overrides: list[str], options: CVOptions, log: Any) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": str(options.threads)}
     waiting = list(todo)
-    running: list[tuple[_Run, subprocess.Popen, Any, float]] = []
+    running: list[tuple[_Run, subprocess.Popen, Any, Path, float]] = []
     failed: list[tuple[_Run, int, Path]] = []
     while waiting or running:
         while waiting and len(running) < options.jobs and not failed:
@@ -254,15 +254,14 @@ def _execute(todo: list[_Run], overrides: list[str], options: CVOptions, log: An
             proc = subprocess.Popen(
                 _command(run, overrides, options), stdout=handle, stderr=subprocess.STDOUT, env=env
             )
-            running.append((run, proc, handle, time.perf_counter()))
+            running.append((run, proc, handle, log_path, time.perf_counter()))
         time.sleep(0.5)
         for item in list(running):
-            run, proc, handle, started = item
+            run, proc, handle, log_path, started = item
             if proc.poll() is None:
                 continue
             running.remove(item)
             handle.close()
-            log_path = run.run_dir.parent / f"{run.run_dir.name}.log"
             if proc.returncode != 0 or not run.done:
                 failed.append((run, proc.returncode, log_path))
                 continue
