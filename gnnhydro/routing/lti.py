@@ -16,7 +16,6 @@ backends route each stage on its own sub-network, carrying the boundary outflows
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,7 +33,8 @@ from gnnhydro.routing.irf import (
     get_irf,
 )
 from gnnhydro.routing.kernels import torch_path
-from gnnhydro.routing.network import RoutingNetwork, routing_network, subnetwork
+from gnnhydro.routing.network import RoutingNetwork, routing_network
+from gnnhydro.routing.staged import route_stages, staged_network
 
 __all__ = ["route", "LTIRouter", "RoutingState", "lti_route"]
 
@@ -130,16 +130,6 @@ def _prepare_params(
             )
         out[name] = t
     irf.check_params(out)
-    return out
-
-
-def _slice_params(
-    irf: ImpulseResponse, params: Mapping[str, Tensor], nodes: Tensor
-) -> dict[str, Tensor]:
-    out = {}
-    for name, t in params.items():
-        ax = irf.node_axis(name)
-        out[name] = t.index_select(t.dim() + ax, nodes.to(t.device))
     return out
 
 
@@ -271,63 +261,8 @@ def _route_core(
     return out, new_state
 
 
-def _stage_structs(net: RoutingNetwork, plan: Any) -> list[tuple]:
-    cache = net._device_cache
-    key = ("stages", id(plan))
-    if key in cache and cache[key][0] is plan:
-        return cache[key][1]
-    stage_of = plan.stage_of_node.cpu()
-    structs = []
-    src, dst = net.edge_index
-    local_all = torch.empty(net.num_nodes, dtype=torch.long)
-    for nodes in plan.stages:
-        local_all[nodes.cpu()] = torch.arange(nodes.numel())
-    for s, nodes in enumerate(plan.stages):
-        nodes = nodes.cpu()
-        sub, _inner, local_of = subnetwork(net, nodes)
-        into = torch.nonzero((stage_of[dst] == s) & (stage_of[src] != s)).flatten()
-        # boundary edges grouped by source stage
-        src_stage = stage_of[src[into]]
-        groups = []
-        for ss in torch.unique(src_stage).tolist():
-            e = into[src_stage == ss]
-            groups.append((ss, e, local_all[src[e]], local_of[dst[e]]))
-        structs.append((nodes, sub, _inner, groups))
-    cache[key] = (plan, structs)
-    return structs
-
-
-def _staged_network(net: RoutingNetwork, plan: Any) -> RoutingNetwork:
-    """``net`` with its execution order replaced by the stages' nodes, stage after stage (cached
-    per plan); raises ``ValueError`` if the stages are not a valid execution order."""
-    cache = net._device_cache
-    key = ("staged_order", id(plan))
-    if key in cache and cache[key][0] is plan:
-        return cache[key][1]
-    order = torch.cat([n.cpu() for n in plan.stages]).numpy().astype(np.int64)
-    N = net.num_nodes
-    pos = np.full(N, -1, dtype=np.int64)
-    pos[order] = np.arange(order.size)
-    if order.size != N or (pos < 0).any():
-        raise ValueError(
-            f"stage plan covers {np.unique(order).size} distinct of N = {N} nodes "
-            f"({order.size} entries): every node must be in exactly one stage"
-        )
-    src, dst = net.src, net.dst
-    bad = np.nonzero(pos[src] >= pos[dst])[0]
-    if bad.size:
-        raise ValueError(
-            f"stage plan is not a valid execution order: {bad.size} edge(s) run from a later "
-            f"to an earlier position, e.g. node {int(src[bad[0]])} -> {int(dst[bad[0]])}"
-        )
-    staged = dataclasses.replace(net, order=np.ascontiguousarray(order), _device_cache={})
-    cache[key] = (plan, staged)
-    return staged
-
-
 def _route_window(
     lat: Tensor,
-    graph: Any,
     net: RoutingNetwork,
     edge_weight: Tensor,
     irf: ImpulseResponse,
@@ -340,74 +275,20 @@ def _route_window(
     aggregate: Callable | None,
     want_state: bool,
 ) -> tuple[Tensor, RoutingState | None]:
-    if plan is None or len(plan.stages) <= 1:
+    """Route one time window, in stages where ``plan`` has several (:mod:`.staged`)."""
+
+    def route_one(lat_s, net_s, ew_s, params_s, ctx_s, state_s):
         return _route_core(
-            lat, net, edge_weight, irf, params, ctx, state, kfull, backend, aggregate, want_state
+            lat_s, net_s, ew_s, irf, params_s, ctx_s, state_s, kfull, backend, aggregate, want_state
         )
+
+    if plan is None or len(plan.stages) <= 1:
+        return route_one(lat, net, edge_weight, params, ctx, state)
     if backend == "numba":
         # the fused kernel walks the stages one after another over the full arrays, writing
         # every stage's outflow in place (no per-stage gathers, boundary messages or reassembly)
-        return _route_core(
-            lat,
-            _staged_network(net, plan),
-            edge_weight,
-            irf,
-            params,
-            ctx,
-            state,
-            kfull,
-            backend,
-            aggregate,
-            want_state,
-        )
-    outs: list[Tensor] = []
-    states: list[RoutingState] = []
-    B, _, T = lat.shape
-    for nodes, sub, inner, groups in _stage_structs(net, plan):
-        dev_nodes = nodes.to(lat.device)
-        lat_s = lat.index_select(1, dev_nodes)
-        if groups:
-            bnd = lat.new_zeros(B, nodes.numel(), T)
-            for ss, e, src_local, dst_local in groups:
-                w = edge_weight[e.to(edge_weight.device)].view(1, -1, 1)
-                msg = outs[ss].index_select(1, src_local.to(lat.device)) * w
-                bnd = bnd.index_add(1, dst_local.to(lat.device), msg)
-            lat_s = lat_s + bnd
-        params_s = _slice_params(irf, params, nodes)
-        ctx_s = RoutingContext(
-            ctx.dt,
-            ctx.num_steps,
-            ctx.step_seconds,
-            None if ctx.length_m is None else ctx.length_m[dev_nodes],
-        )
-        st = state.index_nodes(dev_nodes) if state is not None else None
-        out_s, st_s = _route_core(
-            lat_s,
-            sub,
-            edge_weight[inner.to(edge_weight.device)],
-            irf,
-            params_s,
-            ctx_s,
-            st,
-            kfull,
-            backend,
-            aggregate,
-            want_state,
-        )
-        outs.append(out_s)
-        if st_s is not None:
-            states.append(st_s)
-    perm = torch.cat([n for n, *_ in _stage_structs(net, plan)]).to(lat.device)
-    inv = torch.empty_like(perm)
-    inv[perm] = torch.arange(perm.numel(), device=lat.device)
-    out = torch.cat(outs, dim=1).index_select(1, inv)
-    new_state = None
-    if want_state:
-        new_state = RoutingState(
-            torch.cat([s.inflow for s in states], dim=1).index_select(1, inv),
-            torch.cat([s.outflow for s in states], dim=1).index_select(1, inv),
-        )
-    return out, new_state
+        return route_one(lat, staged_network(net, plan), edge_weight, params, ctx, state)
+    return route_stages(lat, net, plan, edge_weight, irf, params, ctx, state, route_one, want_state)
 
 
 def _initial_state(
@@ -534,7 +415,6 @@ def lti_route(
         last = t0 + chunk >= T
         out, state = _route_window(
             piece,
-            graph,
             net,
             ew,
             irf_obj,
