@@ -22,6 +22,7 @@ User IRFs register with :func:`register_irf` or through the entry-point group
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ __all__ = [
     "DiffusiveWave",
     "ExplicitKernel",
     "muskingum_coefficients",
+    "muskingum_substeps",
     "regularized_gamma_p",
 ]
 
@@ -98,12 +100,17 @@ class RoutingContext:
         step_seconds: length of one *input* time step in seconds (needed by IRFs with
             parameters in SI units, e.g. the diffusive wave), or None.
         length_m: ``[N]`` reach lengths in metres, or None.
+        reach_substeps: ``[N]`` or ``[B, N]`` int64 internal steps of every reach per input step
+            (per-reach time steps of a :class:`RecursiveIRF`, see
+            :meth:`RecursiveIRF.step_coefficients`; 0 = the inflow passes straight through), or
+            None: every reach at ``dt``.
     """
 
     dt: float = 1.0
     num_steps: int = 1
     step_seconds: float | None = None
     length_m: Tensor | None = None
+    reach_substeps: Tensor | None = None
 
 
 class ImpulseResponse:
@@ -139,24 +146,92 @@ class ImpulseResponse:
 class RecursiveIRF(ImpulseResponse):
     """``O_t = c0·I_t + c1·I_{t−1} + c2·O_{t−1}`` with per-reach coefficients.
 
-    Subclasses implement :meth:`coefficients`.
+    Subclasses implement :meth:`coefficients`; they may implement :meth:`auto_substeps` (the
+    per-reach time steps ``substeps="auto"`` chooses; default: one step per input step).
     """
 
     kind: ClassVar[str] = "recursive"
 
     def coefficients(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> Tensor:
-        """Recursion coefficients ``(c0, c1, c2)``, differentiable in the parameters.
+        """Recursion coefficients ``(c0, c1, c2)`` at the step ``ctx.dt`` (a float, or a
+        per-reach tensor broadcasting with the parameters), differentiable in the parameters.
 
         Shapes:
             params: each ``[N]`` or ``[B, N]``; result ``[..., N, 3]``.
         """
         raise NotImplementedError
 
+    def auto_substeps(
+        self, params: Mapping[str, Tensor], ctx: RoutingContext, max_substeps: int
+    ) -> Tensor:
+        """Internal steps per input step of every reach for ``substeps="auto"`` (int64; 0 = pass
+        the inflow straight through). Default: 1 everywhere.
+
+        Shapes: params each ``[N]`` or ``[B, N]``; result ``[N]`` or ``[B, N]``.
+        """
+        ref = next(iter(params.values()), None)
+        n = ref.shape[-1] if ref is not None else 0
+        return torch.ones(n, dtype=torch.long)
+
+    def negative_coefficients(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> Tensor:
+        """``[..., N]`` bool: reaches whose recursion, at their internal step, has a negative
+        coefficient (its outflow can then turn negative for non-negative inflow)."""
+        return (self.coefficients(params, ctx) < 0).any(-1)
+
+    def step_coefficients(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> Tensor:
+        """Coefficients at the input step of reaches that take ``s = ctx.reach_substeps`` internal
+        steps per input step.
+
+        Within an input step the reach's inflow is held, the recursion runs ``s`` times at
+        ``Δt/s``, and the reach's outflow for the step is the mean of its ``s`` internal outflows
+        (so volume is conserved; ``s = 1`` is the plain recursion). With the inflow held, the
+        mean ``y_t`` and the end-of-step internal outflow ``S_t`` obey
+        ``y_t = α I_t + β I_{t−1} + γ S_{t−1}`` and ``S_t = a I_t + b I_{t−1} + c S_{t−1}``;
+        eliminating ``S`` leaves the first-order recursion
+
+        .. math::
+            y_t = α I_t + (β + γa − cα) I_{t−1} + c · y_{t−1}
+
+        (the ``I_{t−2}`` term ``γb − cβ`` vanishes identically: ``γ = c_2 m``, ``b = c_1
+        c_2^{s−1}``, ``c = c_2^s``, ``β = c_1 m``). So per-reach time steps cost nothing in the
+        routing kernels. ``α, β, γ, a, b, c`` come from running the internal recursion over
+        one input step on the three unit inputs (the finer recursion itself, differentiable).
+        Reaches with ``s = 0`` pass their inflow straight through (``(1, 0, 0)``).
+
+        Shapes:
+            params: each ``[N]`` or ``[B, N]``; ``ctx.reach_substeps`` ``[N]`` or ``[B, N]``;
+            result ``[..., N, 3]``.
+        """
+        steps = ctx.reach_substeps
+        if steps is None:
+            return self.coefficients(params, ctx)
+        ref = next(iter(params.values()))
+        steps = steps.to(ref.device)
+        dt_inner = ctx.dt / steps.clamp(min=1).to(ref.dtype)
+        inner = self.coefficients(params, dataclasses.replace(ctx, dt=dt_inner))
+        c0, c1, c2 = inner.unbind(-1)
+        s_max = int(steps.max().item()) if steps.numel() else 1
+        # unit inputs: (I_t, I_{t-1}, S_{t-1}) = e_1, e_2, e_3, run for s internal steps
+        i_now = torch.stack([torch.ones_like(c0), torch.zeros_like(c0), torch.zeros_like(c0)])
+        i_prev = torch.stack([torch.zeros_like(c0), torch.ones_like(c0), torch.zeros_like(c0)])
+        state = torch.stack([torch.zeros_like(c0), torch.zeros_like(c0), torch.ones_like(c0)])
+        total = torch.zeros_like(state)
+        for j in range(1, max(s_max, 1) + 1):
+            o = c0 * i_now + c1 * (i_prev if j == 1 else i_now) + c2 * state
+            live = steps >= j
+            state = torch.where(live, o, state)
+            total = total + torch.where(live, o, torch.zeros_like(o))
+        mean = total / steps.clamp(min=1).to(ref.dtype)
+        (alpha, beta, gamma), (a, _, c) = mean.unbind(0), state.unbind(0)
+        coef = torch.stack(torch.broadcast_tensors(alpha, beta + gamma * a - c * alpha, c), -1)
+        through = torch.tensor([1.0, 0.0, 0.0], dtype=coef.dtype, device=coef.device)
+        return torch.where((steps == 0).unsqueeze(-1), through, coef)
+
     def impulse_response(
         self, params: Mapping[str, Tensor], length: int, ctx: RoutingContext | None = None
     ) -> Tensor:
         ctx = ctx or RoutingContext()
-        coef = self.coefficients(params, ctx)
+        coef = self.step_coefficients(params, ctx)
         c0, c1, c2 = coef[..., 0], coef[..., 1], coef[..., 2]
         out = [c0]
         if length > 1:
@@ -230,11 +305,28 @@ def muskingum_coefficients(k: Tensor, x: Tensor, dt: float = 1.0) -> Tensor:
     return torch.stack(torch.broadcast_tensors(c0, c1, c2), dim=-1)
 
 
+def muskingum_substeps(k: Tensor, x: Tensor, max_substeps: int) -> Tensor:
+    """Smallest number of internal steps per input step with non-negative Muskingum coefficients.
+
+    ``C2 ≥ 0`` needs ``Δt/s ≤ 2k(1−x)``, so ``s = ⌈1/(2k(1−x))⌉`` (at least 1); more steps than
+    that would only make ``C0 = (Δt/s − 2kx)/…`` negative sooner. A reach that would need more
+    than ``max_substeps`` (travel time far below the step) gets 0: its inflow passes straight
+    through. Where ``k·x > Δt/2``, ``C0 < 0`` at every ``s``; such reaches keep ``s = 1``.
+
+    Shapes: k, x broadcastable (``k`` in input steps); result int64, their broadcast shape.
+    """
+    k, x = torch.broadcast_tensors(k.detach(), x.detach())
+    need = torch.ceil(1.0 / (2.0 * k * (1.0 - x)) - 1e-9).clamp(min=1.0)
+    need = torch.where(torch.isfinite(need), need, torch.full_like(need, max_substeps + 1.0))
+    return torch.where(need > max_substeps, torch.zeros_like(need), need).long()
+
+
 @register_irf("muskingum")
 class Muskingum(RecursiveIRF):
     """Muskingum routing ``O_t = C0·I_t + C1·I_{t−1} + C2·O_{t−1}`` (storage ``S = k[xI + (1−x)O]``).
 
     Parameters: ``k`` (storage time constant, input time steps) and ``x`` (weighting factor).
+    Subclasses that derive ``k`` and ``x`` from other quantities override :meth:`storage_kx`.
     """
 
     param_spec: ClassVar[dict[str, ParamSpec]] = {
@@ -244,9 +336,22 @@ class Muskingum(RecursiveIRF):
         "x": ParamSpec("x", "-", 0.0, 0.5, 0.2, description="Muskingum weighting factor"),
     }
 
-    def coefficients(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> Tensor:
+    def storage_kx(
+        self, params: Mapping[str, Tensor], ctx: RoutingContext
+    ) -> tuple[Tensor, Tensor]:
+        """``(k, x)`` of every reach, ``k`` in input time steps. Shapes: ``[N]`` or ``[B, N]``."""
         k, x = _time_params(params, ("k", "x"))
+        return k, x
+
+    def coefficients(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> Tensor:
+        k, x = self.storage_kx(params, ctx)
         return muskingum_coefficients(k, x, ctx.dt)
+
+    def auto_substeps(
+        self, params: Mapping[str, Tensor], ctx: RoutingContext, max_substeps: int
+    ) -> Tensor:
+        k, x = self.storage_kx(params, ctx)
+        return muskingum_substeps(k / ctx.dt, x, max_substeps)
 
 
 @register_irf("linear_storage")

@@ -16,6 +16,8 @@ backends route each stage on its own sub-network, carrying the boundary outflows
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -139,6 +141,95 @@ def _lead(t: Tensor, node_dims: int) -> Tensor:
 
 
 # ------------------------------------------------------------------------------- core
+#: ``substeps="auto"``: a reach needing more internal steps than this passes its inflow through
+AUTO_MAX_SUBSTEPS = 24
+
+
+def _uniform_substeps(substeps: Any) -> int:
+    """The network-wide number of internal steps (``int`` substeps), or 0 for per-reach steps
+    (``"auto"`` or a tensor)."""
+    if isinstance(substeps, str):
+        if substeps != "auto":
+            raise ValueError(
+                f"substeps must be a positive integer, 'auto' or an [N] tensor, got {substeps!r}"
+            )
+        return 0
+    if isinstance(substeps, Tensor):
+        return 0
+    if isinstance(substeps, bool) or not isinstance(substeps, (int, np.integer)) or substeps < 1:
+        raise ValueError(
+            f"substeps must be a positive integer, 'auto' or an [N] tensor, got {substeps!r}"
+        )
+    return int(substeps)
+
+
+def _reach_substeps(
+    substeps: str | Tensor,
+    irf: ImpulseResponse,
+    params: Mapping[str, Tensor],
+    ctx: RoutingContext,
+    N: int,
+) -> Tensor | None:
+    """Per-reach internal steps ``[N]`` / ``[B, N]`` (int64) for ``"auto"`` or a given tensor."""
+    if not isinstance(irf, RecursiveIRF):
+        if isinstance(substeps, str):
+            return None  # kernels are exact step integrals: nothing to choose
+        raise ValueError(
+            f"per-reach substeps apply to recursive IRFs (muskingum, linear_storage); IRF "
+            f"{irf.name!r} is a kernel: give substeps as an integer"
+        )
+    if isinstance(substeps, str):
+        return irf.auto_substeps(params, ctx, AUTO_MAX_SUBSTEPS)
+    steps = substeps.detach()
+    if steps.is_floating_point() and not bool((steps == steps.round()).all()):
+        raise ValueError("per-reach substeps must be whole numbers of internal steps")
+    steps = steps.long()
+    if steps.shape[-1] != N or steps.dim() > 2:
+        raise ValueError(
+            f"per-reach substeps must be [N] or [B, N] with N = {N}, got {tuple(steps.shape)}"
+        )
+    if bool((steps < 0).any()):
+        bad = torch.nonzero((steps < 0).reshape(-1, N).any(0)).flatten().tolist()[:20]
+        raise ValueError(
+            f"per-reach substeps must be >= 0 (0 = pass through), negative at node indices {bad}"
+        )
+    return steps
+
+
+_WARNED_NEGATIVE: dict[str, int] = {}
+
+
+def _warn_negative(
+    irf: ImpulseResponse, params: Mapping[str, Tensor], ctx: RoutingContext, graph: Any
+) -> None:
+    """Warn (once per count reached) how many reaches route with a negative recursion
+    coefficient at their internal step: their outflow can turn negative."""
+    if not isinstance(irf, RecursiveIRF) or not params:
+        return
+    inner = ctx
+    steps = ctx.reach_substeps
+    if steps is not None:
+        ref = next(iter(params.values()))
+        inner = dataclasses.replace(ctx, dt=ctx.dt / steps.clamp(min=1).to(ref.device, ref.dtype))
+    with torch.no_grad():
+        bad = irf.negative_coefficients(params, inner)
+        if steps is not None:
+            bad = bad & (steps.to(bad.device) > 0)
+        bad = bad.reshape(-1, bad.shape[-1]).any(0)
+        count = int(bad.sum().item())
+    if count <= _WARNED_NEGATIVE.get(irf.name, 0):
+        return
+    _WARNED_NEGATIVE[irf.name] = count
+    ids = _node_ids(graph, torch.nonzero(bad).flatten().tolist()[:10])
+    warnings.warn(
+        f"routing: {count} of {bad.numel()} reaches route with a negative {irf.name} coefficient "
+        f"at their time step (their outflow can turn negative), e.g. ids {ids}; "
+        f"substeps='auto' removes C2 < 0 (k(1-x) < dt/2), C0 < 0 needs k*x <= dt/2",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
 def _pick_backend(backend: str, device: torch.device) -> str:
     if backend not in ("auto", "numba", "torch", "triton"):
         raise ValueError(f"backend must be 'auto', 'numba', 'torch' or 'triton', got {backend!r}")
@@ -186,7 +277,7 @@ def _route_core(
     B, N, T = lat.shape
     dtype = lat.dtype
     if isinstance(irf, RecursiveIRF):
-        coef = _lead(irf.coefficients(params, ctx), 2).to(dtype)
+        coef = _lead(irf.step_coefficients(params, ctx), 2).to(dtype)
         if state is None:
             init_in = lat.new_zeros(B, N)
             init_out = lat.new_zeros(B, N)
@@ -326,7 +417,7 @@ def lti_route(
     params: Mapping[str, Any] | None = None,
     *,
     kernels: Tensor | None = None,
-    substeps: int = 1,
+    substeps: int | str | Tensor = 1,
     initial_state: RoutingState | Tensor | None = None,
     return_state: bool = False,
     stage_plan: Any = None,
@@ -365,8 +456,7 @@ def lti_route(
         length_m = getattr(graph, "length_m", None)
     N = net.num_nodes
     _check_lateral(lateral, graph, N)
-    if not isinstance(substeps, int) or substeps < 1:
-        raise ValueError(f"substeps must be a positive integer, got {substeps!r}")
+    uniform = _uniform_substeps(substeps)
     squeeze = lateral.dim() == 2
     lat = lateral.unsqueeze(0) if squeeze else lateral
     B, _, T = lat.shape
@@ -380,13 +470,17 @@ def lti_route(
     if be == "numba" and lat.device.type != "cpu":
         raise ValueError("backend 'numba' needs CPU tensors")
     ctx = RoutingContext(
-        dt=1.0 / substeps,
-        num_steps=T * substeps,
+        dt=1.0 / max(uniform, 1),
+        num_steps=T * max(uniform, 1),
         step_seconds=step_seconds,
         length_m=None if length_m is None else length_m.to(lat.device),
     )
     if "length_m" in pdict:  # explicit reach lengths as a parameter override the graph's
         ctx.length_m = pdict.pop("length_m")
+    if uniform == 0:
+        ctx.reach_substeps = _reach_substeps(substeps, irf_obj, pdict, ctx, N)
+    _warn_negative(irf_obj, pdict, ctx, graph)
+    substeps = max(uniform, 1)
     kfull = irf_obj.full_length(pdict, ctx) if isinstance(irf_obj, KernelIRF) else None
     plan = None
     if isinstance(stage_plan, str):
@@ -445,7 +539,7 @@ def route(
     params: Mapping[str, Any] | None = None,
     *,
     kernels: Tensor | None = None,
-    substeps: int = 1,
+    substeps: int | str | Tensor = 1,
     initial_state: RoutingState | Tensor | None = None,
     return_state: bool = False,
     stage_plan: Any = None,
@@ -468,8 +562,16 @@ def route(
             time-valued parameters in input time steps; checked against the IRF's ``param_spec``.
         kernels: explicit impulse responses ``[N, K]`` or ``[B, N, K]`` (``h[..., 0]`` = lag 0);
             replaces ``irf``/``params``.
-        substeps: internal steps per input step (input held constant within a step; the output
-            is the mean over the internal steps of each input step, so volume is conserved).
+        substeps: internal time steps per input step; the inflow is held within an input step
+            and each reach's output is the mean of its internal outflows (volume is conserved).
+            An integer runs the whole network at ``Δt/substeps`` (any IRF). ``"auto"`` gives
+            every reach its own step (recursive IRFs; kernels are exact step integrals and stay
+            at the input step): the fewest internal steps for which Muskingum's coefficients are
+            non-negative, and reaches needing more than ``AUTO_MAX_SUBSTEPS`` (24) pass their
+            inflow straight through; a per-reach int tensor ``[N]`` (or ``[B, N]``, 0 = pass
+            through) gives the steps. Per-reach steps cost nothing in the routing kernels
+            (:meth:`~gnnhydro.routing.RecursiveIRF.step_coefficients`). A ``RuntimeWarning``
+            says how many reaches route with a negative coefficient at their step.
         initial_state: None (empty channels), an initial discharge ``[N]`` / ``[B, N]`` (steady
             flow through every reach), or a :class:`RoutingState` from ``return_state=True``.
         return_state: also return the final :class:`RoutingState` (internal-step resolution).
@@ -541,7 +643,7 @@ class LTIRouter(MessagePassing):
     def __init__(
         self,
         irf: str | ImpulseResponse = "muskingum",
-        substeps: int = 1,
+        substeps: int | str | Tensor = 1,
         backend: Backend = "auto",
         **route_kwargs: Any,
     ) -> None:

@@ -54,8 +54,8 @@ def slice_context(ctx: RoutingContext, nodes: Tensor) -> RoutingContext:
     fields = {}
     for f in dataclasses.fields(ctx):
         value = getattr(ctx, f.name)
-        if isinstance(value, Tensor) and value.dim() >= 1:
-            value = value[nodes.to(value.device)]
+        if isinstance(value, Tensor) and value.dim() >= 1:  # node axis last: [N] or [B, N]
+            value = value.index_select(-1, nodes.to(value.device))
         fields[f.name] = value
     return RoutingContext(**fields)
 
