@@ -143,7 +143,7 @@ time-varying parameters as their time mean, the series too in netCDF) to out (de
     "route": Command(
         ("routelink", "chrtout", "rapid_connect", "k", "x", "inflow", "irf", "substeps", "out"),
         """\
-usage: gnnhydro route routelink=PATH chrtout="DIR/*.CHRTOUT_DOMAIN1" out=q.nc [irf=muskingum] [substeps=N]
+usage: gnnhydro route routelink=PATH chrtout="DIR/*.CHRTOUT_DOMAIN1" out=q.nc [irf=muskingum] [substeps=N|auto]
        gnnhydro route rapid_connect=PATH k=PATH x=PATH inflow=PATH out=Qout.nc
 
 Route a real domain from files with Muskingum parameters from the files: an NWM domain

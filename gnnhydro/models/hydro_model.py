@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from gnnhydro.routing.lti import parse_substeps
 from gnnhydro.spec import ParamSpec
 from gnnhydro.units import mm_per_step_to_m3s
 
@@ -36,7 +37,8 @@ class HydroModel(nn.Module):
         runoff: a :class:`~gnnhydro.runoff.RunoffModel` (``None`` in routing mode).
         irf: the routing impulse-response function name (``None`` in runoff mode).
         mode: ``"full"``, ``"routing"`` or ``"runoff"``.
-        substeps: routing sub-steps per input step.
+        substeps: routing time steps per input step: an integer, ``"auto"`` (each reach its own
+            step, the fewest with non-negative Muskingum coefficients) or a per-reach tensor.
         x_mean, x_std: ``[F]`` attribute normalisation (fitted on training nodes only).
         dynamic_names: forcing variables fed to the parameterizer's temporal encoder.
         spinup_steps: runoff-model spin-up: the first ``spinup_steps`` of the forcing are run
@@ -71,7 +73,7 @@ class HydroModel(nn.Module):
         irf: str | None,
         *,
         mode: str = "full",
-        substeps: int = 1,
+        substeps: int | str | Tensor = 1,
         x_mean: Tensor | None = None,
         x_std: Tensor | None = None,
         x_names: Sequence[str] | None = None,
@@ -93,7 +95,7 @@ class HydroModel(nn.Module):
         self.parameterizer = parameterizer
         self.runoff = runoff
         self.irf = irf if mode != "runoff" else None
-        self.substeps = int(substeps)
+        self.substeps = parse_substeps(substeps) if not isinstance(substeps, Tensor) else substeps
         self.x_names = list(x_names) if x_names is not None else None
         self.dynamic_names = list(dynamic_names)
         self.spinup_steps = int(spinup_steps)

@@ -251,7 +251,7 @@ def route_files(
     """
     import glob
 
-    from gnnhydro.routing.lti import route
+    from gnnhydro.routing.lti import parse_substeps, route
 
     if irf != "muskingum":
         raise ValueError(
@@ -280,7 +280,11 @@ def route_files(
             "give routelink=... chrtout=... (NWM) or rapid_connect=... k=... x=... inflow=... (RAPID)"
         )
     discharge = route(
-        inputs.lateral, inputs.graph, irf="muskingum", params=inputs.params, substeps=int(substeps)
+        inputs.lateral,
+        inputs.graph,
+        irf="muskingum",
+        params=inputs.params,
+        substeps=parse_substeps(substeps),
     )
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

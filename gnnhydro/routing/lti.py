@@ -38,7 +38,7 @@ from gnnhydro.routing.kernels import torch_path
 from gnnhydro.routing.network import RoutingNetwork, routing_network
 from gnnhydro.routing.staged import route_stages, staged_network
 
-__all__ = ["route", "LTIRouter", "RoutingState", "lti_route"]
+__all__ = ["route", "LTIRouter", "RoutingState", "lti_route", "parse_substeps", "AUTO_MAX_SUBSTEPS"]
 
 Backend = Literal["auto", "numba", "torch", "triton"]
 
@@ -143,6 +143,20 @@ def _lead(t: Tensor, node_dims: int) -> Tensor:
 # ------------------------------------------------------------------------------- core
 #: ``substeps="auto"``: a reach needing more internal steps than this passes its inflow through
 AUTO_MAX_SUBSTEPS = 24
+
+
+def parse_substeps(value: Any) -> int | str:
+    """A ``substeps`` setting from a config or command line: a positive integer or ``"auto"``
+    (raises ``ValueError`` naming the value otherwise)."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    try:
+        steps = int(str(value).strip()) if not isinstance(value, (int, np.integer)) else int(value)
+    except ValueError:
+        steps = 0
+    if isinstance(value, bool) or steps < 1 or (isinstance(value, float) and value != steps):
+        raise ValueError(f"substeps must be a positive integer or 'auto', got {value!r}")
+    return steps
 
 
 def _uniform_substeps(substeps: Any) -> int:
@@ -629,7 +643,8 @@ class LTIRouter(MessagePassing):
 
     Args:
         irf: name of a registered IRF or an instance (default ``"muskingum"``).
-        substeps: internal steps per input step (default 1).
+        substeps: internal steps per input step: an integer (default 1), ``"auto"`` or a
+            per-reach tensor (see :func:`route`).
         backend: ``"auto"`` (default), ``"numba"``, ``"torch"`` or ``"triton"``; the
             ``"torch"`` path aggregates with this module's :meth:`propagate`.
         **route_kwargs: defaults for :func:`route` (``stage_plan``, ``max_nodes``,
@@ -703,4 +718,5 @@ class LTIRouter(MessagePassing):
         return x_j * edge_weight.view(-1, 1)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(irf={self.irf.name!r}, substeps={self.substeps})"
+        steps = self.substeps if not isinstance(self.substeps, Tensor) else "per-reach"
+        return f"{type(self).__name__}(irf={self.irf.name!r}, substeps={steps!r})"

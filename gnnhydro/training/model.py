@@ -197,6 +197,7 @@ def _hydro_model(
     forcing_correction: torch.nn.Module | None = None,
 ) -> torch.nn.Module:
     from gnnhydro.models import HydroModel
+    from gnnhydro.routing.lti import parse_substeps
 
     mode = model_cfg.mode
     return HydroModel(
@@ -204,7 +205,9 @@ def _hydro_model(
         runoff,
         irf,
         mode=mode,
-        substeps=int(model_cfg.routing.get("substeps", 1)) if model_cfg.get("routing") else 1,
+        substeps=(
+            parse_substeps(model_cfg.routing.get("substeps", 1)) if model_cfg.get("routing") else 1
+        ),
         x_mean=mean,
         x_std=std,
         x_names=list(inputs.x_names) if inputs.x_names else None,
