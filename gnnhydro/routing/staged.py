@@ -9,6 +9,13 @@ across the stage boundaries.
 The fused numba kernel does not need sub-networks: it walks the stages' nodes one after another
 over the full ``[B, N, T]`` arrays (:func:`staged_network` only replaces the execution order).
 
+Reservoirs (:mod:`.reservoirs`) are cuts between stages: :func:`reservoir_stage_plan` gives every
+node a reservoir level, the largest number of reservoirs strictly upstream of it on any path, and
+makes each level a stage (split further along a given plan's stages). Every edge then runs to the
+same or a higher level, and every edge leaving a reservoir to a higher one; the ``after_stage``
+hook of :func:`route_stages` lets a finished stage's reservoirs replace their outflow by their
+release before later stages read it.
+
 Shapes:
     lateral inflow ``[B, N, T]`` (internal steps); per-stage outflow ``[B, n_s, T]``; result
     ``[B, N, T]``.
@@ -27,7 +34,15 @@ from torch import Tensor
 from gnnhydro.routing.irf import ImpulseResponse, RoutingContext
 from gnnhydro.routing.network import RoutingNetwork, subnetwork
 
-__all__ = ["StageStruct", "stage_structs", "staged_network", "route_stages", "slice_params"]
+__all__ = [
+    "StageStruct",
+    "stage_structs",
+    "staged_network",
+    "route_stages",
+    "slice_params",
+    "reservoir_levels",
+    "reservoir_stage_plan",
+]
 
 #: ``(nodes [n_s], sub-network, inner edges [E_s], boundary groups)``; each boundary group is
 #: ``(source stage, edges, source positions in that stage, destination positions in this stage)``
@@ -126,11 +141,15 @@ def route_stages(
     state: Any,
     route_one: RouteOne,
     want_state: bool,
+    after_stage: Callable[[int, Tensor, Tensor], Tensor] | None = None,
 ) -> tuple[Tensor, Any]:
     """Route ``lat [B, N, T]`` stage after stage with ``route_one`` on each stage's sub-network.
 
     Each stage's inflow is its lateral inflow plus the weighted outflows of earlier stages along
     the boundary edges; the stages' outflows (and states) are reassembled in node order.
+    ``after_stage(stage_index, nodes, out_stage) -> out_stage``, if given, may replace a finished
+    stage's outflow ``[B, n_s, T]`` before later stages read it (reservoir releases); states stay
+    those of the reaches.
     """
     from gnnhydro.routing.lti import RoutingState
 
@@ -156,6 +175,8 @@ def route_stages(
             slice_context(ctx, dev_nodes),
             state.index_nodes(dev_nodes) if state is not None else None,
         )
+        if after_stage is not None:
+            out_s = after_stage(len(outs), nodes, out_s)
         outs.append(out_s)
         if st_s is not None:
             states.append(st_s)
@@ -170,3 +191,60 @@ def route_stages(
             torch.cat([s.outflow for s in states], dim=1).index_select(1, inv),
         )
     return out, new_state
+
+
+def reservoir_levels(net: RoutingNetwork, reservoir: np.ndarray) -> np.ndarray:
+    """``[N]`` int64: the largest number of reservoirs strictly upstream of each node on any path
+    (``reservoir`` a bool ``[N]`` mask)."""
+    level = np.zeros(net.num_nodes, dtype=np.int64)
+    src, dst = net.src, net.dst
+    bump = reservoir.astype(np.int64)
+    nodes, edges, _ = net.level_groups()
+    for e in edges:  # edges entering each topological level, in order
+        if e.numel():
+            e = e.numpy()
+            np.maximum.at(level, dst[e], level[src[e]] + bump[src[e]])
+    return level
+
+
+def reservoir_stage_plan(net: RoutingNetwork, reservoir: Tensor, plan: Any = None) -> Any:
+    """A :class:`~gnnhydro.graph.topology.StagePlan` cutting at the reservoirs: stage key
+    (reservoir level, stage of ``plan``), in lexicographic order (a valid execution order, since
+    both keys never decrease along an edge); nodes ascending in topological level within a stage.
+    Cached on ``net`` per mask and plan."""
+    from gnnhydro.graph.topology import StagePlan
+
+    mask = reservoir.detach().cpu().numpy().astype(bool)
+    cache = net._device_cache
+    key = ("reservoir_plan", mask.tobytes(), id(plan))
+    hit = cache.get(key)
+    if hit is not None and hit[0] is plan:
+        return hit[1]
+    N = net.num_nodes
+    level = reservoir_levels(net, mask)
+    outer = (
+        plan.stage_of_node.cpu().numpy().astype(np.int64)
+        if plan is not None
+        else np.zeros(N, dtype=np.int64)
+    )
+    if plan is not None:  # stage numbers in the plan's execution order
+        rank = np.empty(len(plan.stages), dtype=np.int64)
+        for k, nodes in enumerate(plan.stages):
+            if nodes.numel():
+                rank[int(outer[int(nodes[0])])] = k
+        outer = rank[outer]
+    combined = level * (int(outer.max()) + 1 if N else 1) + outer
+    keys, stage_of = np.unique(combined, return_inverse=True)
+    topo = net.levels.numpy()
+    order = np.lexsort((np.arange(N), topo, stage_of))
+    counts = np.bincount(stage_of, minlength=keys.size)
+    stages = [
+        torch.from_numpy(np.ascontiguousarray(c)) for c in np.split(order, np.cumsum(counts)[:-1])
+    ]
+    src, dst = net.src, net.dst
+    cut = torch.from_numpy(np.nonzero(stage_of[src] != stage_of[dst])[0].astype(np.int64))
+    result = StagePlan(
+        stages=stages, stage_of_node=torch.from_numpy(stage_of.astype(np.int64)), cut_edges=cut
+    )
+    cache[key] = (plan, result)
+    return result
