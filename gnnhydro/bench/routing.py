@@ -12,6 +12,9 @@ Muskingum routing with per-reach ``k`` and ``x`` (float32):
 * in the same run, the ratio to the sequential reference (scipy ``lfilter`` reach by reach in
   topological order) and to the copy floor (one copy of the ``[B, N, T]`` array),
 * the largest relative difference from the reference (exactness),
+* after each case, the same network with per-reach time steps (``substeps="auto"``, ``k`` from
+  0.01 to 3.2 steps so that reaches sub-step or pass through; reference: scipy with the
+  composed coefficients) and its forward time relative to the plain case (``fwd/plain``),
 * first, the compile time the numba kernels paid (first call minus second call on a tiny tree;
   cold: compiled, warm: loaded from the disk cache).
 
@@ -170,8 +173,13 @@ def _graphs(args) -> list[tuple[str, object]]:
     return out
 
 
-def _case(name, g, T, B, args, rows) -> None:
+def _case(name, g, T, B, args, rows, substeps: int | str = 1) -> None:
+    """One benchmark row; ``substeps="auto"``: per-reach time steps, with ``k`` down to 0.01
+    steps so that many reaches sub-step or pass through (the row's ``fwd/plain`` compares its
+    forward with the previous row's, the same network routed at the input step)."""
     from gnnhydro.routing import muskingum_coefficients, route
+    from gnnhydro.routing.irf import Muskingum, RoutingContext, muskingum_substeps
+    from gnnhydro.routing.lti import AUTO_MAX_SUBSTEPS
 
     N = g.num_nodes
     if B * N * T > args.max_elements:
@@ -185,7 +193,11 @@ def _case(name, g, T, B, args, rows) -> None:
     lat = torch.rand(B, N, T, generator=gen)
     k = 0.2 + 3.0 * torch.rand(N, generator=gen)
     x = 0.45 * torch.rand(N, generator=gen)
-    kw = {"stage_plan": "auto", "max_nodes": args.max_nodes} if staged else {}
+    kw: dict = {"stage_plan": "auto", "max_nodes": args.max_nodes} if staged else {}
+    if substeps == "auto":
+        k = 10 ** (torch.rand(N, generator=gen) * 2.5 - 2.0)  # 0.01 … 3.2 steps
+        kw["substeps"] = "auto"
+        name = f"{name}+auto"
     if staged:
         g.stage_plan(max_nodes=args.max_nodes)  # plan once (cached), not timed
     _ = g.topo_order
@@ -228,7 +240,13 @@ def _case(name, g, T, B, args, rows) -> None:
     t_ref = float("nan")
     err = float("nan")
     if B * N * T <= args.max_reference:
-        coefs = muskingum_coefficients(k.double(), x.double()).numpy()
+        if substeps == "auto":
+            steps = muskingum_substeps(k.double(), x.double(), AUTO_MAX_SUBSTEPS)
+            ctx = RoutingContext(reach_substeps=steps)
+            kx = {"k": k.double(), "x": x.double()}
+            coefs = Muskingum().step_coefficients(kx, ctx).numpy()
+        else:
+            coefs = muskingum_coefficients(k.double(), x.double()).numpy()
         order = g.topo_order.numpy()
         ei, ew = g.edge_index.numpy(), g.edge_weight.double().numpy()
         t0 = time.perf_counter()
@@ -254,6 +272,9 @@ def _case(name, g, T, B, args, rows) -> None:
             "ref/fwd": t_ref / t_fwd,
             "fwd/copy": t_fwd / t_copy,
             "max_rel_err": err,
+            "fwd/plain": (
+                t_fwd / rows[-1]["fwd_s"] if substeps == "auto" and rows else float("nan")
+            ),
         }
     )
     _print_row(rows[-1])
@@ -276,6 +297,7 @@ _COLS = [
     ("ref/fwd", "{:>7.2f}"),
     ("fwd/copy", "{:>8.1f}"),
     ("max_rel_err", "{:>9.1e}"),
+    ("fwd/plain", "{:>9.2f}"),
 ]
 
 
@@ -328,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="time the loss Σ w·Q as torch ops ((q * w).sum().backward()) instead of q.backward(w)",
     )
+    p.add_argument(
+        "--no-auto",
+        action="store_true",
+        help="skip the per-reach time step rows (substeps='auto' after each plain case)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.steps, args.repeats = [1_000, 10_000], [365], 7
@@ -342,6 +369,8 @@ def main(argv: list[str] | None = None) -> int:
         for T in args.steps:
             for B in args.batch:
                 _case(name, g, T, B, args, rows)
+                if not args.no_auto:
+                    _case(name, g, T, B, args, rows, substeps="auto")
     return 0
 
 

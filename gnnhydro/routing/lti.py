@@ -36,7 +36,8 @@ from gnnhydro.routing.irf import (
 )
 from gnnhydro.routing.kernels import torch_path
 from gnnhydro.routing.network import RoutingNetwork, routing_network
-from gnnhydro.routing.staged import route_stages, staged_network
+from gnnhydro.routing.reservoirs import empty_result, reservoir_run
+from gnnhydro.routing.staged import reservoir_stage_plan, route_stages, staged_network
 
 __all__ = ["route", "LTIRouter", "RoutingState", "lti_route", "parse_substeps", "AUTO_MAX_SUBSTEPS"]
 
@@ -51,10 +52,12 @@ class RoutingState:
         inflow: ``[B, N, H]`` the last ``H`` inflows of every reach (internal steps, oldest first;
             ``H = 1`` for recursive IRFs, kernel length − 1 for kernel IRFs).
         outflow: ``[B, N]`` the last outflow of every reach (m³/s or the unit of the inflow).
+        reservoir_storage: ``[B, R]`` storage [m³] of the reservoirs (:mod:`.reservoirs`), or None.
     """
 
     inflow: Tensor
     outflow: Tensor
+    reservoir_storage: Tensor | None = None
 
     def index_nodes(self, nodes: Tensor) -> RoutingState:
         return RoutingState(self.inflow[:, nodes], self.outflow[:, nodes])
@@ -62,8 +65,16 @@ class RoutingState:
 
 # ------------------------------------------------------------------------------- validation
 def _node_ids(graph: Any, idx: list[int]) -> list:
+    """The ids of the nodes at positions ``idx`` (positions where the graph has no ids; a PyG
+    batch keeps one id list per graph, concatenated here)."""
     ids = getattr(graph, "node_id", None)
     if ids is None or isinstance(graph, Tensor):
+        return idx
+    if isinstance(ids, (list, tuple)) and ids and isinstance(ids[0], (list, tuple)):
+        ids = [i for part in ids for i in part]
+    if isinstance(ids, Tensor):
+        ids = ids.tolist()
+    if len(ids) <= max(idx, default=-1):
         return idx
     return [ids[i] for i in idx]
 
@@ -102,6 +113,11 @@ def _check_lateral(lateral: Tensor, graph: Any, num_nodes: int) -> Tensor:
     return lateral
 
 
+#: per-reach data that ``params`` may carry besides the IRF's parameters (shaped and batched
+#: like them, not checked against the IRF's spec); they override the graph's in the context
+CONTEXT_DATA = ("length_m", "slope", "reference_discharge")
+
+
 def _prepare_params(
     irf: ImpulseResponse, params: Mapping[str, Any] | None, num_nodes: int, batch: int, ref: Tensor
 ) -> dict[str, Tensor]:
@@ -131,7 +147,7 @@ def _prepare_params(
                 f"inflow has B = {batch}"
             )
         out[name] = t
-    irf.check_params(out)
+    irf.check_params({name: t for name, t in out.items() if name not in CONTEXT_DATA})
     return out
 
 
@@ -379,14 +395,24 @@ def _route_window(
     backend: str,
     aggregate: Callable | None,
     want_state: bool,
+    reservoirs: Any = None,
 ) -> tuple[Tensor, RoutingState | None]:
-    """Route one time window, in stages where ``plan`` has several (:mod:`.staged`)."""
+    """Route one time window, in stages where ``plan`` has several (:mod:`.staged`); with
+    ``reservoirs`` (a :class:`~gnnhydro.routing.reservoirs.ReservoirRun`) always stage by stage,
+    the reservoirs of each finished stage releasing into the later ones."""
 
     def route_one(lat_s, net_s, ew_s, params_s, ctx_s, state_s):
         return _route_core(
             lat_s, net_s, ew_s, irf, params_s, ctx_s, state_s, kfull, backend, aggregate, want_state
         )
 
+    if reservoirs is not None:  # cut at the reservoirs: each stage on its own sub-network
+        out, new_state = route_stages(
+            lat, net, plan, edge_weight, irf, params, ctx, state, route_one, want_state,
+            after_stage=reservoirs.after_stage,
+        )  # fmt: skip
+        reservoirs.end_window(lat.shape[-1])
+        return out, new_state
     if plan is None or len(plan.stages) <= 1:
         return route_one(lat, net, edge_weight, params, ctx, state)
     if backend == "numba":
@@ -442,6 +468,10 @@ def lti_route(
     num_nodes: int | None = None,
     backend: Backend = "auto",
     aggregate: Callable | None = None,
+    reservoir: Any = None,
+    reservoir_params: Mapping[str, Any] | None = None,
+    reservoir_nodes: Tensor | None = None,
+    return_reservoirs: bool = False,
 ) -> Tensor | tuple[Tensor, RoutingState]:
     """Route lateral inflow through a river network; see :func:`route` (same arguments, plus
     ``aggregate``: a callable ``(out, src, local_dst, weight, n_dst) -> [B, n_dst, T]`` used by
@@ -491,6 +521,11 @@ def lti_route(
     )
     if "length_m" in pdict:  # explicit reach lengths as a parameter override the graph's
         ctx.length_m = pdict.pop("length_m")
+    if not isinstance(graph, Tensor) and getattr(graph, "slope", None) is not None:
+        ctx.slope = graph.slope.to(lat.device)
+    for name in ("slope", "reference_discharge"):  # per-reach data given with the parameters
+        if name in pdict:
+            setattr(ctx, name, pdict.pop(name))
     if uniform == 0:
         ctx.reach_substeps = _reach_substeps(substeps, irf_obj, pdict, ctx, N)
     _warn_negative(irf_obj, pdict, ctx, graph)
@@ -512,6 +547,12 @@ def lti_route(
     elif stage_plan is not None:
         plan = stage_plan
     state = _initial_state(initial_state, irf_obj, kfull, B, N, lat)
+    reservoirs = reservoir_run(
+        reservoir, reservoir_params, reservoir_nodes, graph, N, lat, step_seconds, substeps,
+        initial_state, lambda idx: _node_ids(graph, idx),
+    )  # fmt: skip
+    if reservoirs is not None:  # stages cut at the reservoirs (within the plan's stages)
+        plan = reservoir_stage_plan(net, reservoirs.res_of >= 0, plan)
     chunk = T if time_chunk is None else int(time_chunk)
     if chunk < 1:
         raise ValueError(f"time_chunk must be >= 1, got {time_chunk}")
@@ -534,6 +575,7 @@ def lti_route(
             be,
             aggregate,
             want_state=return_state or not last,
+            reservoirs=reservoirs,
         )
         if substeps > 1:
             out = out.view(B, N, -1, substeps).mean(-1)
@@ -541,6 +583,11 @@ def lti_route(
     out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=-1)
     if squeeze:
         out = out.squeeze(0)
+    if reservoirs is not None and state is not None:
+        state.reservoir_storage = reservoirs.storage
+    if return_reservoirs:
+        res = reservoirs.result(squeeze) if reservoirs is not None else empty_result(lat, squeeze)
+        return (out, state, res) if return_state else (out, res)
     if return_state:
         return out, state
     return out
@@ -563,6 +610,10 @@ def route(
     edge_weight: Tensor | None = None,
     num_nodes: int | None = None,
     backend: Backend = "auto",
+    reservoir: Any = None,
+    reservoir_params: Mapping[str, Any] | None = None,
+    reservoir_nodes: Tensor | None = None,
+    return_reservoirs: bool = False,
 ) -> Tensor | tuple[Tensor, RoutingState]:
     """Route lateral inflow through a river network with per-reach LTI impulse responses.
 
@@ -574,6 +625,8 @@ def route(
         irf: name of a registered IRF (:func:`~gnnhydro.routing.available_irfs`) or an instance.
         params: the IRF's parameters by name, each ``[N]`` or ``[B, N]`` (scalars broadcast);
             time-valued parameters in input time steps; checked against the IRF's ``param_spec``.
+            May also carry per-reach data (``CONTEXT_DATA``: ``length_m`` [m], ``slope`` [m/m],
+            ``reference_discharge`` [m³/s]) overriding the graph's (e.g. ``muskingum_cunge``).
         kernels: explicit impulse responses ``[N, K]`` or ``[B, N, K]`` (``h[..., 0]`` = lag 0);
             replaces ``irf``/``params``.
         substeps: internal time steps per input step; the inflow is held within an input step
@@ -595,13 +648,29 @@ def route(
         max_nodes: node budget per stage for ``stage_plan="auto"`` (default 200,000).
         time_chunk: route the series in chunks of this many input steps carrying the state
             (exact; bounds the size of per-chunk work arrays).
-        step_seconds: length of one input step in seconds (needed by ``diffusive_wave``).
+        step_seconds: length of one input step in seconds (needed by ``diffusive_wave`` and
+            ``muskingum_cunge``).
         edge_weight: split fractions ``[E]`` overriding ``graph.edge_weight`` (differentiable).
         backend: ``"auto"`` (numba on CPU, triton on CUDA), ``"numba"``, ``"torch"``, ``"triton"``.
+        reservoir: None / ``"none"`` (reservoir nodes route as plain reaches) or a registered
+            reservoir operator (:func:`~gnnhydro.routing.reservoirs.available_reservoirs`:
+            ``level_pool``, ``learned``, ``observed``) or an instance. The reservoir node's reach
+            routes its inflow as usual; the reservoir takes that outflow as inflow [m³/s] and its
+            release + spill replace the node's outflow (and discharge). Routing then runs in
+            stages cut at the reservoirs (:func:`~gnnhydro.routing.staged.reservoir_stage_plan`,
+            within ``stage_plan``'s stages); with ``initial_state`` a :class:`RoutingState`, its
+            ``reservoir_storage`` continues the storage. Needs ``step_seconds`` (or the graph's).
+        reservoir_params: the operator's inputs by name, per node ``[N]`` / ``[B, N]`` (series
+            ``[N, T]``), values at non-reservoir nodes ignored; a ``data_spec``/``series`` input
+            not given is taken from the graph attribute of the same name.
+        reservoir_nodes: bool mask ``[N]`` or node indices of the reservoirs (default
+            ``graph.reservoir_mask``).
+        return_reservoirs: also return a :class:`~gnnhydro.routing.reservoirs.ReservoirResult`
+            (storage, inflow, outflow, spill of every reservoir), last in the tuple.
 
     Returns:
         Outflow of every reach, same shape and dtype as ``lateral`` (and the final state if
-        ``return_state``).
+        ``return_state``, and the reservoirs' result if ``return_reservoirs``).
 
     Shapes:
         lateral ``[N, T]`` or ``[B, N, T]``; params ``[N]`` or ``[B, N]``; kernels ``[N, K]`` or
@@ -627,6 +696,10 @@ def route(
         edge_weight=edge_weight,
         num_nodes=num_nodes,
         backend=backend,
+        reservoir=reservoir,
+        reservoir_params=reservoir_params,
+        reservoir_nodes=reservoir_nodes,
+        return_reservoirs=return_reservoirs,
     )
 
 
