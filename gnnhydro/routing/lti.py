@@ -27,6 +27,7 @@ import torch
 from torch import Tensor
 from torch_geometric.nn import MessagePassing
 
+from gnnhydro.routing.backends import RoutingBackend, pick_backend
 from gnnhydro.routing.irf import (
     ImpulseResponse,
     KernelIRF,
@@ -34,9 +35,8 @@ from gnnhydro.routing.irf import (
     RoutingContext,
     get_irf,
 )
-from gnnhydro.routing.kernels import torch_path
 from gnnhydro.routing.network import RoutingNetwork, routing_network
-from gnnhydro.routing.reservoirs import empty_result, reservoir_run
+from gnnhydro.routing.reservoirs import empty_result, reservoir_run, route_fused
 from gnnhydro.routing.staged import reservoir_stage_plan, route_stages, staged_network
 
 __all__ = ["route", "LTIRouter", "RoutingState", "lti_route", "parse_substeps", "AUTO_MAX_SUBSTEPS"]
@@ -260,26 +260,6 @@ def _warn_negative(
     )
 
 
-def _pick_backend(backend: str, device: torch.device) -> str:
-    if backend not in ("auto", "numba", "torch", "triton"):
-        raise ValueError(f"backend must be 'auto', 'numba', 'torch' or 'triton', got {backend!r}")
-    if backend != "auto":
-        return backend
-    if device.type == "cuda":
-        try:
-            import triton  # noqa: F401
-
-            return "triton"
-        except ImportError:  # pragma: no cover
-            return "torch"
-    try:
-        import numba  # noqa: F401
-
-        return "numba"
-    except ImportError:  # pragma: no cover
-        return "torch"
-
-
 def _last_inflow(
     lat: Tensor, out: Tensor, net: RoutingNetwork, edge_weight: Tensor, steps: int
 ) -> Tensor:
@@ -299,7 +279,7 @@ def _route_core(
     ctx: RoutingContext,
     state: RoutingState | None,
     kfull: int | None,
-    backend: str,
+    backend: RoutingBackend,
     aggregate: Callable | None,
     want_state: bool,
 ) -> tuple[Tensor, RoutingState | None]:
@@ -314,23 +294,7 @@ def _route_core(
         else:
             init_in = state.inflow[..., -1].to(dtype)
             init_out = state.outflow.to(dtype)
-        if backend == "numba":
-            from gnnhydro.routing.kernels.cpu import iir_route_numba
-
-            out = iir_route_numba(lat, coef, init_in, init_out, edge_weight, net)
-        elif backend == "triton":
-            from gnnhydro.routing.kernels.triton_kernels import iir_route_triton
-
-            out = iir_route_triton(lat, coef, init_in, init_out, edge_weight, net, aggregate)
-        else:
-            coef_b = coef
-
-            def filt(inflow: Tensor, nodes: Tensor) -> Tensor:
-                return torch_path.iir_filter(
-                    inflow, coef_b[:, nodes], init_in[:, nodes], init_out[:, nodes]
-                )
-
-            out = torch_path.route_levels(lat, net, edge_weight, filt, aggregate)
+        out = backend.recursive(lat, coef, init_in, init_out, edge_weight, net, aggregate)
         new_state = None
         if want_state:
             new_state = RoutingState(_last_inflow(lat, out, net, edge_weight, 1), out[..., -1])
@@ -350,20 +314,7 @@ def _route_core(
         sup = torch.tensor([0, K], dtype=torch.long).expand(h.shape[0], N, 2)
     else:
         sup = _lead(sup, 2).expand(h.shape[0], N, 2)
-    if backend == "numba":
-        from gnnhydro.routing.kernels.cpu import fir_route_numba
-
-        out = fir_route_numba(lat, h, hist, edge_weight, sup.cpu(), net)
-    elif backend == "triton":
-        from gnnhydro.routing.kernels.triton_kernels import fir_route_triton
-
-        out = fir_route_triton(lat, h, hist, edge_weight, net, aggregate)
-    else:
-
-        def filt(inflow: Tensor, nodes: Tensor) -> Tensor:
-            return torch_path.fir_filter(inflow, h[:, nodes], hist[:, nodes])
-
-        out = torch_path.route_levels(lat, net, edge_weight, filt, aggregate)
+    out = backend.kernel(lat, h, hist, sup, edge_weight, net, aggregate)
     new_state = None
     if want_state:
         keep = max(kfull - 1, 0)
@@ -392,7 +343,7 @@ def _route_window(
     state: RoutingState | None,
     kfull: int | None,
     plan: Any,
-    backend: str,
+    backend: RoutingBackend,
     aggregate: Callable | None,
     want_state: bool,
     reservoirs: Any = None,
@@ -407,6 +358,11 @@ def _route_window(
         )
 
     if reservoirs is not None:  # cut at the reservoirs: each stage on its own sub-network
+        fused = route_fused(
+            reservoirs, lat, net, edge_weight, irf, params, ctx, state, backend, want_state
+        )  # forward without gradients: one numba pass, the reservoirs inline
+        if fused is not None:
+            return fused, None
         out, new_state = route_stages(
             lat, net, plan, edge_weight, irf, params, ctx, state, route_one, want_state,
             after_stage=reservoirs.after_stage,
@@ -415,7 +371,7 @@ def _route_window(
         return out, new_state
     if plan is None or len(plan.stages) <= 1:
         return route_one(lat, net, edge_weight, params, ctx, state)
-    if backend == "numba":
+    if backend.fused_stages:
         # the fused kernel walks the stages one after another over the full arrays, writing
         # every stage's outflow in place (no per-stage gathers, boundary messages or reassembly)
         return route_one(lat, staged_network(net, plan), edge_weight, params, ctx, state)
@@ -510,9 +466,7 @@ def lti_route(
         raise ValueError(
             f"edge_weight must be [E = {net.edge_index.shape[1]}], got {tuple(ew.shape)}"
         )
-    be = _pick_backend(backend, lat.device)
-    if be == "numba" and lat.device.type != "cpu":
-        raise ValueError("backend 'numba' needs CPU tensors")
+    be = pick_backend(backend, lat.device)
     ctx = RoutingContext(
         dt=1.0 / max(uniform, 1),
         num_steps=T * max(uniform, 1),
