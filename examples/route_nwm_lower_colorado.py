@@ -31,7 +31,7 @@ script prints a message and exits with status 0.
 Run it::
 
     python examples/route_nwm_lower_colorado.py
-    python examples/route_nwm_lower_colorado.py --data /path/to/LowerColorado_TX --substeps 4
+    python examples/route_nwm_lower_colorado.py --data /path/to/LowerColorado_TX --substeps auto
 
 Outputs in ``--out`` (default ``runs/examples/route_nwm_lower_colorado``):
 ``hydrographs.png``, ``comparison.csv`` (one row per compared reach) and ``discharge.csv``
@@ -51,6 +51,7 @@ import torch
 
 from gnnhydro.routing import RoutingState, route
 from gnnhydro.routing.io import read_nwm
+from gnnhydro.routing.lti import parse_substeps
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = (REPO_ROOT / ".." / "shared" / "data" / "lower_colorado_tx").resolve()
@@ -113,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="LowerColorado_TX folder")
     parser.add_argument("--out", type=Path, default=Path("runs/examples/route_nwm_lower_colorado"))
-    parser.add_argument("--substeps", type=int, default=1, help="internal routing steps per hour")
+    parser.add_argument(
+        "--substeps",
+        type=parse_substeps,
+        default=1,
+        help="internal routing steps per hour: an integer, or auto (each reach its own)",
+    )
     parser.add_argument("--gauges", type=int, default=5, help="gauged reaches to plot")
     args = parser.parse_args(argv)
 
