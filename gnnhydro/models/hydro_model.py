@@ -59,6 +59,10 @@ class HydroModel(nn.Module):
         initial_discharge_from: name of a time-shaped discharge attribute of the data (e.g.
             ``"q_nwm"``, NWM's own simulation) whose first step warm-starts routing as a steady
             flow [m³/s] (NaN, e.g. at lakes, counts as 0); ``None``: routing starts empty.
+        reference_fraction: IRFs whose parameters depend on the flow
+            (``needs_reference_discharge``, e.g. ``muskingum_cunge``) are linearised at this
+            fraction of every reach's mean discharge (:meth:`reference_discharge`); default 1.0
+            (the mean flow itself; bankfull flows are a few times larger).
 
     Shapes:
         batch.x ``[N, F]``; batch.forcing ``[N, T, Ff]`` (or batch.lateral_inflow ``[N, T]`` m³/s
@@ -83,6 +87,7 @@ class HydroModel(nn.Module):
         initial_discharge_from: str | None = None,
         forcing_correction: nn.Module | None = None,
         checkpoint_nodes: int | None = None,
+        reference_fraction: float = 1.0,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -109,6 +114,9 @@ class HydroModel(nn.Module):
         if checkpoint_nodes is not None and int(checkpoint_nodes) < 1:
             raise ValueError(f"checkpoint_nodes must be a positive number, got {checkpoint_nodes}")
         self.checkpoint_nodes = int(checkpoint_nodes) if checkpoint_nodes else None
+        if not float(reference_fraction) > 0:
+            raise ValueError(f"reference_fraction must be > 0, got {reference_fraction}")
+        self.reference_fraction = float(reference_fraction)
         self.register_buffer("x_mean", x_mean.clone().float() if x_mean is not None else None)
         self.register_buffer("x_std", x_std.clone().float() if x_std is not None else None)
 
@@ -333,9 +341,13 @@ class HydroModel(nn.Module):
         """Discharge ``[N, T]`` m³/s from lateral inflow ``[N, T]`` m³/s through ``batch``'s
         network (``route_options`` go to :func:`~gnnhydro.routing.route`, e.g.
         ``return_state``, ``stage_plan``)."""
-        from gnnhydro.routing import route
+        from gnnhydro.routing import get_irf, route
 
         routing_params = {name: params[name] for name in self.routing_specs(self.irf)}
+        if getattr(get_irf(self.irf), "needs_reference_discharge", False):
+            routing_params["reference_discharge"] = self.reference_discharge(lateral, batch)
+        step_seconds = float(_first(getattr(batch, "step_seconds", 86400.0)))
+        route_options.setdefault("step_seconds", step_seconds)
         return route(
             lateral,
             batch,
@@ -345,6 +357,27 @@ class HydroModel(nn.Module):
             initial_state=initial_state,
             **route_options,
         )
+
+    def reference_discharge(self, lateral: Tensor, batch: Any) -> Tensor:
+        """Discharge [m³/s] at which flow-dependent IRFs are linearised: ``reference_fraction``
+        × the time mean of the lateral inflow accumulated down ``batch``'s network (edge
+        weights included), i.e. every reach's mean discharge over the routed period (a window
+        in training, a time chunk when streaming).
+
+        Detached: it stands for the channel's flow regime, data like its length and slope, so
+        the routing parameters (``n``, ``p``, ``q``) alone set the travel times and the runoff
+        parameters get no gradient through it (only through the inflow they route).
+
+        Shapes:
+            lateral ``[N, T]`` or ``[B, N, T]`` m³/s; result ``[N]`` or ``[B, N]`` m³/s.
+        """
+        from gnnhydro.routing import route
+
+        with torch.no_grad():
+            mean = lateral.detach().mean(-1, keepdim=True)
+            through = torch.ones(mean.shape[-2], 1, dtype=mean.dtype, device=mean.device)
+            total = route(mean, batch, kernels=through)  # accumulation: every kernel h = [1]
+        return self.reference_fraction * total[..., 0]
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: Any, *, warmup_steps: int = 0) -> dict[str, Any]:

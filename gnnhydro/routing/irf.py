@@ -45,6 +45,7 @@ __all__ = [
     "get_irf",
     "available_irfs",
     "Muskingum",
+    "MuskingumCunge",
     "LinearStorage",
     "PureLag",
     "NashCascade",
@@ -52,6 +53,7 @@ __all__ = [
     "ExplicitKernel",
     "muskingum_coefficients",
     "muskingum_substeps",
+    "muskingum_cunge_kx",
     "regularized_gamma_p",
 ]
 
@@ -104,6 +106,11 @@ class RoutingContext:
             (per-reach time steps of a :class:`RecursiveIRF`, see
             :meth:`RecursiveIRF.step_coefficients`; 0 = the inflow passes straight through), or
             None: every reach at ``dt``.
+        slope: ``[N]`` channel bed slopes [m/m] (from ``graph.slope``), or None.
+        reference_discharge: ``[N]`` or ``[B, N]`` discharge [m³/s] at which an IRF with
+            flow-dependent parameters (Muskingum–Cunge) is linearised, or None.
+
+    Every per-reach tensor has the node axis last (staged routing slices it per stage).
     """
 
     dt: float = 1.0
@@ -111,6 +118,8 @@ class RoutingContext:
     step_seconds: float | None = None
     length_m: Tensor | None = None
     reach_substeps: Tensor | None = None
+    slope: Tensor | None = None
+    reference_discharge: Tensor | None = None
 
 
 class ImpulseResponse:
@@ -352,6 +361,160 @@ class Muskingum(RecursiveIRF):
     ) -> Tensor:
         k, x = self.storage_kx(params, ctx)
         return muskingum_substeps(k / ctx.dt, x, max_substeps)
+
+
+def muskingum_cunge_kx(
+    length_m: Tensor,
+    slope: Tensor,
+    n: Tensor,
+    p: Tensor,
+    q: Tensor,
+    discharge: Tensor,
+) -> tuple[Tensor, Tensor]:
+    """Muskingum–Cunge ``k`` [s] and ``x`` [-] of a wide power-law channel at a discharge.
+
+    Cunge (1969) chose Muskingum's ``k`` and ``x`` so that the scheme's numerical diffusion
+    equals the physical diffusion of the linearised diffusive wave: ``k = L/c`` and
+    ``x = ½ − Q/(2 w S₀ c L)``, with ``c`` the kinematic celerity and ``w`` the top width at the
+    reference discharge ``Q``. The channel is a power-law section (top width ``w = p·d^q``, the
+    hydraulic-geometry form of Leopold & Maddock 1953; ``q = 0`` rectangular, ``q = 1``
+    triangular), wide enough that the hydraulic radius is the hydraulic depth ``R ≈ A/w``, in
+    uniform flow (Manning):
+
+    .. math::
+        w = p\\,d^{q}, \\quad A = \\int_0^d w\\,dη = \\frac{w\\,d}{q+1}, \\quad R ≈ \\frac{A}{w}
+        = \\frac{d}{q+1}, \\quad Q = \\frac{1}{n} A R^{2/3} S_0^{1/2}
+        = \\frac{p\\sqrt{S_0}}{n\\,(q+1)^{5/3}}\\, d^{\\,q+5/3}
+
+    so the depth at ``Q`` is closed-form, and with it the celerity and Cunge's ``k`` and ``x``:
+
+    .. math::
+        d = \\Big(\\frac{n\\,Q\\,(q+1)^{5/3}}{p\\sqrt{S_0}}\\Big)^{1/(q+5/3)}, \\quad
+        c = \\frac{dQ}{dA} = \\frac{q + 5/3}{q + 1}\\,\\frac{Q}{A}, \\quad
+        k = \\frac{L}{c}, \\quad
+        x = \\frac12 - \\frac{Q}{2\\,w\\,S_0\\,c\\,L} = \\frac12 - \\frac{d}{2\\,(q+5/3)\\,S_0\\,L}
+
+    ``x < ½`` always; long, flat reaches give ``x < 0`` (more diffusion than Muskingum can
+    represent at that length), and ``x`` is clipped to ``[0, ½]``: at the clip the reach routes
+    with ``x = 0`` and the gradient of ``x`` is zero (``k`` keeps its gradient). DDR / δMC
+    (Bindas et al. 2024) take ``R ≈ d`` instead of ``A/w``, which changes ``d`` by the factor
+    ``(q+1)^{2/(3q+5)}`` (none for the rectangle).
+
+    Args:
+        length_m: reach length ``L`` [m] (> 0).
+        slope: channel bed slope ``S₀`` [m/m] (> 0).
+        n: Manning's roughness [s m^(-1/3)].
+        p: top-width coefficient [m^(1−q)].
+        q: top-width exponent [-].
+        discharge: reference discharge ``Q`` [m³/s] (> 0).
+
+    Returns:
+        ``(k, x)``: storage constant [s] and weighting factor [-].
+
+    Shapes:
+        all inputs broadcastable (``[N]`` or ``[B, N]``); results their broadcast shape.
+
+    References:
+        Cunge, J. A. (1969). On the subject of a flood propagation computation method (Muskingum
+        method). J. Hydraul. Res. 7(2), 205–230. Leopold, L. B. & Maddock, T. (1953). The
+        hydraulic geometry of stream channels and some physiographic implications. USGS
+        Professional Paper 252. Bindas, T. et al. (2024). Improving river routing using a
+        differentiable Muskingum-Cunge model and physics-informed machine learning. Water
+        Resour. Res. 60, e2023WR035337.
+    """
+    expo = q + 5.0 / 3.0
+    log_depth = (
+        torch.log(n)
+        + torch.log(discharge)
+        + (5.0 / 3.0) * torch.log1p(q)
+        - torch.log(p)
+        - 0.5 * torch.log(slope)
+    ) / expo
+    depth = torch.exp(log_depth)  # m
+    top_width = p * torch.exp(q * log_depth)  # m
+    area = top_width * depth / (q + 1.0)  # m²
+    celerity = expo / (q + 1.0) * discharge / area  # m/s
+    k = length_m / celerity  # s
+    x = 0.5 - depth / (2.0 * expo * slope * length_m)
+    return k, x.clamp(0.0, 0.5)
+
+
+@register_irf("muskingum_cunge")
+class MuskingumCunge(Muskingum):
+    """Muskingum–Cunge routing: Muskingum with ``k`` and ``x`` from the channel's physics
+    (:func:`muskingum_cunge_kx`: reach length, slope, Manning's ``n`` and a power-law channel
+    ``w = p·d^q`` at a reference discharge), so the parameterizer predicts ``n``, ``p`` and
+    ``q``, not travel times. Coefficients, per-reach time steps (``substeps="auto"``) and the
+    negative-coefficient warning are Muskingum's.
+
+    The IRF is linear (LTI): ``k`` and ``x`` are fixed at a reference discharge per reach
+    (``ctx.reference_discharge``; :class:`~gnnhydro.models.HydroModel` gives a fraction of the
+    mean flow accumulated down the network), not re-evaluated with the flow at every step as in
+    δMC (Bindas et al. 2024). Reference discharges below ``min_reference_discharge``
+    (1e-3 m³/s: dry reaches) are raised to it.
+
+    Needs ``ctx.length_m`` [m], ``ctx.slope`` [m/m] (from ``graph.length_m`` / ``graph.slope``
+    or given as ``params["length_m"]`` / ``params["slope"]``), ``ctx.reference_discharge``
+    [m³/s] (``params["reference_discharge"]``) and ``ctx.step_seconds``.
+
+    Bounds: ``n`` in [0.015, 0.25] s m^(-1/3) (DDR, Bindas et al.); ``q`` in [0, 1] (rectangle to
+    triangle; at-a-station hydraulic geometry, width ∝ Q^0.26 and depth ∝ Q^0.40 (Leopold &
+    Maddock 1953), gives ``q ≈ 0.65``); ``p`` in [1, 200] m^(1−q) (DDR's default 21: a 21 m wide
+    channel at 1 m depth).
+    """
+
+    needs_reference_discharge: ClassVar[bool] = True
+    min_reference_discharge: ClassVar[float] = 1e-3
+    param_spec: ClassVar[dict[str, ParamSpec]] = {
+        "n": ParamSpec("n", "s/m^(1/3)", 0.015, 0.25, 0.035, description="Manning's roughness"),
+        "p": ParamSpec(
+            "p", "m^(1-q)", 1.0, 200.0, 21.0, description="top width coefficient, w = p d^q"
+        ),
+        "q": ParamSpec("q", "-", 0.0, 1.0, 0.5, description="top width exponent, w = p d^q"),
+    }
+
+    def reach_data(self, ctx: RoutingContext, like: Tensor) -> tuple[Tensor, Tensor, Tensor, float]:
+        """``(length_m, slope, reference_discharge, step_seconds)`` from ``ctx``, checked, in
+        ``like``'s dtype and device (``ValueError`` naming what is missing or the bad nodes)."""
+        name = f"IRF {self.name!r}"
+        if ctx.step_seconds is None:
+            raise ValueError(f"{name} needs step_seconds (length of one input step, s)")
+        if ctx.length_m is None:
+            raise ValueError(f"{name} needs reach lengths: graph.length_m [m] is missing")
+        if ctx.slope is None:
+            raise ValueError(f"{name} needs channel slopes: graph.slope [m/m] is missing")
+        if ctx.reference_discharge is None:
+            raise ValueError(
+                f"{name} needs a reference discharge: give params['reference_discharge'] [m³/s]"
+            )
+        out = []
+        for what, value in (("length_m", ctx.length_m), ("slope", ctx.slope)):
+            value = value.to(like.device, like.dtype)
+            bad = ~(value > 0)
+            if bool(bad.any()):
+                idx = torch.nonzero(bad.reshape(-1, bad.shape[-1]).any(0)).flatten().tolist()
+                raise ValueError(f"{name}: {what} must be > 0; bad node indices {idx[:20]}")
+            out.append(value)
+        qref = ctx.reference_discharge.to(like.device, like.dtype)
+        if bool(torch.isnan(qref).any()):
+            idx = torch.nonzero(torch.isnan(qref).reshape(-1, qref.shape[-1]).any(0)).flatten()
+            raise ValueError(
+                f"{name}: reference discharge is NaN at node indices {idx.tolist()[:20]}"
+            )
+        qref = qref.clamp(min=self.min_reference_discharge)
+        return out[0], out[1], qref, float(ctx.step_seconds)
+
+    def storage_kx(
+        self, params: Mapping[str, Tensor], ctx: RoutingContext
+    ) -> tuple[Tensor, Tensor]:
+        """``(k, x)`` from :func:`muskingum_cunge_kx`, ``k`` in input time steps.
+
+        Shapes: params each ``[N]`` or ``[B, N]``; results ``[N]`` or ``[B, N]``.
+        """
+        n, p, q = _time_params(params, ("n", "p", "q"))
+        length, slope, qref, step_seconds = self.reach_data(ctx, n)
+        k, x = muskingum_cunge_kx(length, slope, n, p, q, qref)
+        return k / step_seconds, x
 
 
 @register_irf("linear_storage")

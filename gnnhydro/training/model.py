@@ -215,6 +215,10 @@ def _hydro_model(
         initial_discharge_from=(
             model_cfg.routing.get("initial_discharge_from") if model_cfg.get("routing") else None
         ),
+        reference_fraction=float(
+            (model_cfg.routing.get("reference_fraction") if model_cfg.get("routing") else None)
+            or 1.0
+        ),
         spinup_cycles=int(model_cfg.get("spinup_cycles", 1) or 1),
         forcing_correction=forcing_correction,
         checkpoint_nodes=(
