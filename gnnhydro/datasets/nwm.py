@@ -16,7 +16,75 @@ from gnnhydro.datasets.base import RiverDataset, copy_source_files, download_url
 from gnnhydro.graph import RiverGraph
 from gnnhydro.graph.errors import format_ids
 
-__all__ = ["NWMDomain", "read_chrtout", "read_usgs_timeslices"]
+__all__ = ["NWMDomain", "read_chrtout", "read_usgs_timeslices", "read_lake_reservoirs"]
+
+#: LAKEPARM.nc variable → graph attribute of the level-pool reservoir operator
+LAKEPARM_ATTRIBUTES = {
+    "LkArea": "reservoir_area_km2",
+    "LkMxE": "reservoir_max_elevation_m",
+    "WeirE": "reservoir_weir_elevation_m",
+    "WeirC": "reservoir_weir_coefficient",
+    "WeirL": "reservoir_weir_length_m",
+    "Dam_Length": "reservoir_dam_length_m",
+    "OrificeE": "reservoir_orifice_elevation_m",
+    "OrificeC": "reservoir_orifice_coefficient",
+    "OrificeA": "reservoir_orifice_area_m2",
+    "ifd": "reservoir_initial_fraction",
+}
+
+
+def read_lake_reservoirs(
+    lakeparm: str | Path, waterbody: np.ndarray, link: np.ndarray, to: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Reservoir nodes and level-pool properties of an NWM domain, per reach ``[N]``.
+
+    A lake is the set of reaches with the same RouteLink ``NHDWaterbodyComID`` (``waterbody``);
+    its reservoir node is its outlet reach, the one whose ``to`` leaves the lake (the other
+    reaches of the lake route as plain reaches into it). Returns ``reservoir_mask`` (bool),
+    ``reservoir_lake_id`` (-1 elsewhere), the LAKEPARM properties under the names of
+    :data:`LAKEPARM_ATTRIBUTES` and ``reservoir_capacity_m3`` = ``LkArea``·(``LkMxE`` −
+    ``OrificeE``) (the level pool's active storage), NaN at other reaches. Raises
+    ``ValueError`` naming lakes missing from LAKEPARM or with several outlets.
+    """
+    import xarray as xr
+
+    n = link.size
+    with xr.open_dataset(lakeparm, decode_times=False) as lp:
+        missing = [v for v in (*LAKEPARM_ATTRIBUTES, "lake_id") if v not in lp]
+        if missing:
+            raise ValueError(f"{Path(lakeparm).name}: variable(s) {missing} missing")
+        ids = lp["lake_id"].values.astype(np.int64)
+        props = {v: lp[v].values.astype(np.float64) for v in LAKEPARM_ATTRIBUTES}
+    row = {int(i): k for k, i in enumerate(ids.tolist())}
+    out = {name: np.full(n, np.nan) for name in LAKEPARM_ATTRIBUTES.values()}
+    out["reservoir_capacity_m3"] = np.full(n, np.nan)
+    mask = np.zeros(n, dtype=bool)
+    lake_of = np.full(n, -1, dtype=np.int64)
+    lakes = np.unique(waterbody[waterbody > 0])
+    absent = [int(w) for w in lakes if int(w) not in row]
+    if absent:
+        raise ValueError(f"NWM domain: waterbodies {format_ids(absent)} are not in LAKEPARM.nc")
+    several = []
+    for w in lakes.tolist():
+        members = np.flatnonzero(waterbody == w)
+        inside = set(link[members].tolist())
+        outlets = [i for i in members.tolist() if int(to[i]) not in inside]
+        if len(outlets) != 1:
+            several.append(int(w))
+            continue
+        i, k = outlets[0], row[int(w)]
+        mask[i] = True
+        lake_of[i] = w
+        for var, name in LAKEPARM_ATTRIBUTES.items():
+            out[name][i] = props[var][k]
+        out["reservoir_capacity_m3"][i] = (
+            props["LkArea"][k] * 1e6 * max(props["LkMxE"][k] - props["OrificeE"][k], 0.0)
+        )
+    if several:
+        raise ValueError(f"NWM domain: lakes {format_ids(several)} have no single outlet reach")
+    out["reservoir_mask"] = mask
+    out["reservoir_lake_id"] = lake_of
+    return out
 
 TROUTE_URL = "https://raw.githubusercontent.com/NOAA-OWP/t-route/master/test/LowerColorado_TX/"
 
@@ -123,6 +191,9 @@ class NWMDomain(RiverDataset):
       Stations not in RouteLink are reported (warning and ``unmatched_gauge_id``), not used.
     * Lakes: ``lake_mask`` ``[N]`` for reaches with ``NHDWaterbodyComID > 0``, ``lake_id`` ``[N]``
       (the waterbody id, -1 = none) and ``lake_area_km2`` ``[N]`` from ``LAKEPARM.nc`` (0 = none).
+      Reservoirs (:func:`read_lake_reservoirs`): ``reservoir_mask`` marks each lake's outlet
+      reach, with the level-pool properties of ``LAKEPARM.nc`` (``reservoir_area_km2``,
+      ``reservoir_weir_elevation_m``, …, NaN at other reaches) and ``reservoir_capacity_m3``.
 
     Source: NOAA-OWP/t-route ``test/LowerColorado_TX`` (Apache-2.0); downloaded from GitHub
     when ``root/raw`` lacks the files, or copied from ``source_dir``.
@@ -183,6 +254,7 @@ class NWMDomain(RiverDataset):
                 else np.full(n, -9999)
             )
             alt = rl["alt"].values.astype(np.float64)
+            to_link = rl["to"].values.astype(np.int64)
             order = rl["order"].values.astype(np.float64)
             top = rl["TopWdth"].values.astype(np.float64) if "TopWdth" in rl else np.zeros(n)
         lake_mask = comid > 0
@@ -206,6 +278,12 @@ class NWMDomain(RiverDataset):
                 ]
             )
         graph.lake_mask = torch.as_tensor(lake_mask)
+        if lakeparm.exists() and lake_mask.any():  # level-pool reservoirs at the lakes' outlets
+            lakes = read_lake_reservoirs(lakeparm, comid, np.asarray(link, dtype=np.int64), to_link)
+            graph.reservoir_mask = torch.as_tensor(lakes.pop("reservoir_mask"))
+            graph.reservoir_lake_id = torch.as_tensor(lakes.pop("reservoir_lake_id"))
+            for name, values in lakes.items():
+                setattr(graph, name, torch.as_tensor(values, dtype=torch.float32))
         graph.lake_id = torch.as_tensor(np.where(lake_mask, comid, -1), dtype=torch.long)
         graph.lake_area_km2 = torch.as_tensor(lake_area, dtype=torch.float32)
 

@@ -536,3 +536,39 @@ def test_fused_forward_equals_staged_autograd_path(kind):
         strict=True,
     ):
         torch.testing.assert_close(a, b.detach(), rtol=1e-12, atol=1e-8)
+
+
+LC = "../shared/data/lower_colorado_tx/"
+
+
+@pytest.mark.skipif(
+    not __import__("pathlib").Path(LC + "domain/LAKEPARM.nc").exists(), reason="no shared data"
+)
+def test_lower_colorado_lakes_from_lakeparm():
+    import xarray as xr
+
+    from gnnhydro.datasets.nwm import read_lake_reservoirs
+    from gnnhydro.routing.io import read_nwm
+
+    inp = read_nwm(LC + "domain/RouteLink.nc", LC + "channel_forcing", dtype=D)
+    with xr.open_dataset(LC + "domain/RouteLink.nc") as rl:
+        comid = rl["NHDWaterbodyComID"].values.astype(np.int64)
+        link, to = rl["link"].values.astype(np.int64), rl["to"].values.astype(np.int64)
+    lakes = read_lake_reservoirs(LC + "domain/LAKEPARM.nc", comid, link, to)
+    mask = lakes.pop("reservoir_mask")
+    lakes.pop("reservoir_lake_id")
+    assert mask.sum() == np.unique(comid[comid > 0]).size == 30
+    # the outlet reach drains out of its lake
+    for i in np.flatnonzero(mask):
+        assert to[i] == 0 or comid[np.flatnonzero(link == to[i])[0]] != comid[i]
+    assert np.isfinite(lakes.pop("reservoir_capacity_m3")[mask]).all()
+    g = inp.graph
+    g.reservoir_mask = torch.as_tensor(mask)
+    q, res = route(
+        inp.lateral, g, "muskingum", inp.params, reservoir="level_pool",
+        reservoir_params={k: torch.as_tensor(v) for k, v in lakes.items()},
+        step_seconds=inp.step_seconds, return_reservoirs=True,
+    )  # fmt: skip
+    assert torch.isfinite(q).all() and res.storage.shape == (30, inp.lateral.shape[-1])
+    volume = res.inflow.abs().sum(-1) * inp.step_seconds + res.storage.abs().max(-1).values
+    assert (res.mass_balance_error(inp.step_seconds).abs().sum(-1) / volume).max() < 1e-10
