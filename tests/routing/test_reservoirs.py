@@ -572,3 +572,25 @@ def test_lower_colorado_lakes_from_lakeparm():
     assert torch.isfinite(q).all() and res.storage.shape == (30, inp.lateral.shape[-1])
     volume = res.inflow.abs().sum(-1) * inp.step_seconds + res.storage.abs().max(-1).values
     assert (res.mass_balance_error(inp.step_seconds).abs().sum(-1) / volume).max() < 1e-10
+
+
+def test_hydro_model_learned_reservoirs():
+    from gnnhydro.models import HydroModel
+    from gnnhydro.nn import build_parameterizer
+
+    g = _graph()
+    T = 30
+    lat, _, _ = _inputs(T=T, seed=2, dtype=torch.float32)
+    g.x = torch.rand(N, 3)
+    g.lateral_inflow = lat
+    g.reservoir_capacity_m3 = torch.full((N,), 2e6)
+    specs = {**HydroModel.routing_specs("muskingum"), **HydroModel.reservoir_specs("learned")}
+    par = build_parameterizer("mlp", in_channels=3, specs={"routing": (specs, None)})
+    model = HydroModel(par, None, "muskingum", mode="routing", substeps=1, reservoir="learned")
+    assert {"reservoir_release_days", "reservoir_exponent"} <= set(model.param_specs)
+    out = model(g)
+    assert out["reservoir_storage"].shape == (2, T)
+    assert out["reservoir_index"].tolist() == RES
+    torch.testing.assert_close(out["discharge"][RES], out["reservoir_outflow"])
+    out["discharge"].sum().backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in par.parameters())
