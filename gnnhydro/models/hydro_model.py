@@ -88,8 +88,11 @@ class HydroModel(nn.Module):
         forcing_correction: nn.Module | None = None,
         checkpoint_nodes: int | None = None,
         reference_fraction: float = 1.0,
+        reservoir: str | None = None,
     ) -> None:
         super().__init__()
+        #: reservoir operator at the data's reservoir nodes (None/"none": plain reaches)
+        self.reservoir = None if reservoir in (None, "none") else str(reservoir)
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if mode in ("full", "runoff") and runoff is None:
@@ -137,12 +140,21 @@ class HydroModel(nn.Module):
     def forcing_specs(forcing_correction: nn.Module | None) -> dict[str, ParamSpec]:
         return dict(forcing_correction.param_spec) if forcing_correction is not None else {}
 
+    @staticmethod
+    def reservoir_specs(reservoir: str | None) -> dict[str, ParamSpec]:
+        """The parameters a parameterizer predicts for the reservoir operator (per node)."""
+        from gnnhydro.routing.reservoirs import get_reservoir
+
+        operator = get_reservoir(reservoir)
+        return dict(operator.param_spec) if operator is not None else {}
+
     @property
     def param_specs(self) -> dict[str, ParamSpec]:
         return {
             **self.runoff_specs(self.runoff),
             **self.forcing_specs(self.forcing_correction),
             **self.routing_specs(self.irf),
+            **self.reservoir_specs(self.reservoir),
         }
 
     # ------------------------------------------------------------------ inputs
@@ -400,9 +412,24 @@ class HydroModel(nn.Module):
         if self.mode == "runoff":
             out["discharge"] = lateral
             return out
-        out["discharge"] = self.route_lateral(
-            lateral, graph, params, self.initial_discharge(graph, lateral.dtype)
+        reservoir = {}
+        if self.reservoir is not None:  # storage and outflow of the reservoirs in the output
+            names = self.reservoir_specs(self.reservoir)
+            reservoir = {
+                "reservoir": self.reservoir,
+                "reservoir_params": {n: params[n] for n in names},
+                "return_reservoirs": True,
+            }
+        routed = self.route_lateral(
+            lateral, graph, params, self.initial_discharge(graph, lateral.dtype), **reservoir
         )
+        if reservoir:
+            routed, res = routed
+            out["reservoir_index"] = res.nodes
+            out["reservoir_storage"] = res.storage
+            out["reservoir_outflow"] = res.outflow + res.spill
+            out["reservoir_spill"] = res.spill
+        out["discharge"] = routed
         return out
 
 
