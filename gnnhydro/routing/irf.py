@@ -182,11 +182,6 @@ class RecursiveIRF(ImpulseResponse):
         n = ref.shape[-1] if ref is not None else 0
         return torch.ones(n, dtype=torch.long)
 
-    def negative_coefficients(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> Tensor:
-        """``[..., N]`` bool: reaches whose recursion, at their internal step, has a negative
-        coefficient (its outflow can then turn negative for non-negative inflow)."""
-        return (self.coefficients(params, ctx) < 0).any(-1)
-
     def step_coefficients(self, params: Mapping[str, Tensor], ctx: RoutingContext) -> Tensor:
         """Coefficients at the input step of reaches that take ``s = ctx.reach_substeps`` internal
         steps per input step.
@@ -315,19 +310,28 @@ def muskingum_coefficients(k: Tensor, x: Tensor, dt: float = 1.0) -> Tensor:
 
 
 def muskingum_substeps(k: Tensor, x: Tensor, max_substeps: int) -> Tensor:
-    """Smallest number of internal steps per input step with non-negative Muskingum coefficients.
+    """Internal steps per input step with non-negative Muskingum coefficients (fewest such).
 
-    ``C2 ≥ 0`` needs ``Δt/s ≤ 2k(1−x)``, so ``s = ⌈1/(2k(1−x))⌉`` (at least 1); more steps than
-    that would only make ``C0 = (Δt/s − 2kx)/…`` negative sooner. A reach that would need more
-    than ``max_substeps`` (travel time far below the step) gets 0: its inflow passes straight
-    through. Where ``k·x > Δt/2``, ``C0 < 0`` at every ``s``; such reaches keep ``s = 1``.
+    ``C2 ≥ 0`` needs ``Δt/s ≤ 2k(1−x)``, i.e. ``s ≥ s_hi = ⌈1/(2k(1−x))⌉``; ``C0 ≥ 0`` needs
+    ``Δt/s ≥ 2kx``, i.e. ``s ≤ 1/(2kx)``. Where ``s_hi`` satisfies both it is the answer. Where
+    no integer does (``x`` near ½, or ``k·x > Δt/2`` where ``C0 < 0`` at every ``s``), the
+    negativity of ``C2`` falls with ``s`` below ``s_hi`` and that of ``C0`` grows above it, so
+    the least negative worst coefficient is at ``s_hi`` or ``s_hi − 1``: the better of the two is
+    taken. A reach that would need more than ``max_substeps`` (travel time far below the step)
+    gets 0: its inflow passes straight through.
 
     Shapes: k, x broadcastable (``k`` in input steps); result int64, their broadcast shape.
     """
     k, x = torch.broadcast_tensors(k.detach(), x.detach())
-    need = torch.ceil(1.0 / (2.0 * k * (1.0 - x)) - 1e-9).clamp(min=1.0)
-    need = torch.where(torch.isfinite(need), need, torch.full_like(need, max_substeps + 1.0))
-    return torch.where(need > max_substeps, torch.zeros_like(need), need).long()
+    hi = torch.ceil(1.0 / (2.0 * k * (1.0 - x)) - 1e-9).clamp(min=1.0)
+    hi = torch.where(torch.isfinite(hi), hi, torch.full_like(hi, max_substeps + 1.0))
+    lo = (hi - 1).clamp(min=1.0)
+
+    def worst(s: Tensor) -> Tensor:
+        return muskingum_coefficients(k, x, 1.0 / s).amin(-1)
+
+    steps = torch.where((worst(hi) < 0) & (worst(lo) > worst(hi)), lo, hi)
+    return torch.where(steps > max_substeps, torch.zeros_like(steps), steps).long()
 
 
 @register_irf("muskingum")

@@ -226,14 +226,16 @@ def _reach_substeps(
     return steps
 
 
+#: per IRF name, the count of reaches with a negative coefficient last warned about
 _WARNED_NEGATIVE: dict[str, int] = {}
 
 
 def _warn_negative(
     irf: ImpulseResponse, params: Mapping[str, Tensor], ctx: RoutingContext, graph: Any
 ) -> None:
-    """Warn (once per count reached) how many reaches route with a negative recursion
-    coefficient at their internal step: their outflow can turn negative."""
+    """Warn how many reaches route with a negative recursion coefficient at their internal step
+    (their outflow can turn negative): the first time in a process for an IRF, and again only
+    when the count has at least doubled (a training run does not repeat it every step)."""
     if not isinstance(irf, RecursiveIRF) or not params:
         return
     inner = ctx
@@ -242,19 +244,21 @@ def _warn_negative(
         ref = next(iter(params.values()))
         inner = dataclasses.replace(ctx, dt=ctx.dt / steps.clamp(min=1).to(ref.device, ref.dtype))
     with torch.no_grad():
-        bad = irf.negative_coefficients(params, inner)
-        if steps is not None:
-            bad = bad & (steps.to(bad.device) > 0)
-        bad = bad.reshape(-1, bad.shape[-1]).any(0)
+        lowest = irf.coefficients(params, inner).amin(-1)
+        if steps is not None:  # pass-through reaches route with (1, 0, 0)
+            lowest = torch.where(steps.to(lowest.device) > 0, lowest, torch.ones_like(lowest))
+        lowest = lowest.reshape(-1, lowest.shape[-1]).amin(0)
+        bad = lowest < 0
         count = int(bad.sum().item())
-    if count <= _WARNED_NEGATIVE.get(irf.name, 0):
+    if count == 0 or count < 2 * _WARNED_NEGATIVE.get(irf.name, 0):
         return
     _WARNED_NEGATIVE[irf.name] = count
     ids = _node_ids(graph, torch.nonzero(bad).flatten().tolist()[:10])
     warnings.warn(
         f"routing: {count} of {bad.numel()} reaches route with a negative {irf.name} coefficient "
-        f"at their time step (their outflow can turn negative), e.g. ids {ids}; "
-        f"substeps='auto' removes C2 < 0 (k(1-x) < dt/2), C0 < 0 needs k*x <= dt/2",
+        f"at their time step (as low as {float(lowest.min()):.3g}; their outflow can turn "
+        f"negative), e.g. ids {ids}; substeps='auto' removes C2 < 0 (k(1-x) < dt/2), "
+        f"C0 < 0 needs k*x <= dt/2",
         RuntimeWarning,
         stacklevel=4,
     )
