@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from gnnhydro.routing.lti import parse_substeps
+from gnnhydro.routing.lti import LTIRouter, parse_substeps
 from gnnhydro.spec import ParamSpec
 from gnnhydro.units import mm_per_step_to_m3s
 
@@ -103,7 +103,16 @@ class HydroModel(nn.Module):
         self.parameterizer = parameterizer
         self.runoff = runoff
         self.irf = irf if mode != "runoff" else None
-        self.substeps = parse_substeps(substeps) if not isinstance(substeps, Tensor) else substeps
+        #: the routing: message passing along the graph's edges (None in runoff mode)
+        self.router = (
+            LTIRouter(
+                self.irf,
+                substeps=parse_substeps(substeps) if not isinstance(substeps, Tensor) else substeps,
+                reservoir=self.reservoir,
+            )
+            if self.irf is not None
+            else None
+        )
         self.x_names = list(x_names) if x_names is not None else None
         self.dynamic_names = list(dynamic_names)
         self.spinup_steps = int(spinup_steps)
@@ -353,21 +362,16 @@ class HydroModel(nn.Module):
         """Discharge ``[N, T]`` m³/s from lateral inflow ``[N, T]`` m³/s through ``batch``'s
         network (``route_options`` go to :func:`~gnnhydro.routing.route`, e.g.
         ``return_state``, ``stage_plan``)."""
-        from gnnhydro.routing import get_irf, route
-
         routing_params = {name: params[name] for name in self.routing_specs(self.irf)}
-        if getattr(get_irf(self.irf), "needs_reference_discharge", False):
+        if getattr(self.router.irf, "needs_reference_discharge", False):
             routing_params["reference_discharge"] = self.reference_discharge(lateral, batch)
         step_seconds = float(_first(getattr(batch, "step_seconds", 86400.0)))
         route_options.setdefault("step_seconds", step_seconds)
-        return route(
-            lateral,
-            batch,
-            irf=self.irf,
-            params=routing_params,
-            substeps=self.substeps,
-            initial_state=initial_state,
-            **route_options,
+        if self.reservoir is not None:  # streamed runs route through the reservoirs too
+            names = self.reservoir_specs(self.reservoir)
+            route_options.setdefault("reservoir_params", {n: params[n] for n in names})
+        return self.router(
+            lateral, batch, routing_params, initial_state=initial_state, **route_options
         )
 
     def reference_discharge(self, lateral: Tensor, batch: Any) -> Tensor:
@@ -412,18 +416,11 @@ class HydroModel(nn.Module):
         if self.mode == "runoff":
             out["discharge"] = lateral
             return out
-        reservoir = {}
-        if self.reservoir is not None:  # storage and outflow of the reservoirs in the output
-            names = self.reservoir_specs(self.reservoir)
-            reservoir = {
-                "reservoir": self.reservoir,
-                "reservoir_params": {n: params[n] for n in names},
-                "return_reservoirs": True,
-            }
+        reservoir = {"return_reservoirs": True} if self.reservoir is not None else {}
         routed = self.route_lateral(
             lateral, graph, params, self.initial_discharge(graph, lateral.dtype), **reservoir
         )
-        if reservoir:
+        if reservoir:  # storage and outflow of the reservoirs in the output
             routed, res = routed
             out["reservoir_index"] = res.nodes
             out["reservoir_storage"] = res.storage

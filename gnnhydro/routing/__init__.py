@@ -18,10 +18,11 @@ from gnnhydro.routing.irf import (
     muskingum_coefficients,
     register_irf,
 )
-from gnnhydro.routing.lti import LTIRouter, RoutingState, route
+from gnnhydro.routing.lti import LTIRouter, RouteOptions, RoutingState, route
 
 __all__ = [
     "route",
+    "RouteOptions",
     "LTIRouter",
     "RoutingState",
     "IRF_REGISTRY",

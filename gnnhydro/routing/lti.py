@@ -39,7 +39,15 @@ from gnnhydro.routing.network import RoutingNetwork, routing_network
 from gnnhydro.routing.reservoirs import empty_result, reservoir_run, route_fused
 from gnnhydro.routing.staged import reservoir_stage_plan, route_stages, staged_network
 
-__all__ = ["route", "LTIRouter", "RoutingState", "lti_route", "parse_substeps", "AUTO_MAX_SUBSTEPS"]
+__all__ = [
+    "route",
+    "RouteOptions",
+    "LTIRouter",
+    "RoutingState",
+    "lti_route",
+    "parse_substeps",
+    "AUTO_MAX_SUBSTEPS",
+]
 
 Backend = Literal["auto", "numba", "torch", "triton"]
 
@@ -61,6 +69,44 @@ class RoutingState:
 
     def index_nodes(self, nodes: Tensor) -> RoutingState:
         return RoutingState(self.inflow[:, nodes], self.outflow[:, nodes])
+
+
+_OPTION_DOCS = (
+    "substeps, stage_plan, max_nodes, time_chunk, step_seconds, backend, reservoir, reservoir_nodes"
+)
+
+
+@dataclass(frozen=True)
+class RouteOptions:
+    """How :func:`route` routes (everything but the data, the IRF and its parameters); every
+    field is also a keyword of :func:`route` and :class:`LTIRouter`, documented in :func:`route`.
+
+    Attributes:
+        substeps: internal time steps per input step: an integer, ``"auto"`` or ``[N]`` tensor.
+        stage_plan: None, ``"auto"`` or a :class:`~gnnhydro.graph.StagePlan`.
+        max_nodes: node budget per stage for ``stage_plan="auto"``.
+        time_chunk: route in chunks of this many input steps, carrying the state.
+        step_seconds: length of one input step [s].
+        backend: ``"auto"``, or a name in :data:`~gnnhydro.routing.backends.BACKENDS`.
+        reservoir: reservoir operator at the reservoir nodes (None / ``"none"``: plain reaches).
+        reservoir_nodes: ``[N]`` bool reservoir nodes (default ``graph.reservoir_mask``).
+    """
+
+    substeps: int | str | Tensor = 1
+    stage_plan: Any = None
+    max_nodes: int | None = None
+    time_chunk: int | None = None
+    step_seconds: float | None = None
+    backend: Backend = "auto"
+    reservoir: Any = None
+    reservoir_nodes: Tensor | None = None
+
+    def replace(self, **changes: Any) -> RouteOptions:
+        """A copy with ``changes`` (raises ``TypeError`` naming an unknown option)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise TypeError(f"unknown routing option(s) {unknown}; the options are {_OPTION_DOCS}")
+        return dataclasses.replace(self, **changes) if changes else self
 
 
 # ------------------------------------------------------------------------------- validation
@@ -417,25 +463,21 @@ def lti_route(
     params: Mapping[str, Any] | None = None,
     *,
     kernels: Tensor | None = None,
-    substeps: int | str | Tensor = 1,
     initial_state: RoutingState | Tensor | None = None,
     return_state: bool = False,
-    stage_plan: Any = None,
-    max_nodes: int | None = None,
-    time_chunk: int | None = None,
-    step_seconds: float | None = None,
     edge_weight: Tensor | None = None,
     num_nodes: int | None = None,
-    backend: Backend = "auto",
-    aggregate: Callable | None = None,
-    reservoir: Any = None,
     reservoir_params: Mapping[str, Any] | None = None,
-    reservoir_nodes: Tensor | None = None,
     return_reservoirs: bool = False,
+    options: RouteOptions = RouteOptions(),
+    aggregate: Callable | None = None,
 ) -> Tensor | tuple[Tensor, RoutingState]:
-    """Route lateral inflow through a river network; see :func:`route` (same arguments, plus
-    ``aggregate``: a callable ``(out, src, local_dst, weight, n_dst) -> [B, n_dst, T]`` used by
-    the pure-torch path to sum upstream outflows)."""
+    """Route lateral inflow through a river network; see :func:`route` (the routing options in
+    ``options``, plus ``aggregate``: a callable ``(out, src, local_dst, weight, n_dst) ->
+    [B, n_dst, T]`` the pure-torch path sums upstream outflows with, e.g. PyG ``propagate``)."""
+    substeps, stage_plan, max_nodes = options.substeps, options.stage_plan, options.max_nodes
+    time_chunk, step_seconds, backend = options.time_chunk, options.step_seconds, options.backend
+    reservoir, reservoir_nodes = options.reservoir, options.reservoir_nodes
     if kernels is not None:
         irf, params = "explicit", {"h": kernels}
     irf_obj = get_irf(irf)
@@ -558,20 +600,14 @@ def route(
     params: Mapping[str, Any] | None = None,
     *,
     kernels: Tensor | None = None,
-    substeps: int | str | Tensor = 1,
     initial_state: RoutingState | Tensor | None = None,
     return_state: bool = False,
-    stage_plan: Any = None,
-    max_nodes: int | None = None,
-    time_chunk: int | None = None,
-    step_seconds: float | None = None,
     edge_weight: Tensor | None = None,
     num_nodes: int | None = None,
-    backend: Backend = "auto",
-    reservoir: Any = None,
     reservoir_params: Mapping[str, Any] | None = None,
-    reservoir_nodes: Tensor | None = None,
     return_reservoirs: bool = False,
+    options: RouteOptions | None = None,
+    **option_values: Any,
 ) -> Tensor | tuple[Tensor, RoutingState]:
     """Route lateral inflow through a river network with per-reach LTI impulse responses.
 
@@ -585,6 +621,9 @@ def route(
             time-valued parameters in input time steps; checked against the IRF's ``param_spec``.
             May also carry per-reach data (``CONTEXT_DATA``: ``length_m`` [m], ``slope`` [m/m],
             ``reference_discharge`` [m³/s]) overriding the graph's (e.g. ``muskingum_cunge``).
+        options: a :class:`RouteOptions` (how to route); the keywords ``substeps``,
+            ``stage_plan``, ``max_nodes``, ``time_chunk``, ``step_seconds``, ``backend``,
+            ``reservoir``, ``reservoir_nodes`` below set (or override) its fields.
         kernels: explicit impulse responses ``[N, K]`` or ``[B, N, K]`` (``h[..., 0]`` = lag 0);
             replaces ``irf``/``params``.
         substeps: internal time steps per input step; the inflow is held within an input step
@@ -644,21 +683,17 @@ def route(
         irf,
         params,
         kernels=kernels,
-        substeps=substeps,
         initial_state=initial_state,
         return_state=return_state,
-        stage_plan=stage_plan,
-        max_nodes=max_nodes,
-        time_chunk=time_chunk,
-        step_seconds=step_seconds,
         edge_weight=edge_weight,
         num_nodes=num_nodes,
-        backend=backend,
-        reservoir=reservoir,
         reservoir_params=reservoir_params,
-        reservoir_nodes=reservoir_nodes,
         return_reservoirs=return_reservoirs,
+        options=(options or RouteOptions()).replace(**option_values),
     )
+
+
+_CALL_KEYWORDS = ("reservoir_params", "return_reservoirs", "num_nodes")
 
 
 class LTIRouter(MessagePassing):
@@ -678,8 +713,8 @@ class LTIRouter(MessagePassing):
             per-reach tensor (see :func:`route`).
         backend: ``"auto"`` (default), ``"numba"``, ``"torch"`` or ``"triton"``; the
             ``"torch"`` path aggregates with this module's :meth:`propagate`.
-        **route_kwargs: defaults for :func:`route` (``stage_plan``, ``max_nodes``,
-            ``time_chunk``, ``step_seconds``).
+        **options: further :class:`RouteOptions` (``stage_plan``, ``max_nodes``,
+            ``time_chunk``, ``step_seconds``, ``reservoir``, ``reservoir_nodes``).
 
     Shapes:
         lateral ``[N, T]`` or ``[B, N, T]``; params each ``[N]`` or ``[B, N]``; output like
@@ -691,14 +726,16 @@ class LTIRouter(MessagePassing):
         irf: str | ImpulseResponse = "muskingum",
         substeps: int | str | Tensor = 1,
         backend: Backend = "auto",
-        **route_kwargs: Any,
+        **options: Any,
     ) -> None:
         super().__init__(aggr="add", flow="source_to_target", node_dim=-2)
         self.irf = get_irf(irf)
-        self.substeps = substeps
-        self.backend = backend
-        self.route_kwargs = route_kwargs
+        self.options = RouteOptions(substeps=substeps, backend=backend).replace(**options)
         self.reset_parameters()
+
+    @property
+    def substeps(self) -> int | str | Tensor:
+        return self.options.substeps
 
     @property
     def param_spec(self):
@@ -719,21 +756,22 @@ class LTIRouter(MessagePassing):
         return_state: bool = False,
         **kwargs: Any,
     ) -> Tensor | tuple[Tensor, RoutingState]:
-        """Route ``lateral`` through ``graph`` (a RiverGraph or an ``edge_index``)."""
-        opts = {**self.route_kwargs, **kwargs}
+        """Route ``lateral`` through ``graph`` (a RiverGraph or an ``edge_index``); ``kwargs``
+        are :func:`route`'s remaining keywords (``reservoir_params``, ``return_reservoirs``,
+        ``num_nodes``) and routing options overriding this module's for this call."""
+        extra = {n: kwargs.pop(n) for n in _CALL_KEYWORDS if n in kwargs}
         return lti_route(
             lateral,
             graph,
             self.irf,
             params,
             kernels=kernels,
-            substeps=self.substeps,
             initial_state=initial_state,
             return_state=return_state,
             edge_weight=edge_weight,
-            backend=self.backend,
+            options=self.options.replace(**kwargs),
             aggregate=self._aggregate,
-            **opts,
+            **extra,
         )
 
     def _aggregate(

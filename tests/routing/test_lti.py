@@ -330,6 +330,47 @@ def test_lti_router_module(backend):
     )
 
 
+def test_route_options_one_definition():
+    """The routing options are one dataclass: keywords of route() and LTIRouter set its fields,
+    a RouteOptions given whole routes the same, an unknown option is named."""
+    from gnnhydro.routing import RouteOptions
+
+    g = random_river_network(30, seed=2)
+    gen = torch.Generator().manual_seed(1)
+    lat = torch.rand(g.num_nodes, 15, generator=gen, dtype=D)
+    params = {"k": torch.full((30,), 0.1, dtype=D), "x": torch.full((30,), 0.2, dtype=D)}
+    opts = RouteOptions(substeps="auto", time_chunk=4)
+    a = route(lat, g, "muskingum", params, options=opts)
+    b = route(lat, g, "muskingum", params, substeps="auto", time_chunk=4)
+    c = LTIRouter("muskingum", substeps="auto", time_chunk=4)(lat, g, params)
+    d = LTIRouter("muskingum")(lat, g, params, substeps="auto", time_chunk=4)
+    for q in (b, c, d):
+        torch.testing.assert_close(q, a, rtol=0, atol=0)
+    assert not torch.allclose(a, route(lat, g, "muskingum", params))  # the options took effect
+    with pytest.raises(TypeError, match=r"unknown routing option\(s\) \['substep'\]"):
+        route(lat, g, "muskingum", params, substep=2)
+
+
+def test_hydro_model_routes_with_its_router_module():
+    from gnnhydro.models import HydroModel
+
+    class Fixed(torch.nn.Module):
+        def forward(self, *args, **kwargs):
+            return {}
+
+    model = HydroModel(Fixed(), None, "muskingum", mode="routing", substeps="auto")
+    assert isinstance(model.router, LTIRouter) and model.router.substeps == "auto"
+    assert dict(model.named_modules())["router"] is model.router
+    g = random_river_network(25, seed=4)
+    lat = torch.rand(25, 12, dtype=torch.float32)
+    params = {"k": torch.full((25,), 0.05), "x": torch.full((25,), 0.1)}
+    q = model.route_lateral(lat, g, params)
+    torch.testing.assert_close(
+        q, route(lat, g, "muskingum", params, substeps="auto", step_seconds=86400.0)
+    )
+    assert q.min() >= 0  # k = 0.05 steps: C2 < 0 at the input step, not with auto
+
+
 def test_errors_name_the_problem():
     g = tiny_graph()
     lat = torch.rand(4, 5)
