@@ -7,7 +7,8 @@ What it shows:
    ``to = 0`` or a link outside the domain = outlet) and the hourly lateral inflow
    ``q_lateral`` [m³/s] of every reach from the ``CHRTOUT_DOMAIN1`` files, matched to the
    reaches by ``feature_id`` (never by position); the NWM-simulated ``streamflow`` [m³/s] is
-   read the same way (:func:`gnnhydro.datasets.nwm.read_chrtout`);
+   read the same way (:func:`gnnhydro.routing.io.read_chrtout`, also the reader of the
+   ``NWMDomain`` dataset: units checked, files sorted by their time, gaps an error);
 3. Muskingum routing with the NWM's own RouteLink parameters: ``MusK`` is in **seconds**, so it
    is converted to time steps (``k = MusK / Δt``, Δt = 3600 s from the files' time axis), and
    ``MusX`` is used as ``x``;
@@ -50,7 +51,7 @@ import pandas as pd
 import torch
 
 from gnnhydro.routing import RoutingState, route
-from gnnhydro.routing.io import read_nwm
+from gnnhydro.routing.io import read_chrtout, read_nwm
 from gnnhydro.routing.lti import parse_substeps
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -62,8 +63,6 @@ def read_nwm_streamflow(files: list[Path], link: list[int], time: np.ndarray) ->
     """NWM-simulated ``streamflow`` ``[N, T]`` m³/s of the CHRTOUT ``files`` in ``link`` order
     (matched by ``feature_id``; NaN where NWM writes none, e.g. lake reaches), checked to lie on
     the same time axis as the lateral inflow."""
-    from gnnhydro.datasets.nwm import read_chrtout
-
     series, t = read_chrtout(files, link, variables=("streamflow",))
     if not np.array_equal(
         np.asarray(t, dtype="datetime64[ns]"), np.asarray(time, dtype="datetime64[ns]")

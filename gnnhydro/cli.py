@@ -148,7 +148,8 @@ usage: gnnhydro route routelink=PATH chrtout="DIR/*.CHRTOUT_DOMAIN1" out=q.nc [i
 
 Route a real domain from files with Muskingum parameters from the files: an NWM domain
 (RouteLink + CHRTOUT q_lateral) written as CF-1.8 netCDF, or a RAPID domain (m3_riv inflow)
-written as RAPID Qout netCDF.
+written as RAPID Qout netCDF. The files are read as the datasets read them: matched by id,
+units checked, CHRTOUT files sorted by their time (a time gap is an error).
 """,
     ),
     "bench": Command(None, "usage: gnnhydro bench runoff|routing|compile|scale [--help]\n"),

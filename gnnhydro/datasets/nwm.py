@@ -11,10 +11,11 @@ from urllib.parse import quote
 import numpy as np
 import torch
 
-from gnnhydro.datasets._checks import infer_step_seconds, match_ids, to_canonical
+from gnnhydro.datasets._checks import infer_step_seconds, to_canonical
 from gnnhydro.datasets.base import RiverDataset, copy_source_files, download_url_to
 from gnnhydro.graph import RiverGraph
 from gnnhydro.graph.errors import format_ids
+from gnnhydro.routing.io import read_chrtout  # the one checked CHRTOUT reader, re-exported
 
 __all__ = ["NWMDomain", "read_chrtout", "read_usgs_timeslices", "read_lake_reservoirs"]
 
@@ -87,41 +88,6 @@ def read_lake_reservoirs(
     return out
 
 TROUTE_URL = "https://raw.githubusercontent.com/NOAA-OWP/t-route/master/test/LowerColorado_TX/"
-
-
-def read_chrtout(
-    files: list[Path], link: list[int], variables: tuple[str, ...] = ("q_lateral", "streamflow")
-) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """Read hourly CHRTOUT files into ``[N, T]`` arrays in ``link`` order (matched by
-    ``feature_id``), sorted by their ``time``; units converted to m³/s.
-
-    Raises ``ValueError`` naming feature ids not in the network (and network links absent),
-    missing variables, and time gaps.
-    """
-    import xarray as xr
-
-    if not files:
-        raise ValueError("no CHRTOUT files found")
-    times, columns = [], {v: [] for v in variables}
-    for f in files:
-        with xr.open_dataset(f) as ds:
-            missing = [v for v in variables if v not in ds]
-            if missing:
-                raise ValueError(
-                    f"{f.name}: variable(s) {missing} missing; it has {list(ds.data_vars)}"
-                )
-            pos = match_ids(ds["feature_id"].values.tolist(), link, what=f"{f.name} feature_id")
-            for v in variables:
-                values = np.asarray(ds[v].values, dtype=np.float64).reshape(-1)[pos]
-                columns[v].append(
-                    to_canonical(values, ds[v].attrs.get("units"), "m3/s", variable=f"{f.name}:{v}")
-                )
-            times.append(np.asarray(ds["time"].values).astype("datetime64[ns]").reshape(-1)[0])
-    time = np.asarray(times, dtype="datetime64[ns]")
-    order = np.argsort(time, kind="stable")
-    time = time[order]
-    infer_step_seconds(time, what="CHRTOUT files")
-    return {v: np.stack(columns[v], 1)[:, order] for v in variables}, time
 
 
 def read_usgs_timeslices(files: list[Path]) -> Any:

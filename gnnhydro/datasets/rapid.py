@@ -9,93 +9,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from gnnhydro.datasets._checks import infer_step_seconds, match_ids
+from gnnhydro.datasets._checks import match_ids
 from gnnhydro.datasets.base import RiverDataset
 from gnnhydro.graph import RiverGraph
-from gnnhydro.graph.errors import format_ids
+from gnnhydro.routing.io import (  # the one checked reader per RAPID file, re-exported
+    read_m3_riv,
+    read_muskingum_kx,
+    read_rapid_column,
+)
 
-__all__ = ["RapidDataset", "read_rapid_column", "read_m3_riv"]
-
-
-def read_rapid_column(path: str | Path, dtype: Any = np.float64) -> np.ndarray:
-    """A one-column RAPID CSV (``riv_bas_id.csv``, ``k.csv``, ``x.csv``): no header, one value per line."""
-    import pandas as pd
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"RAPID file not found: {path}")
-    values = pd.read_csv(path, header=None, usecols=[0]).iloc[:, 0].to_numpy()
-    if (
-        np.issubdtype(np.dtype(dtype), np.floating)
-        and not np.isfinite(values.astype(np.float64)).all()
-    ):
-        raise ValueError(
-            f"{path.name}: NaN/inf values at lines {(np.flatnonzero(~np.isfinite(values.astype(float))) + 1)[:20].tolist()}"
-        )
-    return values.astype(dtype)
-
-
-def read_m3_riv(
-    path: str | Path, *, start_time: Any = None, step_seconds: float | None = None
-) -> tuple[np.ndarray, list[int], np.ndarray, float]:
-    """Read a RAPID inflow file (``m3_riv`` [m³ per time step], dims ``(time, rivid)`` or the
-    older ``(Time, COMID)``).
-
-    Returns ``(volume [T, R] m³, river ids [R], time [T] datetime64, step [s])``. The time axis is
-    the file's ``time`` coordinate (CF-decoded) or, without one, ``start_time + k·step_seconds``.
-    """
-    import pandas as pd
-    import xarray as xr
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"RAPID inflow file not found: {path}")
-    with xr.open_dataset(path) as ds:
-        if "m3_riv" not in ds:
-            raise ValueError(f"{path.name}: variable 'm3_riv' missing; it has {list(ds.data_vars)}")
-        da = ds["m3_riv"]
-        id_dim = next((d for d in ("rivid", "COMID") if d in da.dims), None)
-        time_dim = next((d for d in ("time", "Time") if d in da.dims), None)
-        if id_dim is None or time_dim is None or da.ndim != 2:
-            raise ValueError(f"{path.name}: m3_riv has dims {da.dims}, expected (time, rivid)")
-        units = str(da.attrs.get("units", "m3")).replace(" ", "").lower()
-        volume = np.asarray(da.transpose(time_dim, id_dim).values, dtype=np.float64)
-        ids = [
-            int(i)
-            for i in (ds[id_dim].values if id_dim in ds.variables else range(volume.shape[1]))
-        ]
-        t = ds[time_dim].values if time_dim in ds.variables else None
-    if t is not None and np.issubdtype(np.asarray(t).dtype, np.datetime64):
-        time = np.asarray(t).astype("datetime64[ns]")
-    else:
-        if start_time is None or step_seconds is None:
-            raise ValueError(
-                f"{path.name}: no decodable time coordinate; pass start_time= and step_seconds="
-            )
-        time = pd.date_range(
-            pd.Timestamp(start_time),
-            periods=volume.shape[0],
-            freq=pd.Timedelta(seconds=step_seconds),
-        ).to_numpy()
-    step = infer_step_seconds(
-        time, what=path.name, step_seconds=step_seconds if len(time) == 1 else None
-    )
-    if units in ("m3", "m^3"):
-        pass
-    elif units in ("m3/s", "m3s-1", "m^3/s"):
-        volume = volume * step
-    else:
-        raise ValueError(
-            f"{path.name}: m3_riv has unknown units {units!r}; expected 'm3' (volume per step)"
-        )
-    bad = ~np.isfinite(volume)
-    if bad.any():
-        cols = np.flatnonzero(bad.any(0))
-        raise ValueError(
-            f"{path.name}: m3_riv has NaN/inf at rivid {format_ids([ids[c] for c in cols])}; first at time "
-            f"{time[int(np.argmax(bad.any(1)))]}"
-        )
-    return volume, ids, time, step
+__all__ = ["RapidDataset", "read_rapid_column", "read_m3_riv", "read_muskingum_kx"]
 
 
 class RapidDataset(RiverDataset):
@@ -160,20 +83,7 @@ class RapidDataset(RiverDataset):
         raw = Path(self.raw_dir)
         full = RiverGraph.from_rapid(raw / "rapid_connect.csv")
         bas = read_rapid_column(raw / "riv_bas_id.csv", np.int64).tolist()
-        k = read_rapid_column(raw / "k.csv")
-        x = read_rapid_column(raw / "x.csv")
-        for name, values in (("k.csv", k), ("x.csv", x)):
-            if len(values) != len(bas):
-                raise ValueError(
-                    f"{name} has {len(values)} values for {len(bas)} reaches in riv_bas_id.csv"
-                )
-        if (k <= 0).any():
-            raise ValueError(
-                f"k.csv: non-positive Muskingum k at reaches {format_ids([bas[i] for i in np.flatnonzero(k <= 0)])}"
-            )
-        if ((x < 0) | (x > 0.5)).any():
-            bad = [bas[i] for i in np.flatnonzero((x < 0) | (x > 0.5))]
-            raise ValueError(f"x.csv: Muskingum x outside [0, 0.5] at reaches {format_ids(bad)}")
+        k, x = read_muskingum_kx(raw / "k.csv", raw / "x.csv", bas, order="riv_bas_id.csv")
         graph = full.subgraph_nodes(full.index_of(bas)) if list(full.node_id) != bas else full
         volume, rivid, time, step = read_m3_riv(
             raw / self.inflow_file, start_time=self.start_time, step_seconds=self.step_seconds

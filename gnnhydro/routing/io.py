@@ -1,13 +1,18 @@
-"""Routing I/O: RAPID and US National Water Model inputs, RAPID-style ``Qout`` netCDF output.
+"""Checked readers of the routing file formats (one per format, used by the datasets and by the
+``gnnhydro route`` command alike) and the RAPID-style ``Qout`` netCDF writer.
 
-* RAPID (David et al. 2011): ``rapid_connect.csv`` (id, downstream id, ...), ``k.csv`` [s] and
-  ``x.csv`` [-] (one value per reach, connectivity order), and an ``m3_riv`` netCDF of lateral
-  inflow *volumes* per time step [m³] on a ``rivid`` axis. Output: ``Qout(time, rivid)`` [m³/s].
-* NWM: ``RouteLink.nc`` (network, ``MusK`` [s], ``MusX`` [-]) and ``CHRTOUT`` files with
-  ``q_lateral`` [m³/s] per ``feature_id``.
+* RAPID (David et al. 2011): ``rapid_connect.csv`` (id, downstream id, ...), one-column CSVs
+  ``k.csv`` [s] and ``x.csv`` [-] (:func:`read_rapid_column`, :func:`read_muskingum_kx`), and an
+  ``m3_riv`` netCDF of lateral inflow *volumes* per time step [m³] on a ``rivid`` axis
+  (:func:`read_m3_riv`). Output: ``Qout(time, rivid)`` [m³/s].
+* NWM: ``RouteLink.nc`` (network, ``MusK`` [s], ``MusX`` [-]) and hourly ``CHRTOUT`` files with
+  ``q_lateral`` [m³/s] per ``feature_id`` (:func:`read_chrtout`).
 
-All inputs are matched to graph nodes by id, never by position. Time-valued parameters are
-returned in units of the input time step, ready for :func:`gnnhydro.routing.route`.
+All inputs are matched to graph nodes by id, never by position; units are checked and
+converted; time axes are sorted by the files' time and must have one constant step (a gap is an
+error naming it). Time-valued parameters are returned in units of the input time step, ready for
+:func:`gnnhydro.routing.route`. This module imports nothing of :mod:`gnnhydro.datasets`
+(which re-exports its readers).
 """
 
 from __future__ import annotations
@@ -15,12 +20,31 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["RoutingInputs", "read_rapid", "read_nwm", "write_qout"]
+from gnnhydro.checks import infer_step_seconds, match_ids
+from gnnhydro.graph.errors import format_ids
+from gnnhydro.units import to_canonical
+
+__all__ = [
+    "RoutingInputs",
+    "read_chrtout",
+    "read_rapid_column",
+    "read_muskingum_kx",
+    "read_m3_riv",
+    "read_rapid",
+    "read_nwm",
+    "write_qout",
+    "route_files",
+]
+
+#: CHRTOUT variables that must be complete (finite everywhere): a lateral inflow with NaN cannot
+#: be routed. ``streamflow`` may be NaN (NWM writes none at lake reaches).
+CHRTOUT_COMPLETE = ("q_lateral",)
 
 
 @dataclass
@@ -31,7 +55,7 @@ class RoutingInputs:
         graph: the river network (node order = connectivity / RouteLink order).
         lateral: ``[N, T]`` lateral inflow [m³/s] in graph node order.
         params: ``{"k": [N] (input time steps), "x": [N]}`` Muskingum parameters.
-        times: ``[T]`` numpy datetime64 (or float seconds) of each step (end of step), or None.
+        times: ``[T]`` numpy datetime64 of each step (end of step).
         step_seconds: length of one time step [s].
     """
 
@@ -42,32 +66,179 @@ class RoutingInputs:
     step_seconds: float
 
 
-def _align(ids_file: np.ndarray, values: np.ndarray, graph, what: str) -> np.ndarray:
-    """Reorder ``values [T, M]`` given on ``ids_file`` to graph node order (missing → error)."""
-    idx = graph.index_of([int(i) for i in ids_file])  # raises ValueError naming unknown ids
-    out = np.zeros((values.shape[0], graph.num_nodes), dtype=np.float64)
-    out[:, idx.numpy()] = values
-    covered = np.zeros(graph.num_nodes, dtype=bool)
-    covered[idx.numpy()] = True
-    if not covered.all():
-        missing = [graph.node_id[i] for i in np.flatnonzero(~covered)[:20]]
-        raise ValueError(f"{what}: no values for {int((~covered).sum())} reach(es), ids {missing}")
-    return out
+def read_chrtout(
+    files: Sequence[str | Path],
+    link: Sequence[int],
+    variables: tuple[str, ...] = ("q_lateral", "streamflow"),
+    *,
+    step_seconds: float | None = None,
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Read NWM CHRTOUT files into ``[N, T]`` arrays in ``link`` order (matched by
+    ``feature_id``), sorted by their ``time`` (not their names); units converted to m³/s.
+
+    ``step_seconds`` (optional) is the expected time step; it is required to read one file.
+    Raises ``ValueError`` naming feature ids not in the network (and network links absent),
+    missing variables, units that are not a discharge, NaN/inf in :data:`CHRTOUT_COMPLETE`
+    variables, and time gaps or duplicate times.
+
+    Shapes: each array ``[N, T]`` (N = ``len(link)``, T = number of files); time ``[T]``
+    datetime64[ns].
+    """
+    import xarray as xr
+
+    if not files:
+        raise ValueError("no CHRTOUT files found")
+    if len(files) == 1 and step_seconds is None:
+        raise ValueError(
+            f"{Path(files[0]).name}: one CHRTOUT file, so the time step is unknown; pass "
+            "step_seconds (or more files)"
+        )
+    times, columns = [], {v: [] for v in variables}
+    for f in map(Path, files):
+        with xr.open_dataset(f) as ds:
+            missing = [v for v in (*variables, "feature_id", "time") if v not in ds.variables]
+            if missing:
+                raise ValueError(
+                    f"{f.name}: variable(s) {missing} missing; it has {list(ds.variables)}"
+                )
+            fid = ds["feature_id"].values.tolist()
+            pos = match_ids(fid, link, what=f"{f.name} feature_id")
+            time_f = np.asarray(ds["time"].values).astype("datetime64[ns]").reshape(-1)[0]
+            for v in variables:
+                values = to_canonical(
+                    np.asarray(ds[v].values, dtype=np.float64).reshape(-1),
+                    ds[v].attrs.get("units"),
+                    "m3/s",
+                    variable=f"{f.name}:{v}",
+                )
+                if v in CHRTOUT_COMPLETE and not np.isfinite(values).all():
+                    bad = [fid[i] for i in np.flatnonzero(~np.isfinite(values))]
+                    raise ValueError(
+                        f"{f.name}: {v} has NaN/inf at feature_id {format_ids(bad)} (time {time_f})"
+                    )
+                columns[v].append(values[pos])
+            times.append(time_f)
+    time = np.asarray(times, dtype="datetime64[ns]")
+    order = np.argsort(time, kind="stable")
+    time = time[order]
+    infer_step_seconds(time, what="CHRTOUT files", step_seconds=step_seconds)
+    return {v: np.stack(columns[v], 1)[:, order] for v in variables}, time
 
 
-def _step_seconds(times: np.ndarray | None, given: float | None, what: str) -> float:
-    if given is not None:
-        return float(given)
-    if times is None or len(times) < 2:
-        raise ValueError(f"{what}: cannot infer the time step; pass step_seconds")
-    t = np.asarray(times)
-    if np.issubdtype(t.dtype, np.datetime64):
-        d = np.diff(t).astype("timedelta64[s]").astype(np.float64)
+def read_rapid_column(path: str | Path, dtype: Any = np.float64) -> np.ndarray:
+    """A one-column RAPID CSV (``riv_bas_id.csv``, ``k.csv``, ``x.csv``): no header, one value
+    per line. Raises ``FileNotFoundError``, and ``ValueError`` naming the lines of NaN/inf values
+    (float ``dtype``)."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"RAPID file not found: {path}")
+    values = pd.read_csv(path, header=None, usecols=[0]).iloc[:, 0].to_numpy()
+    if (
+        np.issubdtype(np.dtype(dtype), np.floating)
+        and not np.isfinite(values.astype(np.float64)).all()
+    ):
+        raise ValueError(
+            f"{path.name}: NaN/inf values at lines {(np.flatnonzero(~np.isfinite(values.astype(float))) + 1)[:20].tolist()}"
+        )
+    return values.astype(dtype)
+
+
+def read_muskingum_kx(
+    k_csv: str | Path, x_csv: str | Path, ids: Sequence[int], *, order: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """RAPID Muskingum parameters ``k`` [s] and ``x`` [-], one value per reach of ``ids`` (in
+    that order, named by ``order`` in errors, e.g. ``"riv_bas_id.csv"``).
+
+    Raises ``ValueError`` on a count that differs from ``len(ids)``, ``k <= 0`` or ``x`` outside
+    ``[0, 0.5]``, naming the reaches.
+
+    Shapes: both ``[N]`` float64.
+    """
+    k = read_rapid_column(k_csv)
+    x = read_rapid_column(x_csv)
+    for path, values in ((k_csv, k), (x_csv, x)):
+        if len(values) != len(ids):
+            raise ValueError(
+                f"{Path(path).name} has {len(values)} values for {len(ids)} reaches in {order}"
+            )
+    if (k <= 0).any():
+        bad = [ids[i] for i in np.flatnonzero(k <= 0)]
+        raise ValueError(
+            f"{Path(k_csv).name}: non-positive Muskingum k at reaches {format_ids(bad)}"
+        )
+    if ((x < 0) | (x > 0.5)).any():
+        bad = [ids[i] for i in np.flatnonzero((x < 0) | (x > 0.5))]
+        raise ValueError(
+            f"{Path(x_csv).name}: Muskingum x outside [0, 0.5] at reaches {format_ids(bad)}"
+        )
+    return k, x
+
+
+def read_m3_riv(
+    path: str | Path, *, start_time: Any = None, step_seconds: float | None = None
+) -> tuple[np.ndarray, list[int], np.ndarray, float]:
+    """Read a RAPID inflow file (``m3_riv`` [m³ per time step], dims ``(time, rivid)`` or the
+    older ``(Time, COMID)``).
+
+    Returns ``(volume [T, R] m³, river ids [R], time [T] datetime64, step [s])``. The time axis is
+    the file's ``time`` coordinate (CF-decoded) or, without one, ``start_time + k·step_seconds``.
+    Units ``m3`` (volume per step) or ``m3/s`` (converted to volumes). Raises ``ValueError`` on
+    other units, time gaps and NaN/inf (naming the rivids).
+    """
+    import pandas as pd
+    import xarray as xr
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"RAPID inflow file not found: {path}")
+    with xr.open_dataset(path) as ds:
+        if "m3_riv" not in ds:
+            raise ValueError(f"{path.name}: variable 'm3_riv' missing; it has {list(ds.data_vars)}")
+        da = ds["m3_riv"]
+        id_dim = next((d for d in ("rivid", "COMID") if d in da.dims), None)
+        time_dim = next((d for d in ("time", "Time") if d in da.dims), None)
+        if id_dim is None or time_dim is None or da.ndim != 2:
+            raise ValueError(f"{path.name}: m3_riv has dims {da.dims}, expected (time, rivid)")
+        units = str(da.attrs.get("units", "m3")).replace(" ", "").lower()
+        volume = np.asarray(da.transpose(time_dim, id_dim).values, dtype=np.float64)
+        ids = [
+            int(i)
+            for i in (ds[id_dim].values if id_dim in ds.variables else range(volume.shape[1]))
+        ]
+        t = ds[time_dim].values if time_dim in ds.variables else None
+    if t is not None and np.issubdtype(np.asarray(t).dtype, np.datetime64):
+        time = np.asarray(t).astype("datetime64[ns]")
     else:
-        d = np.diff(t.astype(np.float64))
-    if not np.allclose(d, d[0]):
-        raise ValueError(f"{what}: time steps are not uniform ({np.unique(d)[:5]} s)")
-    return float(d[0])
+        if start_time is None or step_seconds is None:
+            raise ValueError(
+                f"{path.name}: no decodable time coordinate; pass start_time= and step_seconds="
+            )
+        time = pd.date_range(
+            pd.Timestamp(start_time),
+            periods=volume.shape[0],
+            freq=pd.Timedelta(seconds=step_seconds),
+        ).to_numpy()
+    step = infer_step_seconds(
+        time, what=path.name, step_seconds=step_seconds if len(time) == 1 else None
+    )
+    if units in ("m3", "m^3"):
+        pass
+    elif units in ("m3/s", "m3s-1", "m^3/s"):
+        volume = volume * step
+    else:
+        raise ValueError(
+            f"{path.name}: m3_riv has unknown units {units!r}; expected 'm3' (volume per step)"
+        )
+    bad = ~np.isfinite(volume)
+    if bad.any():
+        cols = np.flatnonzero(bad.any(0))
+        raise ValueError(
+            f"{path.name}: m3_riv has NaN/inf at rivid {format_ids([ids[c] for c in cols])}; first at time "
+            f"{time[int(np.argmax(bad.any(1)))]}"
+        )
+    return volume, ids, time, step
 
 
 def read_rapid(
@@ -76,43 +247,49 @@ def read_rapid(
     x_csv: str | Path,
     m3_riv_nc: str | Path,
     *,
+    start_time: Any = None,
     step_seconds: float | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> RoutingInputs:
-    """Read a RAPID domain. ``m3_riv`` volumes [m³ per step] become discharge [m³/s];
-    ``k`` [s] becomes input time steps.
+    """Read a RAPID domain: the network of ``rapid_connect.csv``, ``k`` [s] and ``x`` [-] in
+    its order (:func:`read_muskingum_kx`), and the ``m3_riv`` volumes (:func:`read_m3_riv`:
+    units and time axis checked; ``start_time``/``step_seconds`` for files without a time
+    coordinate) matched by ``rivid``. Volumes [m³ per step] become discharge [m³/s]; ``k`` [s]
+    becomes input time steps.
 
     Shapes: result ``lateral`` ``[N, T]``; params ``[N]``.
     """
-    import pandas as pd
-    import xarray as xr
-
     from gnnhydro.graph import RiverGraph
 
     graph = RiverGraph.from_rapid(connect_csv)
-    k_s = pd.read_csv(k_csv, header=None).iloc[:, 0].to_numpy(np.float64)
-    x = pd.read_csv(x_csv, header=None).iloc[:, 0].to_numpy(np.float64)
-    for name, arr in (("k", k_s), ("x", x)):
-        if arr.size != graph.num_nodes:
-            raise ValueError(
-                f"RAPID {name}.csv has {arr.size} values for {graph.num_nodes} reaches"
-            )
-    with xr.open_dataset(m3_riv_nc) as ds:
-        if "m3_riv" not in ds:
-            raise ValueError(f"{m3_riv_nc}: no variable 'm3_riv' (lateral inflow volume, m3)")
-        var = ds["m3_riv"]
-        rivid = ds["rivid"].values if "rivid" in ds else ds[var.dims[-1]].values
-        vol = var.transpose(..., var.dims[-1]).values.astype(np.float64)  # [T, M]
-        times = ds["time"].values if "time" in ds else None
-    dt = _step_seconds(times, step_seconds, "RAPID m3_riv")
-    lateral = _align(rivid, vol, graph, "RAPID m3_riv") / dt  # m³ per step → m³/s
+    ids = [int(i) for i in graph.node_id]
+    k_s, x = read_muskingum_kx(k_csv, x_csv, ids, order=Path(connect_csv).name)
+    volume, rivid, times, dt = read_m3_riv(
+        m3_riv_nc, start_time=start_time, step_seconds=step_seconds
+    )
+    pos = match_ids(rivid, ids, what=f"{Path(m3_riv_nc).name} rivid")
+    lateral = volume[:, pos].T / dt  # m³ per step → m³/s, [N, T]
     return RoutingInputs(
         graph=graph,
-        lateral=torch.from_numpy(lateral.T.copy()).to(dtype),
+        lateral=torch.from_numpy(np.ascontiguousarray(lateral)).to(dtype),
         params={"k": torch.tensor(k_s / dt, dtype=dtype), "x": torch.tensor(x, dtype=dtype)},
         times=times,
         step_seconds=dt,
     )
+
+
+def chrtout_files(chrtout: Sequence[str | Path] | str | Path) -> list[Path]:
+    """CHRTOUT files of ``chrtout``: a list of files, one file, or a directory (its files with
+    ``CHRTOUT`` in the name). Their order does not matter: :func:`read_chrtout` sorts by time."""
+    if isinstance(chrtout, str | Path):
+        path = Path(chrtout)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if "CHRTOUT" in p.name)
+            if not files:
+                raise ValueError(f"no CHRTOUT files found in {path}")
+            return files
+        return [path]
+    return [Path(p) for p in chrtout]
 
 
 def read_nwm(
@@ -122,58 +299,33 @@ def read_nwm(
     step_seconds: float | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> RoutingInputs:
-    """Read an NWM domain: ``RouteLink.nc`` and ``CHRTOUT`` files (a list, or a directory whose
-    ``*CHRTOUT*`` files are taken in name order = time order) with ``q_lateral`` [m³/s].
+    """Read an NWM domain: ``RouteLink.nc`` and ``CHRTOUT`` files (a list, one file, or a
+    directory; see :func:`chrtout_files`) with ``q_lateral`` [m³/s], read by
+    :func:`read_chrtout` (matched by ``feature_id``, units checked, sorted by time, gaps are an
+    error). ``step_seconds`` is the expected step (required for a single file).
 
     Shapes: result ``lateral`` ``[N, T]`` (graph = RouteLink ``link`` order); params ``[N]``.
     """
-    import xarray as xr
-
     from gnnhydro.graph import RiverGraph
 
     graph = RiverGraph.from_routelink(routelink)
-    if isinstance(chrtout, str | Path) and Path(chrtout).is_dir():
-        files = sorted(p for p in Path(chrtout).iterdir() if "CHRTOUT" in p.name)
-    elif isinstance(chrtout, str | Path):
-        files = [Path(chrtout)]
-    else:
-        files = [Path(p) for p in chrtout]
-    if not files:
-        raise ValueError(f"no CHRTOUT files found in {chrtout}")
-    columns, times = [], []
-    feature_ids = None
-    for f in files:
-        with xr.open_dataset(f) as ds:
-            if "q_lateral" not in ds:
-                raise ValueError(f"{f}: no variable 'q_lateral'")
-            fid = ds["feature_id"].values
-            if feature_ids is None:
-                feature_ids = fid
-            elif not np.array_equal(fid, feature_ids):  # match by id when files differ
-                order = {int(v): i for i, v in enumerate(fid)}
-                try:
-                    perm = np.array([order[int(v)] for v in feature_ids])
-                except KeyError as err:
-                    raise ValueError(f"{f}: feature_id {err.args[0]} missing") from None
-                columns.append(ds["q_lateral"].values.reshape(-1)[perm])
-                times.append(ds["time"].values[0])
-                continue
-            columns.append(ds["q_lateral"].values.reshape(-1))
-            times.append(ds["time"].values[0])
-    q = np.stack(columns)  # [T, M] m³/s
-    times_arr = np.asarray(times)
-    dt = _step_seconds(times_arr, step_seconds, "NWM CHRTOUT")
-    lateral = _align(feature_ids, q, graph, "NWM CHRTOUT q_lateral")
     musk = getattr(graph, "musk_s", None)
     musx = getattr(graph, "musx", None)
     if musk is None or musx is None:
         raise ValueError(f"{routelink}: RouteLink has no MusK/MusX")
+    series, times = read_chrtout(
+        chrtout_files(chrtout),
+        [int(i) for i in graph.node_id],
+        variables=("q_lateral",),
+        step_seconds=step_seconds,
+    )
+    dt = infer_step_seconds(times, what="CHRTOUT files", step_seconds=step_seconds)
     musk = torch.as_tensor(musk, dtype=torch.float64)
     return RoutingInputs(
         graph=graph,
-        lateral=torch.from_numpy(lateral.T.copy()).to(dtype),
+        lateral=torch.from_numpy(series["q_lateral"]).to(dtype),
         params={"k": (musk / dt).to(dtype), "x": torch.as_tensor(musx).to(dtype)},
-        times=times_arr,
+        times=times,
         step_seconds=dt,
     )
 
@@ -244,9 +396,10 @@ def route_files(
     """Route a real domain from files (the ``gnnhydro route`` command).
 
     Either an NWM domain (``routelink`` + ``chrtout``: a directory or a glob of CHRTOUT files,
-    ``q_lateral`` m³/s, Muskingum k/x from RouteLink) written as CF-1.8 ``timeSeries`` netCDF, or
-    a RAPID domain (``rapid_connect``, ``k``, ``x``, ``inflow`` = m3_riv netCDF) written as RAPID
-    ``Qout(time, rivid)`` netCDF. Muskingum parameters come from the files, so ``irf`` must be
+    ``q_lateral`` m³/s, Muskingum k/x from RouteLink; :func:`read_nwm`) written as CF-1.8
+    ``timeSeries`` netCDF, or a RAPID domain (``rapid_connect``, ``k``, ``x``, ``inflow`` =
+    m3_riv netCDF; :func:`read_rapid`) written as RAPID ``Qout(time, rivid)`` netCDF. Invalid
+    files raise the checked readers' ``ValueError`` (exit status 2 from the CLI). Muskingum parameters come from the files, so ``irf`` must be
     ``muskingum``.
     """
     import glob
