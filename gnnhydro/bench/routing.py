@@ -12,6 +12,9 @@ Muskingum routing with per-reach ``k`` and ``x`` (float32):
 * in the same run, the ratio to the sequential reference (scipy ``lfilter`` reach by reach in
   topological order) and to the copy floor (one copy of the ``[B, N, T]`` array),
 * the largest relative difference from the reference (exactness),
+* for Lower Colorado, the same case with its 30 LAKEPARM lakes as level-pool reservoirs
+  (``reservoir="level_pool"``, staged at the reservoir levels) and its forward time relative
+  to the plain case (``fwd/plain``),
 * after each case, the same network with per-reach time steps (``substeps="auto"``, ``k`` from
   0.01 to 3.2 steps so that reaches sub-step or pass through; reference: scipy with the
   composed coefficients) and its forward time relative to the plain case (``fwd/plain``),
@@ -173,6 +176,93 @@ def _graphs(args) -> list[tuple[str, object]]:
     return out
 
 
+def _plain_fwd(rows: list[dict], name: str) -> float:
+    """Forward time of the latest plain row of the case ``name`` (NaN if none)."""
+    plain = [r["fwd_s"] for r in rows if r["case"] == name]
+    return plain[-1] if plain else float("nan")
+
+
+def _attach_lakes(g, routelink: Path) -> bool:
+    """Mark the Lower Colorado's lakes (RouteLink waterbodies, ``LAKEPARM.nc`` beside it) on
+    ``g`` as level-pool reservoir nodes; False where LAKEPARM is missing."""
+    import xarray as xr
+
+    from gnnhydro.datasets.nwm import read_lake_reservoirs
+
+    lakeparm = routelink.parent / "LAKEPARM.nc"
+    if not lakeparm.exists():
+        print(f"# {lakeparm} not found: the lakes case is skipped", file=sys.stderr)
+        return False
+    with xr.open_dataset(routelink) as rl:
+        link = rl["link"].values.astype(np.int64)
+        to = rl["to"].values.astype(np.int64)
+        waterbody = rl["NHDWaterbodyComID"].values.astype(np.int64)
+    order = np.argsort(link)
+    pos = order[np.searchsorted(link[order], np.asarray(g.node_id, dtype=np.int64))]
+    for name, value in read_lake_reservoirs(lakeparm, waterbody[pos], link[pos], to[pos]).items():
+        t = torch.as_tensor(value)
+        setattr(g, name, t.float() if t.is_floating_point() else t)
+    return True
+
+
+def _lakes_case(name, g, T, B, args, rows) -> None:
+    """Lower Colorado with its LAKEPARM lakes as level-pool reservoirs (the same inflow and
+    ``k``, ``x`` as the plain case before it; ``fwd/plain`` compares the two forwards)."""
+    from gnnhydro.routing import route
+
+    N = g.num_nodes
+    gen = torch.Generator().manual_seed(0)
+    lat = torch.rand(B, N, T, generator=gen)
+    k = 0.2 + 3.0 * torch.rand(N, generator=gen)
+    x = 0.45 * torch.rand(N, generator=gen)
+    opts = {"reservoir": "level_pool", "step_seconds": 3600.0}
+
+    def fwd():
+        with torch.no_grad():
+            return route(lat, g, "muskingum", {"k": k, "x": x}, **opts)
+
+    lat_g = lat.detach().requires_grad_(True)
+    kg, xg = k.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    weight = torch.rand(B, N, T, generator=gen)
+
+    def fwd_bwd():
+        lat_g.grad = kg.grad = xg.grad = None
+        q = route(lat_g, g, "muskingum", {"k": kg, "x": xg}, **opts)
+        q.backward(weight)
+        return lat_g.grad
+
+    repeats = args.repeats
+    t_fwd, t_fb = _time_pair(fwd, fwd_bwd, repeats)
+    with PeakMemory() as mem_f:
+        fwd()
+    with PeakMemory() as mem_fb:
+        fwd_bwd()
+    t_copy = _time(lambda: lat.numpy().copy(), 5)
+    plain = _plain_fwd(rows, name)
+    rows.append(
+        {
+            "case": f"{name}+lakes",
+            "N": N,
+            "levels": int(g.topo_level.max()) + 1,
+            "T": T,
+            "B": B,
+            "staged": True,
+            "fwd_s": t_fwd,
+            "fwdbwd_s": t_fb,
+            "fb/f": t_fb / t_fwd,
+            "peak_fwd_MB": mem_f.peak_bytes / 2**20,
+            "peak_fb_MB": mem_fb.peak_bytes / 2**20,
+            "reach_steps/s": B * N * T / t_fwd,
+            "ref_s": float("nan"),
+            "ref/fwd": float("nan"),
+            "fwd/copy": t_fwd / t_copy,
+            "max_rel_err": float("nan"),
+            "fwd/plain": t_fwd / plain,
+        }
+    )
+    _print_row(rows[-1])
+
+
 def _case(name, g, T, B, args, rows, substeps: int | str = 1) -> None:
     """One benchmark row; ``substeps="auto"``: per-reach time steps, with ``k`` down to 0.01
     steps so that many reaches sub-step or pass through (the row's ``fwd/plain`` compares its
@@ -197,7 +287,7 @@ def _case(name, g, T, B, args, rows, substeps: int | str = 1) -> None:
     if substeps == "auto":
         k = 10 ** (torch.rand(N, generator=gen) * 2.5 - 2.0)  # 0.01 … 3.2 steps
         kw["substeps"] = "auto"
-        name = f"{name}+auto"
+    base, name = name, (f"{name}+auto" if substeps == "auto" else name)
     if staged:
         g.stage_plan(max_nodes=args.max_nodes)  # plan once (cached), not timed
     _ = g.topo_order
@@ -272,9 +362,7 @@ def _case(name, g, T, B, args, rows, substeps: int | str = 1) -> None:
             "ref/fwd": t_ref / t_fwd,
             "fwd/copy": t_fwd / t_copy,
             "max_rel_err": err,
-            "fwd/plain": (
-                t_fwd / rows[-1]["fwd_s"] if substeps == "auto" and rows else float("nan")
-            ),
+            "fwd/plain": t_fwd / _plain_fwd(rows, base) if substeps == "auto" else float("nan"),
         }
     )
     _print_row(rows[-1])
@@ -355,6 +443,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip the per-reach time step rows (substeps='auto' after each plain case)",
     )
+    p.add_argument(
+        "--no-lakes",
+        action="store_true",
+        help="skip the Lower Colorado row with its LAKEPARM lakes as level-pool reservoirs",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.sizes, args.steps, args.repeats = [1_000, 10_000], [365], 7
@@ -366,9 +459,13 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     _print_header()
     for name, g in _graphs(args):
+        lakes = name == "lower_colorado" and not args.no_lakes
+        lakes = lakes and _attach_lakes(g, Path(args.routelink))
         for T in args.steps:
             for B in args.batch:
                 _case(name, g, T, B, args, rows)
+                if lakes:
+                    _lakes_case(name, g, T, B, args, rows)
                 if not args.no_auto:
                     _case(name, g, T, B, args, rows, substeps="auto")
     return 0

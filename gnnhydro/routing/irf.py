@@ -198,8 +198,9 @@ class RecursiveIRF(ImpulseResponse):
 
         (the ``I_{t−2}`` term ``γb − cβ`` vanishes identically: ``γ = c_2 m``, ``b = c_1
         c_2^{s−1}``, ``c = c_2^s``, ``β = c_1 m``). So per-reach time steps cost nothing in the
-        routing kernels. ``α, β, γ, a, b, c`` come from running the internal recursion over
-        one input step on the three unit inputs (the finer recursion itself, differentiable).
+        routing kernels. ``α, β, γ, a, b, c`` are the internal recursion run over one input
+        step on the three unit inputs, in closed form: sums of powers of ``c_2`` (differentiable;
+        the tests compare with the recursion run literally).
         Reaches with ``s = 0`` pass their inflow straight through (``(1, 0, 0)``).
 
         Shapes:
@@ -214,19 +215,34 @@ class RecursiveIRF(ImpulseResponse):
         dt_inner = ctx.dt / steps.clamp(min=1).to(ref.dtype)
         inner = self.coefficients(params, dataclasses.replace(ctx, dt=dt_inner))
         c0, c1, c2 = inner.unbind(-1)
-        s_max = int(steps.max().item()) if steps.numel() else 1
-        # unit inputs: (I_t, I_{t-1}, S_{t-1}) = e_1, e_2, e_3, run for s internal steps
-        i_now = torch.stack([torch.ones_like(c0), torch.zeros_like(c0), torch.zeros_like(c0)])
-        i_prev = torch.stack([torch.zeros_like(c0), torch.ones_like(c0), torch.zeros_like(c0)])
-        state = torch.stack([torch.zeros_like(c0), torch.zeros_like(c0), torch.ones_like(c0)])
-        total = torch.zeros_like(state)
-        for j in range(1, max(s_max, 1) + 1):
-            o = c0 * i_now + c1 * (i_prev if j == 1 else i_now) + c2 * state
-            live = steps >= j
-            state = torch.where(live, o, state)
-            total = total + torch.where(live, o, torch.zeros_like(o))
-        mean = total / steps.clamp(min=1).to(ref.dtype)
-        (alpha, beta, gamma), (a, _, c) = mean.unbind(0), state.unbind(0)
+        c0, c1, c2, steps = torch.broadcast_tensors(c0, c1, c2, steps)
+        s = steps.clamp(min=1)
+        s_max = int(s.max().item()) if s.numel() else 1
+        # the internal recursion over one input step in closed form: with r = c2 and g = c0 + c1,
+        # O_1 = c0·I_t + c1·I_{t−1} + r·S_{t−1} and O_j = r·O_{j−1} + g·I_t (j ≥ 2), so every
+        # quantity is a sum of powers r^i (P), their partial sums G_n = Σ_{i<n} r^i and the sums
+        # of those (H), read at each reach's own s
+        powers = torch.cumprod(
+            torch.cat(
+                [torch.ones_like(c2).unsqueeze(-1), c2.unsqueeze(-1).expand(*c2.shape, s_max)], -1
+            ),
+            dim=-1,
+        )  # [..., s_max + 1]: r^0 … r^s_max
+        partial = torch.cumsum(powers, -1) - powers  # G_n, n = 0 … s_max
+        nested = torch.cumsum(partial, -1)  # Σ_{m ≤ n} G_m
+
+        def at(table: Tensor, index: Tensor) -> Tensor:
+            return table.gather(-1, index.unsqueeze(-1)).squeeze(-1)
+
+        s_f = s.to(c2.dtype)
+        mean_power = at(partial, s) / s_f  # (1/s)·Σ_{j=1..s} r^{j−1}
+        mean_partial = at(nested, s - 1) / s_f  # (1/s)·Σ_{j=1..s} G_{j−1}
+        g = c0 + c1
+        alpha = c0 * mean_power + g * mean_partial  # mean outflow per unit I_t
+        beta = c1 * mean_power  # … per unit I_{t−1}
+        gamma = c2 * mean_power  # … per unit S_{t−1}
+        a = c0 * at(powers, s - 1) + g * at(partial, s - 1)  # end-of-step outflow per unit I_t
+        c = at(powers, s)  # … per unit S_{t−1}: r^s
         coef = torch.stack(torch.broadcast_tensors(alpha, beta + gamma * a - c * alpha, c), -1)
         through = torch.tensor([1.0, 0.0, 0.0], dtype=coef.dtype, device=coef.device)
         return torch.where((steps == 0).unsqueeze(-1), through, coef)
