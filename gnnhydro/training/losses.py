@@ -432,3 +432,7 @@ class CombinedLoss(HydroLoss):
 
     def extra_repr(self) -> str:
         return f"weights={self.weights}"
+
+
+# robust, flow-duration-curve and recession losses register themselves in the same registry
+from gnnhydro.training import hydrograph_losses as _hydrograph_losses  # noqa: E402, F401
