@@ -18,7 +18,12 @@ from gnnhydro.datasets.base import attribute_statistics
 from gnnhydro.datasets.splits import GaugeSplit
 from gnnhydro.models.ensemble import HydroEnsemble
 
-__all__ = ["ModelInputs", "build_model"]
+__all__ = ["ModelInputs", "build_model", "resolve_reservoir", "RESERVOIR_CHOICES"]
+
+#: values of ``model.routing.reservoir``: ``auto`` is ``learned`` where the data mark reservoir
+#: nodes (``reservoir_mask``), ``none`` otherwise; the others name a reservoir operator
+#: (:mod:`gnnhydro.routing.reservoirs`) or ``none`` (reservoir nodes route as plain reaches)
+RESERVOIR_CHOICES = ("auto", "none", "learned", "level_pool", "observed")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,9 @@ class ModelInputs:
     step_seconds: float
     #: training gauges of the run (the donors of ``parameterizer=donor``)
     num_train_gauges: int | None = None
+    #: reservoir nodes the data mark (``reservoir_mask``): ``model.routing.reservoir=auto``
+    #: resolves from it
+    num_reservoirs: int = 0
 
     @classmethod
     def from_graph(cls, graph: Any, split: GaugeSplit | None = None) -> ModelInputs:
@@ -46,6 +54,7 @@ class ModelInputs:
             edge_dim=_edge_dim(graph),
             step_seconds=float(getattr(graph, "step_seconds", 86400.0)),
             num_train_gauges=None if split is None else int(split.train_index.numel()),
+            num_reservoirs=_num_reservoirs(graph),
         )
 
     def save(self, path: str | Path) -> None:
@@ -131,6 +140,8 @@ def build_model(
             )
     irf = model_cfg.routing.irf if model_cfg.get("routing") else None
     routing_specs = HydroModel.routing_specs(irf) if mode != "runoff" else {}
+    reservoir = resolve_reservoir(model_cfg, graph)
+    reservoir_specs = HydroModel.reservoir_specs(reservoir)
     if attribute_stats is not None:
         mean, std = attribute_stats
     elif isinstance(graph, ModelInputs):  # placeholders: the checkpoint holds the real ones
@@ -151,6 +162,8 @@ def build_model(
         specs["forcing"] = (dict(forcing_correction.param_spec), None)
     if routing_specs:
         specs["routing"] = (routing_specs, None)
+    if reservoir_specs:  # predicted at every node, used at the reservoir nodes
+        specs["reservoir"] = (reservoir_specs, None)
     if name == "donor":
         if not inputs.num_train_gauges:
             raise ValueError("parameterizer 'donor' needs the number of training gauges")
@@ -180,6 +193,7 @@ def build_model(
                 std,
                 bool(dynamic),
                 forcing_correction,
+                reservoir,
             )
         )
     return members[0] if size == 1 else HydroEnsemble(members)
@@ -195,6 +209,7 @@ def _hydro_model(
     std: Tensor,
     dynamic: bool,
     forcing_correction: torch.nn.Module | None = None,
+    reservoir: str | None = None,
 ) -> torch.nn.Module:
     from gnnhydro.models import HydroModel
     from gnnhydro.routing.lti import parse_substeps
@@ -227,7 +242,65 @@ def _hydro_model(
         spinup_steps=int(
             round(float(model_cfg.get("spinup_days", 0) or 0) * 86400.0 / inputs.step_seconds)
         ),
+        reservoir=reservoir,
     )
+
+
+def resolve_reservoir(model_cfg: DictConfig, graph: Any) -> str | None:
+    """The reservoir operator of ``model.routing.reservoir`` for ``graph`` (a graph, or the
+    :class:`ModelInputs` of one): ``auto`` (default) → ``"learned"`` where the data mark
+    reservoir nodes, else None; ``none`` → None; an operator name as given.
+
+    With a graph, raises a one-line ``ValueError`` naming what the data lack for an explicitly
+    chosen operator: reservoir nodes (``reservoir_mask``), its physical properties (e.g.
+    ``reservoir_capacity_m3`` for ``learned``, NaN or missing at reservoir nodes) or series
+    (``reservoir_release`` for ``observed``).
+    """
+    from gnnhydro.routing.reservoirs import available_reservoirs, get_reservoir
+
+    routing = model_cfg.get("routing")
+    if not routing or model_cfg.get("mode") == "runoff":  # no network routing: no reservoirs
+        return None
+    choice = str(routing.get("reservoir", "auto") or "none").lower()
+    known = list(dict.fromkeys([*RESERVOIR_CHOICES, *available_reservoirs()]))
+    if choice not in known:
+        raise ValueError(f"model.routing.reservoir={choice!r} is not known; choose from {known}")
+    count = graph.num_reservoirs if isinstance(graph, ModelInputs) else _num_reservoirs(graph)
+    what = f"model.routing.reservoir={choice}"
+    if choice == "auto":
+        choice = "learned" if count > 0 else "none"
+        what = f"model.routing.reservoir=auto ({choice})"
+    if choice == "none":
+        return None
+    if isinstance(graph, ModelInputs):  # the data were checked when the run was trained
+        return choice
+    if count == 0:
+        raise ValueError(
+            f"{what}: the data mark no reservoir (no reservoir_mask node; nodes.csv column "
+            "'reservoir' = 1); use model.routing.reservoir=none"
+        )
+    operator = get_reservoir(choice)
+    mask = torch.as_tensor(graph.reservoir_mask).bool()
+    ids = list(getattr(graph, "node_id", None) or range(int(mask.numel())))
+    needed = (*operator.data_spec, *operator.series)
+    missing = [name for name in needed if getattr(graph, name, None) is None]
+    if missing:
+        raise ValueError(
+            f"{what}: the data lack {missing} (per node, at the reservoirs); "
+            "use model.routing.reservoir=none"
+        )
+    for name in needed:
+        value = torch.as_tensor(getattr(graph, name))
+        bad = torch.isnan(value[mask].reshape(int(mask.sum()), -1).double()).any(-1)
+        if bad.any():
+            bad_ids = [ids[int(i)] for i in mask.nonzero().flatten()[bad][:20]]
+            raise ValueError(f"{what}: {name!r} is missing (NaN) at reservoir ids {bad_ids}")
+    return choice
+
+
+def _num_reservoirs(graph: Any) -> int:
+    mask = getattr(graph, "reservoir_mask", None)
+    return 0 if mask is None else int(torch.as_tensor(mask).bool().sum())
 
 
 def _plain(value: Any) -> Any:

@@ -142,14 +142,17 @@ SPLITS = {
 def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
     """Run the model over the whole record; write metrics.csv, parameters, discharge and plots.
 
-    In memory the whole network runs at once and ``discharge.nc`` holds every node. With lazy
-    data (``dataset.lazy=true``) the record is streamed (:func:`gauge_series_streamed`: memory
-    set by the chunks, not by the network or the record) and ``discharge.nc`` holds the gauges.
+    In memory the whole network runs at once and ``discharge.nc`` holds every node (and, with a
+    reservoir operator, ``reservoir_storage`` [m³] and ``reservoir_outflow`` [m³/s] of the
+    reservoir nodes). With lazy data (``dataset.lazy=true``) the record is streamed
+    (:func:`gauge_series_streamed`: memory set by the chunks, not by the network or the record)
+    and ``discharge.nc`` holds the gauges.
     """
     from gnnhydro.training.metrics import compute_metrics
 
     model.eval()
     gauges_all = exp.graph.gauge_index.long()
+    reservoirs = None
     if exp.reader is None:
         record = exp.whole_record()
         with torch.no_grad():
@@ -157,6 +160,8 @@ def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
         discharge = out["discharge"].detach().cpu().float()
         simulated, observed = discharge[gauges_all], record.q_obs.float()[gauges_all]
         params = out["params"]
+        if "reservoir_storage" in out:
+            reservoirs = {k: out[k] for k in RESERVOIR_OUTPUTS}
     else:
         discharge = None
         params, simulated = gauge_series_streamed(exp, model, gauges_all)
@@ -190,8 +195,39 @@ def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
             entry.update({name: float(np.asarray(values)[k]) for name, values in metrics.items()})
             rows.append(entry)
     df = pd.DataFrame(rows)
-    _write_outputs(exp, params, series, df, specs=model.param_specs)
+    _write_outputs(exp, params, series, df, specs=model.param_specs, reservoirs=reservoirs)
     return df
+
+
+#: reservoir outputs of :class:`~gnnhydro.models.HydroModel` written to ``discharge.nc``
+RESERVOIR_OUTPUTS = ("reservoir_index", "reservoir_storage", "reservoir_outflow")
+
+
+def add_reservoirs_to_discharge(path: Path, graph: Any, reservoirs: Mapping[str, Tensor]) -> None:
+    """Add ``reservoir_storage(time, reservoir)`` [m³] (end of each step) and
+    ``reservoir_outflow(time, reservoir)`` [m³/s] (release + spill) with ``reservoir_id`` to
+    the discharge netCDF at ``path``.
+
+    Shapes:
+        reservoir_index ``[R]``; reservoir_storage, reservoir_outflow ``[R, T]``.
+    """
+    import xarray as xr
+
+    index = reservoirs["reservoir_index"].cpu().long().tolist()
+    if not index:
+        return
+    with xr.open_dataset(path) as ds:
+        ds = ds.load()
+    ids = [graph.node_id[i] for i in index]
+    ds = ds.assign_coords(reservoir_id=("reservoir", np.asarray(ids)))
+    ds["reservoir_id"].attrs["long_name"] = "node id of the reservoir"
+    for name, units, what in (
+        ("reservoir_storage", "m3", "reservoir storage at the end of each step"),
+        ("reservoir_outflow", "m3 s-1", "reservoir release + spill (the node's discharge)"),
+    ):
+        values = reservoirs[name].detach().cpu().double().numpy().T  # [T, R]
+        ds[name] = (("time", "reservoir"), values, {"units": units, "long_name": what})
+    ds.to_netcdf(path)
 
 
 class GaugeSeries:
@@ -295,6 +331,7 @@ def _write_outputs(
     series: GaugeSeries,
     metrics: pd.DataFrame,
     specs: dict,
+    reservoirs: Mapping[str, Tensor] | None = None,
 ) -> None:
     from gnnhydro import export
 
@@ -331,6 +368,8 @@ def _write_outputs(
             warmup_steps=warmup,
             attrs=provenance,
         )
+        if reservoirs is not None:
+            add_reservoirs_to_discharge(run_dir / "discharge.nc", exp.graph, reservoirs)
     else:  # streamed: the gauges
         export.export_discharge(
             exp.graph.subgraph_nodes(series.nodes),
@@ -357,7 +396,8 @@ def _node_geometry_known(graph: Any) -> bool:
 
 def parameter_recovery(exp: Experiment, out: dict) -> pd.DataFrame | None:
     """Correlation of learned vs true parameter maps (synthetic data), at all nodes and at the
-    ungauged nodes (held-out gauges' exclusive areas)."""
+    ungauged nodes (held-out gauges' exclusive areas); a true map that is NaN at some nodes
+    (e.g. reservoir parameters, defined at the reservoirs only) is compared where it is known."""
     true = getattr(exp.graph, "true_params", None)
     if not true:
         return None
@@ -370,9 +410,13 @@ def parameter_recovery(exp: Experiment, out: dict) -> pd.DataFrame | None:
         t = torch.as_tensor(t).float()
         t = t.mean(-1) if t.dim() == 2 else t
         lv = torch.as_tensor(learned[name])
+        known = ~torch.isnan(t)
+        if not known.any():
+            continue
+        lv, t, free = lv[known], t[known], ungauged[known.to(ungauged.device)].cpu()
         row = {"parameter": name, "r_all": _pearson(lv, t)}
-        row["r_ungauged"] = _pearson(lv[ungauged], t[ungauged]) if ungauged.sum() > 2 else math.nan
-        row["n_ungauged"] = int(ungauged.sum())
+        row["r_ungauged"] = _pearson(lv[free], t[free]) if free.sum() > 2 else math.nan
+        row["n_ungauged"] = int(free.sum())
         rows.append(row)
     return pd.DataFrame(rows)
 
