@@ -16,10 +16,22 @@ from gnnhydro.datasets.forcing import ForcingReader, warn_no_temperature
 from gnnhydro.graph import RiverGraph
 from gnnhydro.graph.errors import format_ids
 
-__all__ = ["GenericRiverDataset", "read_node_table", "NODE_COLUMNS"]
+__all__ = ["GenericRiverDataset", "read_node_table", "reservoir_columns", "NODE_COLUMNS"]
 
+#: Optional reservoir columns of the node table: graph attributes (``reservoir_mask``,
+#: ``reservoir_capacity_m3``, ``reservoir_area_km2``), never static attributes
+RESERVOIR_COLUMNS = ("reservoir", "reservoir_capacity_m3", "reservoir_area_km2")
 #: Columns of the node table with a fixed meaning; every other numeric column is an attribute.
-NODE_COLUMNS = ("id", "downstream_id", "area_km2", "length_m", "slope", "lat", "lon")
+NODE_COLUMNS = (
+    "id",
+    "downstream_id",
+    "area_km2",
+    "length_m",
+    "slope",
+    "lat",
+    "lon",
+    *RESERVOIR_COLUMNS,
+)
 _NODE_FILES = ("nodes.csv", "nodes.parquet", "nodes.gpkg")
 _SERIES_FILES = ("timeseries.nc", "timeseries.zarr")
 
@@ -67,6 +79,68 @@ def read_node_table(path: str | Path) -> Any:
     return df
 
 
+def reservoir_columns(df: Any, what: str = "node table") -> dict[str, np.ndarray]:
+    """The reservoir columns of a node table, checked: ``reservoir_mask`` ``[N]`` bool (column
+    ``reservoir``: 0/1, empty = 0), ``reservoir_capacity_m3`` [m³] and ``reservoir_area_km2``
+    [km²] ``[N]`` float64 (NaN where empty) — ``{}`` without a ``reservoir`` column.
+
+    Raises a one-line ``ValueError`` naming the column and the ids: a ``reservoir`` value other
+    than 0/1; capacity/area columns without a ``reservoir`` column; reservoir rows without a
+    ``reservoir_capacity_m3`` column, or with an empty, non-numeric or non-positive capacity, or
+    a negative area.
+    """
+    import pandas as pd
+
+    ids = df["id"].tolist()
+
+    def bad_ids(bad: np.ndarray) -> str:
+        return format_ids([ids[i] for i in np.flatnonzero(bad)])
+
+    if "reservoir" not in df.columns:
+        extra = [c for c in RESERVOIR_COLUMNS[1:] if c in df.columns]
+        if extra:
+            raise ValueError(
+                f"{what}: column(s) {extra} need a 'reservoir' column (1 = reservoir, 0 = reach)"
+            )
+        return {}
+    raw = df["reservoir"]
+    flag = pd.to_numeric(raw.map(lambda v: int(v) if isinstance(v, bool) else v), errors="coerce")
+    flag = np.array(flag, dtype=np.float64)
+    empty = np.asarray(raw.isna())
+    flag[empty] = 0.0
+    bad = ~np.isin(flag, (0.0, 1.0))
+    if bad.any():
+        raise ValueError(
+            f"{what}: column 'reservoir' must be 0 or 1, got {sorted({str(v) for v in raw[bad]})} "
+            f"at ids {bad_ids(bad)}"
+        )
+    mask = flag == 1.0
+    out: dict[str, np.ndarray] = {"reservoir_mask": mask}
+    for col in RESERVOIR_COLUMNS[1:]:
+        if col in df.columns:
+            out[col] = np.array(pd.to_numeric(df[col], errors="coerce"), dtype=np.float64)
+    if mask.any() and "reservoir_capacity_m3" not in out:
+        raise ValueError(
+            f"{what}: column 'reservoir_capacity_m3' (m³) missing; it is required for the "
+            f"reservoir rows (ids {bad_ids(mask)})"
+        )
+    if "reservoir_capacity_m3" in out:
+        cap = out["reservoir_capacity_m3"]
+        bad = mask & ~(cap > 0)  # NaN (empty / not a number) too
+        if bad.any():
+            raise ValueError(
+                f"{what}: column 'reservoir_capacity_m3' must be a positive number (m³) at "
+                f"reservoir ids {bad_ids(bad)}"
+            )
+    if "reservoir_area_km2" in out:
+        bad = mask & (out["reservoir_area_km2"] < 0)
+        if bad.any():
+            raise ValueError(
+                f"{what}: column 'reservoir_area_km2' is negative at reservoir ids {bad_ids(bad)}"
+            )
+    return out
+
+
 class GenericRiverDataset(RiverDataset):
     r"""A river network and its time series from plain files (one item).
 
@@ -77,7 +151,12 @@ class GenericRiverDataset(RiverDataset):
       ``area_km2`` (local contributing area, km²), optional ``length_m`` [m], ``slope`` [m/m],
       ``lat``/``lon`` [degrees]. Every other numeric column is a static attribute (``x``); its
       units may be given in an optional ``attribute_units.json`` (``{"column": "unit"}``).
-      Ids are handled as strings.
+      Ids are handled as strings. Optional reservoir columns (:func:`reservoir_columns`):
+      ``reservoir`` (1 = reservoir, 0 or empty = plain reach), ``reservoir_capacity_m3`` [m³]
+      (required at reservoir rows when any row is one; may be empty elsewhere) and
+      ``reservoir_area_km2`` [km²]; they become the graph attributes ``reservoir_mask`` (bool),
+      ``reservoir_capacity_m3`` and ``reservoir_area_km2`` (NaN where empty), not attributes
+      ``x`` (``model.routing.reservoir``).
     * ``timeseries.nc`` (or ``timeseries.zarr``): an xarray Dataset with dims ``(time, id)``:
       ``precipitation`` and ``pet`` [mm/day or mm per step], optional ``temperature`` [°C] and
       ``discharge`` [m³/s] (NaN = missing; gauges are nodes with any observation). ``units``
@@ -189,6 +268,7 @@ class GenericRiverDataset(RiverDataset):
     def build(self) -> list[RiverGraph]:
         path = Path(self.raw_dir) / self.raw_file_names[0]
         df = read_node_table(path)
+        reservoirs = reservoir_columns(df, f"node table {path.name}")
         present = [c for c in ("area_km2", "length_m", "slope", "lat", "lon") if c in df.columns]
         if "area_km2" not in df.columns:
             raise ValueError(f"node table {path.name}: column 'area_km2' (local area, km²) missing")
@@ -232,6 +312,12 @@ class GenericRiverDataset(RiverDataset):
         units = json.loads(units_file.read_text()) if units_file.exists() else {}
         graph.x_units = [str(units.get(c, "")) for c in graph.x_names]
         graph.area_km2 = graph.area_km2.float()
+        if reservoirs:  # node order is row order; matched by id all the same
+            row = {v: k for k, v in enumerate(df["id"].tolist())}
+            order = [row[i] for i in graph.node_id]
+            graph.reservoir_mask = torch.from_numpy(reservoirs.pop("reservoir_mask")[order])
+            for name, values in reservoirs.items():
+                graph[name] = torch.from_numpy(values[order]).float()
 
         reader = self._open_reader(graph.node_id, check_nan=True)
         graph.time = reader.time

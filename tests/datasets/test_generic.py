@@ -264,9 +264,9 @@ def test_missing_variable(tmp_path):
 
 def test_unknown_units(tmp_path):
     ds = series()
-    ds["precipitation"].attrs["units"] = "furlongs"
+    ds["precipitation"].attrs["units"] = "flurbs"  # no unit at all (a furlong would convert)
     msg = _error(tmp_path, ds=ds)
-    assert "precipitation" in msg and "furlongs" in msg
+    assert "precipitation" in msg and "flurbs" in msg
 
 
 def test_wrong_quantity_units(tmp_path):
@@ -332,3 +332,80 @@ def test_forcing_reader_nan_check_is_lazy(tmp_path):
         ForcingReader(path, IDS, ("precipitation", "pet"))
     reader = ForcingReader(path, IDS, ("precipitation", "pet"), check_nan=False)
     assert reader.read(0, 3).shape == (5, 3, 2)
+
+
+# ------------------------------------------------------------------ reservoir columns
+def reservoir_table() -> pd.DataFrame:
+    df = nodes_table()
+    df["reservoir"] = [0, 1, None, 0, 0]  # empty = 0
+    df["reservoir_capacity_m3"] = [np.nan, 2.5e7, np.nan, np.nan, np.nan]
+    df["reservoir_area_km2"] = [np.nan, 1.5, np.nan, np.nan, np.nan]
+    return df
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_reservoir_columns_become_graph_attributes(tmp_path, fmt):
+    g = GenericRiverDataset(write(tmp_path, df=reservoir_table(), fmt=fmt))[0]
+    assert g.x_names == ["elevation", "forest_frac"]  # not static attributes
+    assert g.reservoir_mask.dtype == torch.bool
+    assert g.reservoir_mask.tolist() == [False, True, False, False, False]
+    assert g.reservoir_capacity_m3[1].item() == 2.5e7
+    assert g.reservoir_area_km2[1].item() == 1.5
+    assert torch.isnan(g.reservoir_capacity_m3[[0, 2, 3, 4]]).all()
+
+
+def test_without_reservoir_columns_no_reservoir_attributes(tmp_path):
+    g = GenericRiverDataset(write(tmp_path))[0]
+    assert getattr(g, "reservoir_mask", None) is None
+
+
+def test_reservoir_rows_route_with_the_learned_operator(tmp_path):
+    from gnnhydro.routing import route
+
+    g = GenericRiverDataset(write(tmp_path, df=reservoir_table()))[0]
+    lat = torch.ones(g.num_nodes, T, dtype=torch.float64)
+    params = {"k": torch.full((5,), 1.5), "x": torch.full((5,), 0.2)}
+    learned = {
+        "reservoir_release_days": torch.full((5,), 10.0),
+        "reservoir_exponent": torch.full((5,), 1.0),
+        "reservoir_dead_fraction": torch.full((5,), 0.0),
+    }
+    plain = route(lat, g, "muskingum", params=params, step_seconds=86400.0)
+    q, res = route(
+        lat, g, "muskingum", params=params, step_seconds=86400.0, reservoir="learned",
+        reservoir_params=learned, return_reservoirs=True,
+    )  # fmt: skip
+    assert res.nodes.tolist() == [1]  # id 102, capacity from the graph attribute
+    assert (q[1] < plain[1]).all()  # the reservoir fills: less flows out than in
+    torch.testing.assert_close(q[0], plain[0])  # upstream of the reservoir: unchanged
+
+
+@pytest.mark.parametrize(
+    "column,value,words",
+    [
+        ("reservoir", 2, ["'reservoir'", "0 or 1", "102"]),
+        ("reservoir", "yes", ["'reservoir'", "0 or 1", "102"]),
+        ("reservoir_capacity_m3", np.nan, ["'reservoir_capacity_m3'", "102"]),
+        ("reservoir_capacity_m3", -5.0, ["'reservoir_capacity_m3'", "positive", "102"]),
+        ("reservoir_area_km2", -1.0, ["'reservoir_area_km2'", "negative", "102"]),
+    ],
+)
+def test_bad_reservoir_values(tmp_path, column, value, words):
+    df = reservoir_table()
+    df[column] = df[column].astype(object)
+    df.loc[1, column] = value
+    msg = _error(tmp_path, df=df)
+    assert all(w in msg for w in words), msg
+    assert "\n" not in msg and "101" not in msg
+
+
+def test_reservoir_rows_need_a_capacity_column(tmp_path):
+    df = reservoir_table().drop(columns=["reservoir_capacity_m3"])
+    msg = _error(tmp_path, df=df)
+    assert "'reservoir_capacity_m3'" in msg and "missing" in msg and "102" in msg
+
+
+def test_capacity_without_reservoir_column(tmp_path):
+    df = reservoir_table().drop(columns=["reservoir"])
+    msg = _error(tmp_path, df=df)
+    assert "'reservoir'" in msg and "reservoir_capacity_m3" in msg
