@@ -44,6 +44,11 @@ generator without them):
   attribute column), so no function of ``x`` recovers them fully.
 * ``isolated = True``: the same catchments without the river network (no edges, every reach its
   own outlet, CAMELS-style); each catchment's discharge is its own routed runoff.
+* ``reservoirs = K``: K reaches with a large upstream area (not outlets, not nested where the
+  network allows, :func:`choose_reservoirs`) become reservoirs whose capacity is
+  :data:`RESERVOIR_CAPACITY_DAYS` of their mean free-flowing inflow; the truth is routed through
+  the ``learned`` reservoir operator with true parameters (:data:`RESERVOIR_PARAMS`, drawn per
+  reservoir) and each reservoir's reach (its release: the flow below the dam) is gauged.
 """
 
 from __future__ import annotations
@@ -76,6 +81,9 @@ __all__ = [
     "RUNOFF_PARAMS",
     "ROUTING_PARAMS",
     "HIDDEN_FIELD_PARAMS",
+    "RESERVOIR_PARAMS",
+    "RESERVOIR_CAPACITY_DAYS",
+    "choose_reservoirs",
     "SYNTHETIC_VERSION",
 ]
 
@@ -137,6 +145,16 @@ HIDDEN_FIELD_PARAMS: dict[str, float] = {
     "k1": -1.0,
     "k2": -1.0,
 }
+
+#: true parameters of the ``learned`` reservoir operator (option ``reservoirs``): the range each
+#: reservoir's value is drawn from, uniformly (release_days in days, the others –)
+RESERVOIR_PARAMS: dict[str, tuple[float, float]] = {
+    "reservoir_release_days": (20.0, 60.0),
+    "reservoir_exponent": (1.0, 1.6),
+    "reservoir_dead_fraction": (0.05, 0.25),
+}
+#: reservoir capacity (option ``reservoirs``) in days of the reach's mean free-flowing inflow
+RESERVOIR_CAPACITY_DAYS = 120.0
 
 _LON0, _LAT0 = -100.0, 42.0  # centre of the basin [degrees]
 _KM_PER_DEG_LAT = 111.2
@@ -649,8 +667,12 @@ def simulate_discharge(
     *,
     step_seconds: float = _STEP_SECONDS,
     warmup_steps: int = 0,
+    reservoir_nodes: Tensor | None = None,
+    reservoir_params: dict[str, Tensor] | None = None,
+    reservoir_capacity_days: float = RESERVOIR_CAPACITY_DAYS,
 ) -> dict[str, Any]:
-    """Run the "true" model: HBV (``nmul=1``) per node, then Muskingum routing through ``graph``.
+    """Run the "true" model: HBV (``nmul=1``) per node, then Muskingum routing through ``graph``
+    (and, with ``reservoir_nodes``, the ``learned`` reservoir operator at those nodes).
 
     The first ``warmup_steps`` spin up the HBV stores (from HBV's near-empty initial state) and
     the channels (from empty); they are dropped from the outputs.  The HBV states at the end of
@@ -662,12 +684,18 @@ def simulate_discharge(
         params: ``{name: [N]}`` with :data:`RUNOFF_PARAMS` and :data:`ROUTING_PARAMS`.
         step_seconds: time step length [s].
         warmup_steps: leading steps used only to spin up stores and channels.
+        reservoir_nodes: ``[R]`` node indices of reservoirs, or None (none).
+        reservoir_params: ``{name: [N]}`` the ``learned`` operator's parameters
+            (:data:`RESERVOIR_PARAMS`; values at other nodes are ignored).
+        reservoir_capacity_days: capacity of each reservoir in days of its mean free-flowing
+            inflow (the discharge of its reach routed without reservoirs, after the warm-up).
 
     Returns:
         ``runoff`` [mm/step], ``evapotranspiration`` [mm/step], ``storage`` [mm] (HBV stores at
         the end of each step), ``lateral_inflow`` [m³/s] and ``discharge`` [m³/s], each
         ``[N, T − warmup_steps]``; ``initial_states`` ``{state: [N]}`` [mm], the HBV states at
-        the start of the record.
+        the start of the record. With reservoirs also ``reservoir_capacity_m3`` ``[N]`` (NaN
+        at other nodes) and ``reservoir_storage`` ``[R, T − warmup_steps]`` m³.
     """
     from gnnhydro.routing import route
     from gnnhydro.runoff import HBV
@@ -691,6 +719,27 @@ def simulate_discharge(
         area = graph.area_km2.to(runoff.dtype)
         lateral = mm_per_step_to_m3s(runoff, area, step_seconds)
         discharge = route(lateral, graph, "muskingum", params={"k": params["k"], "x": params["x"]})
+        extra = {}
+        if reservoir_nodes is not None:
+            nodes = torch.as_tensor(reservoir_nodes).long()
+            capacity = torch.full_like(discharge[:, 0], float("nan"))
+            mean_inflow = discharge[nodes, w:].mean(-1)
+            capacity[nodes] = mean_inflow * step_seconds * float(reservoir_capacity_days)
+            discharge, res = route(
+                lateral,
+                graph,
+                "muskingum",
+                params={"k": params["k"], "x": params["x"]},
+                step_seconds=step_seconds,
+                reservoir="learned",
+                reservoir_nodes=nodes,
+                reservoir_params={
+                    **{n: reservoir_params[n] for n in RESERVOIR_PARAMS},
+                    "reservoir_capacity_m3": capacity,
+                },
+                return_reservoirs=True,
+            )
+            extra = {"reservoir_capacity_m3": capacity, "reservoir_storage": res.storage[:, w:]}
     return {
         "runoff": out["runoff"],
         "evapotranspiration": out["evapotranspiration"],
@@ -698,7 +747,61 @@ def simulate_discharge(
         "lateral_inflow": lateral[:, w:],
         "discharge": discharge[:, w:],
         "initial_states": {k: v[:, 0] for k, v in states.items()},
+        **extra,
     }
+
+
+def choose_reservoirs(graph: RiverGraph, count: int) -> np.ndarray:
+    """``count`` reservoir nodes: reaches that are not outlets, by decreasing upstream area
+    among those draining 5–50 % of the largest outlet's area, none upstream of another and no
+    two above the same reach; where too few such reaches exist, the largest remaining
+    non-outlet reaches (nested then). Deterministic in the network.
+
+    Returns:
+        ``[K]`` int64 node indices, ascending.
+    """
+    k = int(count)
+    n = graph.num_nodes
+    up = graph.upstream_area_km2.double().numpy()
+    down = np.full(n, -1, dtype=np.int64)
+    ei = graph.edge_index.numpy()
+    down[ei[0]] = ei[1]
+    inner = np.flatnonzero(down >= 0)
+    if k > inner.size:
+        raise ValueError(
+            f"SyntheticRiverBasin: reservoirs={k} but the network has {inner.size} reaches that "
+            "are not outlets"
+        )
+    largest = up[graph.outlets.numpy()].max()
+
+    def path_down(i: int) -> set[int]:
+        out = set()
+        while i >= 0:
+            out.add(int(i))
+            i = down[i]
+        return out
+
+    order = inner[np.argsort(-up[inner], kind="stable")]
+    chosen: list[int] = []
+    below: set[int] = set()  # every node downstream of (and at) a chosen reservoir
+    taken: set[int] = set()  # the reaches directly below the chosen reservoirs
+    for i in order:
+        if len(chosen) == k:
+            break
+        if not 0.05 * largest <= up[i] <= 0.5 * largest:
+            continue
+        path = path_down(int(i))
+        if int(i) in below or any(c in path for c in chosen) or int(down[i]) in taken:
+            continue
+        chosen.append(int(i))
+        below |= path
+        taken.add(int(down[i]))
+    for i in order:  # too few independent reaches: the largest others
+        if len(chosen) == k:
+            break
+        if int(i) not in chosen:
+            chosen.append(int(i))
+    return np.sort(np.asarray(chosen, dtype=np.int64))
 
 
 def _choose_gauges(graph: RiverGraph, num_gauges: int, rng: np.random.Generator) -> np.ndarray:
@@ -770,6 +873,7 @@ def generate_synthetic_basin(
     start: str = "2000-01-01",
     hidden_field: float = 0.0,
     isolated: bool = False,
+    reservoirs: int = 0,
 ) -> RiverGraph:
     """Generate the synthetic basin item (see the module docstring); deterministic in its args.
 
@@ -793,6 +897,14 @@ def generate_synthetic_basin(
             attributes, weather and positions, but no edges; the truth is simulated on the
             edgeless network, so each catchment's discharge is its own routed runoff.  Gauges
             are chosen by the same rule on that network.
+        reservoirs: ``K`` reaches become reservoirs (:func:`choose_reservoirs`) with a capacity
+            of :data:`RESERVOIR_CAPACITY_DAYS` of their mean free-flowing inflow; the truth is
+            routed through the ``learned`` operator with true parameters drawn per reservoir
+            from :data:`RESERVOIR_PARAMS` (a child stream of the seeded generator, so weather,
+            gauges and noise draws are those of ``K = 0``), and each reservoir's reach is gauged
+            (its discharge is the release: the flow below the dam; added to the
+            ``num_gauges`` of the rule when not among them).
+            ``0`` (default) leaves every output bit-identical to the generator without it.
 
     Returns:
         A :class:`RiverGraph` following the dataset item conventions, with in addition
@@ -805,7 +917,10 @@ def generate_synthetic_basin(
         ``holdout_gauge_ids`` (suggested spatial hold-out, ~25 % of the gauges), ``seed``.
         With ``hidden_field > 0`` also ``hidden_field`` ``[N]`` float32 (the field, –) and
         ``hidden_field_params`` (names of the parameters it enters); ``true_params`` are then the
-        blended parameters the truth was simulated with.
+        blended parameters the truth was simulated with.  With ``reservoirs > 0`` also
+        ``reservoir_mask`` ``[N]`` bool, ``reservoir_capacity_m3`` ``[N]`` m³ (NaN at other
+        nodes), ``true_reservoir_storage`` ``[K, T]`` m³, and the reservoir parameters in
+        ``true_params`` (NaN at other nodes); ``true_reservoir`` (``"learned"``).
     """
     n = int(num_nodes)
     if n < 10:
@@ -818,6 +933,11 @@ def generate_synthetic_basin(
     share = float(hidden_field)
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"SyntheticRiverBasin: hidden_field must be in [0, 1], got {hidden_field}")
+    k_res = int(reservoirs)
+    if k_res < 0:
+        raise ValueError(f"SyntheticRiverBasin: reservoirs must be ≥ 0, got {reservoirs}")
+    if k_res and isolated:
+        raise ValueError("SyntheticRiverBasin: reservoirs need a river network (isolated=True)")
     rng = np.random.Generator(np.random.PCG64(int(seed)))
 
     net = random_basin_network(n, rng)
@@ -880,9 +1000,31 @@ def generate_synthetic_basin(
         v: torch.from_numpy(weather[v]).float().double()
         for v in ("precipitation", "temperature", "pet")
     }
-    sim = simulate_discharge(graph, forcing, params, warmup_steps=w)
+    res_nodes = res_params = None
+    if k_res:
+        res_nodes = torch.from_numpy(choose_reservoirs(graph, k_res))
+        res_rng = rng.spawn(1)[0]  # a child stream: the main stream (gauges, noise) stays
+        res_params = {}
+        for name, (lo, hi) in RESERVOIR_PARAMS.items():
+            value = torch.full((n,), float("nan"), dtype=torch.float64)
+            value[res_nodes] = (
+                torch.from_numpy(res_rng.uniform(lo, hi, size=k_res)).float().double()
+            )
+            res_params[name] = value
+    sim = simulate_discharge(
+        graph,
+        forcing,
+        params,
+        warmup_steps=w,
+        reservoir_nodes=res_nodes,
+        reservoir_params=res_params,
+    )
     q_true = sim["discharge"].numpy()
     gauges = _choose_gauges(graph, g_count, rng)
+    if k_res:  # every dam's release is gauged (the reservoir's reach: the flow below the dam)
+        up = graph.upstream_area_km2.double().numpy()
+        gauges = np.union1d(gauges, res_nodes.numpy()).astype(np.int64)
+        gauges = gauges[np.argsort(-up[gauges], kind="stable")]
     q_obs = _observe(q_true, gauges, rng)
 
     graph.forcing = torch.stack([forcing[v][:, w:] for v in forcing], dim=-1).float()
@@ -902,6 +1044,14 @@ def generate_synthetic_basin(
     if field is not None:
         graph.hidden_field = field
         graph.hidden_field_params = list(HIDDEN_FIELD_PARAMS)
+    if k_res:
+        mask_res = torch.zeros(n, dtype=torch.bool)
+        mask_res[res_nodes] = True
+        graph.reservoir_mask = mask_res
+        graph.reservoir_capacity_m3 = sim["reservoir_capacity_m3"].float()
+        graph.true_reservoir_storage = sim["reservoir_storage"].float()
+        graph.true_reservoir = "learned"
+        graph.true_params.update({k: v.float() for k, v in res_params.items()})
     graph.true_runoff_model = "hbv"
     graph.true_initial_states = {k: v.float() for k, v in sim["initial_states"].items()}
     graph.true_irf = "muskingum"
@@ -946,9 +1096,11 @@ class SyntheticRiverBasin(RiverDataset):
             :data:`HIDDEN_FIELD_PARAMS` given by a smooth field that is not an attribute
             (default 0: none; see :func:`generate_synthetic_basin`).
         isolated: every reach its own outlet, no river network (default ``False``).
+        reservoirs: number of reservoirs routed with the ``learned`` operator (default 0: none;
+            see :func:`generate_synthetic_basin`).
 
-    The processed file name hashes ``hidden_field`` and ``isolated`` only when they differ from
-    their defaults, so the default configuration keeps its cache.
+    The processed file name hashes ``hidden_field``, ``isolated`` and ``reservoirs`` only when
+    they differ from their defaults, so the default configuration keeps its cache.
 
     Shapes:
         x ``[N, 11]``; forcing ``[N, T, 3]``; q_obs, q_true, lateral_inflow ``[N, T]``;
@@ -972,6 +1124,7 @@ class SyntheticRiverBasin(RiverDataset):
         log: bool = False,
         hidden_field: float = 0.0,
         isolated: bool = False,
+        reservoirs: int = 0,
     ) -> None:
         self.seed = int(seed)
         self.num_nodes = int(num_nodes)
@@ -983,6 +1136,9 @@ class SyntheticRiverBasin(RiverDataset):
                 f"SyntheticRiverBasin: hidden_field must be in [0, 1], got {hidden_field}"
             )
         self.isolated = bool(isolated)
+        self.reservoirs = int(reservoirs)
+        if self.reservoirs < 0:
+            raise ValueError(f"SyntheticRiverBasin: reservoirs must be ≥ 0, got {reservoirs}")
         super().__init__(
             root,
             transform=transform,
@@ -1004,6 +1160,8 @@ class SyntheticRiverBasin(RiverDataset):
             config["hidden_field"] = self.hidden_field
         if self.isolated:
             config["isolated"] = True
+        if self.reservoirs:
+            config["reservoirs"] = self.reservoirs
         return config
 
     @property
@@ -1022,5 +1180,6 @@ class SyntheticRiverBasin(RiverDataset):
                 num_gauges=self.num_gauges,
                 hidden_field=self.hidden_field,
                 isolated=self.isolated,
+                reservoirs=self.reservoirs,
             )
         ]

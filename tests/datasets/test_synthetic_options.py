@@ -77,11 +77,15 @@ def hidden():
 
 # ----------------------------------------------------------------------------- defaults
 def test_defaults_give_todays_graph():
-    """``hidden_field=0`` and ``isolated=False`` passed explicitly change nothing, bit for bit."""
+    """``hidden_field=0``, ``isolated=False`` and ``reservoirs=0`` passed explicitly change
+    nothing, bit for bit."""
     today = _snapshot(generate_synthetic_basin(**SMALL))
-    explicit = _snapshot(generate_synthetic_basin(**SMALL, hidden_field=0.0, isolated=False))
+    explicit = _snapshot(
+        generate_synthetic_basin(**SMALL, hidden_field=0.0, isolated=False, reservoirs=0)
+    )
     assert explicit.keys() == today.keys()
     assert "hidden_field" not in today and "hidden_field_params" not in today
+    assert "reservoir_mask" not in today
     for key in today:
         assert explicit[key] == today[key], f"attribute {key!r} differs"
 
@@ -90,15 +94,17 @@ def test_cache_names_separate_options_and_keep_the_default(tmp_path):
     names = {}
     for label, options in {
         "default": {},
-        "explicit_default": dict(hidden_field=0.0, isolated=False),
+        "explicit_default": dict(hidden_field=0.0, isolated=False, reservoirs=0),
         "hidden_0.6": dict(hidden_field=0.6),
         "hidden_0.3": dict(hidden_field=0.3),
         "isolated": dict(isolated=True),
+        "reservoirs_2": dict(reservoirs=2),
     }.items():
         dataset = SyntheticRiverBasin(root=tmp_path / label, **SMALL, **options)
         names[label] = dataset.processed_file_names[0]
     assert names["explicit_default"] == names["default"]
-    assert len({names[k] for k in ("default", "hidden_0.6", "hidden_0.3", "isolated")}) == 4
+    options = ("default", "hidden_0.6", "hidden_0.3", "isolated", "reservoirs_2")
+    assert len({names[k] for k in options}) == 5
     # the default name is the one of the generator without the options (existing caches stay)
     legacy = {"class": "SyntheticRiverBasin", **SMALL, "num_gauges": None}
     legacy["version"] = SYNTHETIC_VERSION
@@ -109,6 +115,9 @@ def test_cache_names_separate_options_and_keep_the_default(tmp_path):
     assert reloaded.hidden_field.shape == (SMALL["num_nodes"],)
     assert reloaded.hidden_field_params == list(HIDDEN_FIELD_PARAMS)
     assert SyntheticRiverBasin(root=tmp_path / "isolated", **SMALL, isolated=True)[0].num_edges == 0
+    regulated = SyntheticRiverBasin(root=tmp_path / "reservoirs_2", **SMALL, reservoirs=2)[0]
+    assert int(regulated.reservoir_mask.sum()) == 2
+    assert regulated.reservoir_capacity_m3.shape == (SMALL["num_nodes"],)
 
 
 def test_hidden_field_out_of_range_is_refused(tmp_path):
