@@ -7,7 +7,6 @@ km², lengths in m, temperatures in °C, time steps given in seconds where a con
 from __future__ import annotations
 
 import math
-import re
 from typing import Any
 
 import numpy as np
@@ -26,6 +25,7 @@ __all__ = [
     "hargreaves_pet",
     "convert_units",
     "to_canonical",
+    "unit_registry",
     "UNIT_ALIASES",
 ]
 
@@ -140,90 +140,137 @@ def hargreaves_pet(tmin_c, tmax_c, latitude_deg, day_of_year):
     return np.maximum(0.0023 * ra * (tmean + 17.8) * np.sqrt(trange), 0.0)
 
 
-# Known unit spellings → (canonical unit, converter). Canonical units: mm (depth per step),
-# degC, m3/s, km2, m.
-_UNIT_TABLE: dict[str, tuple[str, object]] = {}
+# Unit strings are parsed by pint with cf-xarray's registry, which reads CF / UDUNITS
+# spellings ("mm d-1", "kg m-2 s-1", "m3 s-1", "degree_Celsius"). Only hydrological
+# abbreviations pint does not define, and single-letter temperature spellings that pint reads
+# as other units ("C" coulomb, "F" farad), are rewritten first.
+UNIT_ALIASES: dict[str, str] = {
+    "cfs": "ft^3/s",
+    "cms": "m^3/s",
+    "cumecs": "m^3/s",
+    "mm/step": "mm",
+    "acre": "international_acre",  # pint's "acre" is the US survey acre (4046.8726 m²)
+    "acres": "international_acre",
+    "inches": "inch",
+    "inches/day": "inch/day",
+    "cubic_feet_per_second": "ft^3/s",
+    "cubic_meters_per_second": "m^3/s",
+}
+_TEMPERATURE_ALIASES: dict[str, str] = {
+    **{k: "degC" for k in ("c", "°c", "celsius", "degreesc", "degreec", "deg_celsius")},
+    **{k: "degC" for k in ("degrees_celsius", "degree_c", "degrees_c", "deg_c")},
+    **{k: "degF" for k in ("f", "°f", "fahrenheit", "degreesf", "degreef", "deg_f")},
+    **{k: "degF" for k in ("degree_fahrenheit", "degrees_fahrenheit", "degree_f", "degrees_f")},
+    **{k: "K" for k in ("k", "kelvin")},
+}
+#: canonical units: name -> (pint unit, what it measures)
+_CANONICAL: dict[str, tuple[str, str]] = {
+    "mm": ("mm", "a water depth (per time step) or a depth rate"),
+    "degC": ("degC", "a temperature"),
+    "m3/s": ("m^3/s", "a discharge"),
+    "km2": ("km^2", "an area"),
+    "m": ("m", "a length"),
+}
+WATER_DENSITY_KG_M3 = 1000.0  # 1 kg m-2 of water = 1 mm
 
 
-def _register(canonical: str, converter, *spellings: str) -> None:
-    for s in spellings:
-        _UNIT_TABLE[s.lower().replace(" ", "")] = (canonical, converter)
+def unit_registry() -> Any:
+    """The pint unit registry that reads unit strings (cf-xarray's: CF / UDUNITS spellings)."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        from cf_xarray.units import units
+
+        if "international_acre" not in units:  # the acre of 43,560 international square feet
+            units.define("international_acre = 43560 * international_foot ** 2")
+        _REGISTRY = units
+    return _REGISTRY
 
 
-def _identity(v):
-    return v
+_REGISTRY: Any = None
 
 
-_register("mm", _identity, "mm", "mm/day", "mmday-1", "mmd-1", "mm/d", "millimeters", "mm/step")
-_register("mm", inches_to_mm, "in", "inch", "inches", "in/day", "inches/day")
-_register("mm", lambda v: v * 1e3, "m", "m/day")
-_register("degC", _identity, "c", "degc", "°c", "celsius", "degreesc", "deg_c", "degree_celsius")
-_register("degC", fahrenheit_to_celsius, "f", "degf", "°f", "fahrenheit", "degreesf", "deg_f")
-_register("degC", lambda v: v - 273.15, "k", "kelvin")
-_register("m3/s", _identity, "m3/s", "m3s-1", "m^3/s", "m³/s", "cms", "cumecs")
-_register("m3/s", cfs_to_m3s, "cfs", "ft3/s", "ft3s-1", "ft^3/s", "cubic_feet_per_second")
-_register("km2", _identity, "km2", "km^2", "km²")
-_register("km2", acres_to_km2, "acre", "acres")
-_register("km2", lambda v: v * 1e-6, "m2", "m^2")
+def _parse(units: str, expected: str, variable: str) -> Any:
+    """The pint unit of ``units`` (aliases first; then as written; then lower-case)."""
+    import tokenize
+
+    import pint
+
+    # what pint's parser raises on a string that is not a unit expression
+    not_a_unit = (pint.errors.PintError, tokenize.TokenError, SyntaxError, AssertionError)
+    not_a_unit += (ZeroDivisionError, ValueError, TypeError, AttributeError)
+    ureg = unit_registry()
+    text = str(units).strip()
+    key = text.lower().replace(" ", "")
+    if expected == "degC" and key in _TEMPERATURE_ALIASES:
+        return ureg.Unit(_TEMPERATURE_ALIASES[key])
+    candidates = [UNIT_ALIASES.get(key), text, text.lower()]
+    for candidate in (c for c in candidates if c):
+        try:
+            return ureg.parse_units(candidate)
+        except not_a_unit:
+            continue
+    raise ValueError(
+        f"variable {variable!r}: unknown units {units!r}; expected {expected!r} or any unit of "
+        f"{_CANONICAL[expected][1]} that pint/UDUNITS knows"
+    )
+
+
+def _affine(unit: Any, target: str) -> tuple[float, float]:
+    """``(scale, offset)`` with ``value_in_target = scale·value + offset``."""
+    ureg = unit_registry()
+    zero = ureg.Quantity(0.0, unit).to(target).magnitude
+    one = ureg.Quantity(1.0, unit).to(target).magnitude
+    return float(one - zero), float(zero)
+
+
+def _conversion(
+    units: str, expected: str, *, variable: str, step_seconds: float | None = None
+) -> tuple[float, float]:
+    """``(scale, offset)`` converting ``units`` to the canonical ``expected`` unit; for
+    ``expected="mm"`` rates become depths per step of ``step_seconds`` and masses of water per
+    area become depths."""
+    if expected not in _CANONICAL:
+        raise ValueError(f"expected unit must be one of {sorted(_CANONICAL)}, got {expected!r}")
+    ureg = unit_registry()
+    unit = _parse(units, expected, variable)
+    dims = ureg.Quantity(1.0, unit).dimensionality
+    target, what = _CANONICAL[expected]
+    if expected == "mm":
+        scale = 1.0
+        if (
+            dims == ureg.Quantity(1.0, "kg/m^2").dimensionality
+            or dims == ureg.Quantity(1.0, "kg/m^2/s").dimensionality
+        ):
+            unit = unit / ureg.Unit("kg/m^3")  # mass per area of water → depth
+            scale = 1.0 / WATER_DENSITY_KG_M3
+            dims = ureg.Quantity(1.0, unit).dimensionality
+        if dims == ureg.Quantity(1.0, "mm/s").dimensionality:
+            if step_seconds is None:
+                raise ValueError(
+                    f"variable {variable!r}: units {units!r} are a rate; the time step is unknown"
+                )
+            factor, _ = _affine(unit, "mm/s")
+            return scale * factor * float(step_seconds), 0.0
+    if dims != ureg.Quantity(1.0, target).dimensionality:
+        raise ValueError(
+            f"variable {variable!r}: units {units!r} measure {dims}, expected {expected!r} ({what})"
+        )
+    factor, offset = _affine(unit, target)
+    return (scale if expected == "mm" else 1.0) * factor, offset
 
 
 def convert_units(value, units: str, expected: str, *, variable: str = "value"):
-    """Convert ``value`` from ``units`` to the canonical ``expected`` unit.
+    """Convert ``value`` from ``units`` to the canonical ``expected`` unit (``"mm"``,
+    ``"degC"``, ``"m3/s"``, ``"km2"``, ``"m"``); any unit pint (with CF / UDUNITS spellings)
+    knows converts.
 
     Raises a ``ValueError`` naming the variable and the unit when the unit is unknown or
     measures another quantity (e.g. a temperature given where a depth is expected).
     """
-    key = str(units).lower().replace(" ", "")
-    if key not in _UNIT_TABLE:
-        known = sorted(k for k, (c, _) in _UNIT_TABLE.items() if c == expected)
-        raise ValueError(
-            f"variable {variable!r}: unknown units {units!r}; expected {expected!r} or one of {known}"
-        )
-    canonical, converter = _UNIT_TABLE[key]
-    if canonical != expected:
-        raise ValueError(
-            f"variable {variable!r}: units {units!r} measure {canonical!r}, expected {expected!r}"
-        )
-    return converter(value)
-
-
-#: CF-style and other spellings, mapped to spellings of the table above.
-UNIT_ALIASES: dict[str, str] = {
-    "degree_fahrenheit": "degf",
-    "degrees_fahrenheit": "degf",
-    "degree_f": "degf",
-    "degrees_f": "degf",
-    "degreef": "degf",
-    "degrees_celsius": "degc",
-    "degree_c": "degc",
-    "degrees_c": "degc",
-    "degreec": "degc",
-    "deg_celsius": "degc",
-    "m3s^-1": "m3/s",
-    "m^3s^-1": "m3/s",
-    "m^3/s": "m3/s",
-    "cubic_meters_per_second": "m3/s",
-    "ft3/sec": "ft3/s",
-    "ft^3s^-1": "ft3/s",
-    "inch": "in",
-    "millimeter": "mm",
-    "millimetre": "mm",
-    "millimetres": "mm",
-    "kgm-2": "mm",
-    "kg/m2": "mm",
-    "kg/m^2": "mm",
-}
-
-# Rate suffixes of depth units: (pattern, seconds of the rate's time unit).
-_RATE_SUFFIXES: tuple[tuple[str, float], ...] = (
-    (r"(/day|/d|day-1|d-1|day\^-1|perday)$", 86_400.0),
-    (r"(/hour|/hr|/h|h-1|hr-1|hour-1|h\^-1)$", 3_600.0),
-    (r"(/s|/sec|s-1|s\^-1)$", 1.0),
-)
-
-
-def _key(units: str) -> str:
-    return str(units).strip().lower().replace(" ", "")
+    scale, offset = _conversion(units, expected, variable=variable)
+    if scale == 1.0 and offset == 0.0:
+        return value
+    return value * scale + offset if offset != 0.0 else value * scale
 
 
 def to_canonical(
@@ -244,34 +291,7 @@ def to_canonical(
     """
     if units is None or str(units).strip() == "":
         return values
-    key = _key(units)
-    if expected == "mm":
-        factor = 1.0
-        for pattern, seconds in _RATE_SUFFIXES:
-            m = re.search(pattern, key)
-            if m and key != "m3/s":
-                depth = key[: m.start()]
-                if depth == "":
-                    break
-                if step_seconds is None:
-                    raise ValueError(
-                        f"variable {variable!r}: units {units!r} are a rate; the time step is unknown"
-                    )
-                key = depth
-                factor = step_seconds / seconds
-                break
-        key = UNIT_ALIASES.get(key, key)
-        try:
-            out = convert_units(values, key, expected, variable=variable)
-        except ValueError as err:
-            raise ValueError(
-                f"variable {variable!r}: unknown or wrong units {units!r} ({err})"
-            ) from None
-        return out * factor if factor != 1.0 else out
-    key = UNIT_ALIASES.get(key, key)
-    try:
-        return convert_units(values, key, expected, variable=variable)
-    except ValueError as err:
-        raise ValueError(
-            f"variable {variable!r}: unknown or wrong units {units!r} ({err})"
-        ) from None
+    scale, offset = _conversion(units, expected, variable=variable, step_seconds=step_seconds)
+    if scale == 1.0 and offset == 0.0:
+        return values
+    return values * scale + offset if offset != 0.0 else values * scale

@@ -150,10 +150,36 @@ def test_convert_units_canonical_spellings():
 
 
 def test_convert_units_errors_name_variable_and_unit():
-    with pytest.raises(ValueError, match=r"'tmax'.*unknown units 'furlong'"):
+    with pytest.raises(ValueError, match=r"'tmax'.*unknown units 'flurbs'"):
+        convert_units(1.0, "flurbs", "degC", variable="tmax")
+    # a valid unit of another quantity says what it measures
+    with pytest.raises(ValueError, match=r"'tmax'.*'furlong' measure \[length\], expected 'degC'"):
         convert_units(1.0, "furlong", "degC", variable="tmax")
-    with pytest.raises(ValueError, match=r"'area'.*'cfs' measure 'm3/s', expected 'km2'"):
+    with pytest.raises(ValueError, match=r"'area'.*'cfs' measure \[length\] \*\* 3 / \[time\]"):
         convert_units(1.0, "cfs", "km2", variable="area")
+
+
+def test_any_unit_pint_knows_converts():
+    """Not a hand-kept list: CF/UDUNITS and pint spellings convert by their definitions."""
+    assert convert_units(1.0, "mile", "m") == pytest.approx(1609.344)
+    assert convert_units(1.0, "hectare", "km2") == pytest.approx(0.01)
+    assert convert_units(1.0, "mi^2", "km2") == pytest.approx(2.589988110336)
+    assert convert_units(1.0, "ft3 s-1", "m3/s") == pytest.approx(0.028316846592)
+    assert convert_units(1.0, "L/s", "m3/s") == pytest.approx(1e-3)
+    assert convert_units(1.0, "kiloliter/minute", "m3/s") == pytest.approx(1 / 60)
+    assert convert_units(32.0, "degree_Fahrenheit", "degC") == pytest.approx(0.0, abs=1e-12)
+    assert convert_units(0.0, "degree_Rankine", "degC") == pytest.approx(-273.15)
+    x = np.array([1.0, 2.0])
+    np.testing.assert_allclose(
+        to_canonical(x, "cm/hour", "mm", variable="p", step_seconds=3600), x * 10
+    )
+    np.testing.assert_allclose(
+        to_canonical(x, "mm s-1", "mm", variable="p", step_seconds=60), x * 60
+    )
+    np.testing.assert_allclose(to_canonical(x, "kg m-2", "mm", variable="swe"), x)
+    np.testing.assert_allclose(to_canonical(x, "g cm-2", "mm", variable="swe"), x * 10)
+    with pytest.raises(ValueError, match=r"variable 'p': unknown units 'mm per fortnite'"):
+        to_canonical(x, "mm per fortnite", "mm", variable="p", step_seconds=60)
 
 
 def test_to_canonical_rates():
