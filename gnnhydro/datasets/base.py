@@ -156,6 +156,9 @@ class RiverDataset(InMemoryDataset):
 
     #: short dataset name (also the hydra dataset name).
     name: str = "river"
+    #: version of what :meth:`build` writes; raising it when the build changes (new graph
+    #: attributes) gives new processed file names, so caches of the old build are not read
+    processed_version: int = 0
 
     def __init__(
         self,
@@ -195,9 +198,10 @@ class RiverDataset(InMemoryDataset):
         return {}
 
     def config_hash(self) -> str:
-        text = json.dumps(
-            {"class": type(self).__name__, **self.config()}, sort_keys=True, default=str
-        )
+        key = {"class": type(self).__name__, **self.config()}
+        if self.processed_version:  # 0 keeps the names of caches written before versions
+            key["processed_version"] = self.processed_version
+        text = json.dumps(key, sort_keys=True, default=str)
         return hashlib.sha1(text.encode()).hexdigest()[:10]
 
     @property

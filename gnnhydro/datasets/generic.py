@@ -184,6 +184,7 @@ class GenericRiverDataset(RiverDataset):
     """
 
     name = "generic"
+    processed_version = 1  # 1: the reservoir columns of nodes.csv as graph attributes
 
     def __init__(
         self,

@@ -166,6 +166,7 @@ class NWMDomain(RiverDataset):
     """
 
     name = "nwm"
+    processed_version = 1  # 1: lakes as reservoir nodes with their LAKEPARM properties
     url = TROUTE_URL
     #: files of the default (Lower Colorado) domain, for download.
     chrtout_hours = ("2021-08-23 13:00", "2021-08-24 16:00")

@@ -184,3 +184,33 @@ def test_forcing_checks_run_on_built_items(tmp_path):
 
     with pytest.raises(ValueError, match=r"'pet' is negative at ids \['n2'\]"):
         Bad(tmp_path)
+
+
+def test_processed_version_renames_the_cache(tmp_path):
+    """A dataset whose build changed (a raised ``processed_version``) does not read the caches
+    of the old build; version 0 keeps the names caches had before versions existed."""
+
+    class Old(RiverDataset):
+        name = "toy"
+
+        @property
+        def raw_file_names(self):
+            return []
+
+        def download(self):
+            pass
+
+        def build(self):
+            return [RiverGraph.from_edges([1, 2], [2, 0])]
+
+    class New(Old):
+        processed_version = 1
+
+    Old.__name__ = New.__name__ = "Toy"  # the same class name: only the version differs
+    old, new = Old(tmp_path / "a"), New(tmp_path / "b")
+    assert old.processed_file_names != new.processed_file_names
+    import hashlib
+    import json
+
+    legacy = hashlib.sha1(json.dumps({"class": "Toy"}, sort_keys=True).encode()).hexdigest()[:10]
+    assert old.processed_file_names == [f"toy_{legacy}.pt"]
