@@ -1,10 +1,10 @@
-"""Benchmark of HBV runoff generation: ``gnnhydro bench runoff``.
+"""Benchmark of runoff generation (HBV, GR4J): ``gnnhydro bench runoff [--model gr4j]``.
 
 Measures, on synthetic forcing (basins × days × nmul), wall time, throughput (basin-steps/s) and
 peak resident memory of the forward and forward+backward passes of
 
 * the fused numba path with its exact adjoint (``gradient="autograd"``, backend numba),
-* the fused numba path with forward sensitivities (``gradient="sensitivity"``),
+* the fused numba path with forward sensitivities (``gradient="sensitivity"``; HBV only),
 * the per-step PyTorch autograd loop (the floor to beat) at 1 torch thread and at the default
   thread count, in the same run,
 
@@ -16,6 +16,7 @@ Torch's thread count is restored afterwards.
 Example::
 
     python -m gnnhydro.bench.runoff --basins 1000 --days 730 --nmul 16
+    python -m gnnhydro.bench.runoff --model gr4j
 """
 
 from __future__ import annotations
@@ -29,15 +30,25 @@ from collections.abc import Callable
 
 import torch
 
+from gnnhydro.runoff.gr4j import GR4J
 from gnnhydro.runoff.hbv import HBV
 
 __all__ = ["main", "synthetic_case"]
 
+#: the benchmarked models: name -> class (built with ``nmul`` and ``backend=``)
+MODELS = {"hbv": HBV, "gr4j": GR4J}
+
 
 def synthetic_case(
-    basins: int, days: int, nmul: int, *, seed: int = 0, dtype: torch.dtype = torch.float32
+    basins: int,
+    days: int,
+    nmul: int,
+    *,
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    model: str = "hbv",
 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Plausible synthetic daily forcing and HBV parameters (inside the δHBV bounds).
+    """Plausible synthetic daily forcing and parameters of ``model`` (inside its bounds).
 
     Shapes:
         forcing ``[basins, days]`` (mm/day, °C, mm/day); params ``[basins, nmul]``.
@@ -55,7 +66,7 @@ def synthetic_case(
         "temperature": temp.to(dtype),
         "pet": pet.to(dtype),
     }
-    spec = HBV(nmul).param_spec
+    spec = MODELS[model](nmul).param_spec
     params = {
         k: (
             s.low
@@ -96,7 +107,7 @@ def _time(fn: Callable[[], object], repeat: int) -> tuple[float, float, object]:
     return best, peak_delta, res
 
 
-def _fwd(model: HBV, forcing, params) -> Callable[[], torch.Tensor]:
+def _fwd(model: torch.nn.Module, forcing, params) -> Callable[[], torch.Tensor]:
     def run() -> torch.Tensor:
         with torch.no_grad():
             return model(forcing, params)["runoff"]
@@ -104,7 +115,7 @@ def _fwd(model: HBV, forcing, params) -> Callable[[], torch.Tensor]:
     return run
 
 
-def _fwd_bwd(model: HBV, forcing, params) -> Callable[[], torch.Tensor]:
+def _fwd_bwd(model: torch.nn.Module, forcing, params) -> Callable[[], torch.Tensor]:
     leaves = {k: v.detach().clone().requires_grad_() for k, v in params.items()}
 
     def run() -> torch.Tensor:
@@ -131,22 +142,31 @@ class _Threads:
 
 
 def run_bench(
-    basins: int, days: int, nmul: int, *, repeat: int = 1, loop: bool = True, sensitivity=True
+    basins: int,
+    days: int,
+    nmul: int,
+    *,
+    repeat: int = 1,
+    loop: bool = True,
+    sensitivity=True,
+    model: str = "hbv",
 ) -> list[dict]:
     """Run all cases; return one row per (path, pass) with seconds, throughput and memory, led
     by the compile rows (``"compile"``: path; see :func:`gnnhydro.bench.compile.compile_cost`)
     and ended by the largest fused-vs-loop runoff difference."""
     from gnnhydro.bench.compile import compile_cost
-    from gnnhydro.runoff.kernels import hbv_numba
+    from gnnhydro.runoff.kernels import gr4j_numba, hbv_numba
 
-    forcing, params = synthetic_case(basins, days, nmul)
+    cls = MODELS[model]
+    sensitivity = sensitivity and cls is HBV  # GR4J has no sensitivity mode
+    forcing, params = synthetic_case(basins, days, nmul, model=model)
     steps = basins * days
     rows: list[dict] = []
-    fused = HBV(nmul, backend="numba")
+    fused = cls(nmul, backend="numba")
     # compilation (cached on disk: only the first call in a fresh cache compiles), paid on a
     # tiny case and reported: first call minus second call, and whether the cache was hit
-    small_f, small_p = synthetic_case(2, 5, nmul)
-    kernel = hbv_numba._forward_kernel
+    small_f, small_p = synthetic_case(2, 5, nmul, model=model)
+    kernel = (hbv_numba if cls is HBV else gr4j_numba)._forward_kernel
     rows.append(
         {"compile": "fused numba (adjoint)"}
         | compile_cost(_fwd_bwd(fused, small_f, small_p), kernel)
@@ -183,7 +203,7 @@ def run_bench(
         )
     diff = float("nan")
     if loop:
-        ref = HBV(nmul, backend="torch")
+        ref = cls(nmul, backend="torch")
         default_threads = torch.get_num_threads()
         for n_thr in sorted({1, default_threads}):
             label = f"torch loop ({n_thr} thread{'s' if n_thr > 1 else ''})"
@@ -195,11 +215,11 @@ def run_bench(
     return rows
 
 
-def _report(rows: list[dict], basins: int, days: int, nmul: int) -> str:
+def _report(rows: list[dict], basins: int, days: int, nmul: int, model: str = "hbv") -> str:
     from gnnhydro.bench.compile import format_compile_cost
 
     lines = [
-        f"HBV runoff benchmark: {basins} basins × {days} days × nmul {nmul} "
+        f"{MODELS[model].__name__} runoff benchmark: {basins} basins × {days} days × nmul {nmul} "
         f"(torch {torch.__version__}, default torch threads {torch.get_num_threads()})",
         f"{'path':40s} {'pass':17s} {'s':>8s} {'basin-steps/s':>14s} {'ΔRSS MB':>9s} "
         f"{'peak RSS MB':>11s}",
@@ -230,6 +250,7 @@ def _report(rows: list[dict], basins: int, days: int, nmul: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point (``gnnhydro bench runoff``); returns the exit code."""
     ap = argparse.ArgumentParser(prog="gnnhydro bench runoff", description=__doc__.split("\n")[0])
+    ap.add_argument("--model", choices=sorted(MODELS), default="hbv")
     ap.add_argument("--basins", type=int, default=1000)
     ap.add_argument("--days", type=int, default=730)
     ap.add_argument("--nmul", type=int, default=16)
@@ -247,8 +268,9 @@ def main(argv: list[str] | None = None) -> int:
         repeat=args.repeat,
         loop=not args.no_loop,
         sensitivity=not args.no_sensitivity,
+        model=args.model,
     )
-    print(_report(rows, args.basins, args.days, args.nmul))
+    print(_report(rows, args.basins, args.days, args.nmul, args.model))
     return 0
 
 

@@ -1,4 +1,4 @@
-"""Differentiable runoff generation: HBV family, linear reservoir, LSTM (one interface)."""
+"""Differentiable runoff generation: HBV family, GR4J, linear reservoir, LSTM (one interface)."""
 
 from gnnhydro.runoff.base import (
     RunoffModel,
@@ -7,6 +7,7 @@ from gnnhydro.runoff.base import (
     mass_balance,
     register_runoff_model,
 )
+from gnnhydro.runoff.gr4j import GR4J, gr4j_step, gr4j_torch_loop, gr4j_unit_hydrographs
 from gnnhydro.runoff.hbv import HBV, gamma_unit_hydrograph, hbv_step, hbv_torch_loop, uh_convolve
 from gnnhydro.runoff.linear_reservoir import LinearReservoir, linear_reservoir
 from gnnhydro.runoff.lstm import LSTMRunoff
@@ -17,6 +18,10 @@ __all__ = [
     "get_runoff_model",
     "list_runoff_models",
     "mass_balance",
+    "GR4J",
+    "gr4j_step",
+    "gr4j_torch_loop",
+    "gr4j_unit_hydrographs",
     "HBV",
     "hbv_step",
     "hbv_torch_loop",

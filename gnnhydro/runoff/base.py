@@ -89,6 +89,17 @@ class RunoffModel(nn.Module):
             for s in self.state_names
         }
 
+    def default_states(
+        self, num_rows: int, params: Mapping[str, Tensor], *, dtype: torch.dtype, device=None
+    ) -> dict[str, Tensor]:
+        """Initial states when none are given; ``params`` are the validated parameters (models
+        whose default stores depend on them, e.g. GR4J's ``0.3·x1``, override this)."""
+        return self.init_states(num_rows, dtype=dtype, device=device)
+
+    def _state_shape(self, name: str, num_rows: int) -> tuple[int, int]:
+        """Shape of state ``name``: ``[N, nmul]`` (one store per component) by default."""
+        return (num_rows, self.nmul)
+
     # -------------------------------------------------------------- validation
     def check_forcing(self, forcing: Mapping[str, Tensor]) -> tuple[dict[str, Tensor], tuple]:
         """Validate forcing; return it flattened to ``[B·N, T]`` and the leading shape."""
@@ -235,26 +246,27 @@ class RunoffModel(nn.Module):
             raise ValueError(f"warmup_steps must be in [0, {n_steps}), got {warmup_steps}")
         p = self.check_params(params, num_nodes, n_steps, batch=batch)
         if states is None:
-            st = self.init_states(n_rows, dtype=first.dtype, device=first.device)
+            st = self.default_states(n_rows, p, dtype=first.dtype, device=first.device)
         else:
             st = {}
             for s in self.state_names:
                 if s not in states:
                     raise ValueError(f"{type(self).__name__}: missing initial state {s!r}")
                 v = torch.as_tensor(states[s])
-                if v.shape[-1] != self.nmul or v.numel() != n_rows * self.nmul:
+                shape = self._state_shape(s, n_rows)
+                if v.shape[-1] != shape[-1] or v.numel() != shape[0] * shape[1]:
                     raise ValueError(
                         f"{type(self).__name__}: initial state {s!r} has shape "
-                        f"{list(v.shape)}, expected {[n_rows, self.nmul]}"
+                        f"{list(v.shape)}, expected {list(shape)}"
                     )
-                st[s] = v.reshape(n_rows, self.nmul)
+                st[s] = v.reshape(shape)
         out = self._run(flat, p, st)
         w = int(warmup_steps)
         result: dict[str, Tensor] = {}
         for key, val in out.items():
             if key.startswith("final_"):
                 if return_states:
-                    result[key] = val.reshape(*lead, self.nmul)
+                    result[key] = val.reshape(*lead, val.shape[-1])
                 continue
             if key == "storage_initial":
                 val = out["storage"][:, w - 1] if w > 0 else val
