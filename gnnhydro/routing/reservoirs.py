@@ -19,9 +19,13 @@ sub-step means). ``n = ⌈2·Δt·L⌉`` (``substeps="auto"``) from each operato
 oscillation); one ``n`` for all reservoirs of a run (the largest), so results do not depend on
 how the network is staged.
 
-Cost: a Python loop over time steps × sub-steps in torch (about 15 small ops each), vectorised
-over all reservoirs of a stage and the batch; autograd records it (the backward is the same
-loop reversed). It is run once per reservoir level of the network (:mod:`.staged`).
+Cost: on CPU the built-in operators integrate in one numba kernel with an exact hand-written
+adjoint (a ``torch.autograd.Function``, float64 inside, :mod:`.kernels.reservoir_numba`), all
+reservoirs of a stage and the batch at once. Elsewhere (other devices, user operators that only
+define :meth:`~ReservoirOperator.rates`) a Python loop over time steps × sub-steps in torch
+(about 15 small ops each, vectorised the same way) that autograd records; it is also the
+reference (``integrate(..., method="torch")``). It is run once per reservoir level of the
+network (:mod:`.staged`).
 
 Operators register with :func:`register_reservoir` (or the entry-point group
 ``"gnnhydro.reservoirs"``). Each declares three kinds of inputs, all given to
@@ -239,6 +243,7 @@ class ReservoirOperator:
         storage: Tensor | None = None,
         substeps: int | str = "auto",
         t0: int = 0,
+        method: str = "auto",
     ) -> ReservoirSeries:
         """Integrate the storage of every reservoir over the series (see the module docstring).
 
@@ -249,6 +254,9 @@ class ReservoirOperator:
             storage: ``[B, R]`` m³ at the start, or None (:meth:`initial_storage`).
             substeps: sub-steps per step, or ``"auto"`` (:meth:`substeps`).
             t0: index of the first step in the series inputs (time-chunked runs).
+            method: ``"auto"`` (the numba kernel with its exact adjoint for a built-in
+                operator on CPU, else the torch loop), ``"numba"`` or ``"torch"`` (the loop
+                over steps × sub-steps that autograd records: the reference).
         """
         B, R, T = inflow.shape
         if storage is None:
@@ -257,6 +265,8 @@ class ReservoirOperator:
         n = self.substeps(params, step_seconds) if substeps == "auto" else int(substeps)
         if n < 1:
             raise ValueError(f"reservoir substeps must be >= 1 or 'auto', got {substeps!r}")
+        if _use_kernel(self, inflow, method):
+            return _integrate_numba(self, inflow, params, step_seconds, s, n)
         h = step_seconds / n
         cap = self.capacity(params)
         outs, spills, stores = [], [], []
@@ -468,6 +478,7 @@ class ObservedRelease(ReservoirOperator):
         storage: Tensor | None = None,
         substeps: int | str = "auto",
         t0: int = 0,
+        method: str = "auto",
     ) -> ReservoirSeries:
         B, R, T = inflow.shape
         release = params["reservoir_release"][..., t0 : t0 + T].to(inflow.dtype)
@@ -480,8 +491,107 @@ class ObservedRelease(ReservoirOperator):
         if storage is None:
             storage = self.initial_storage(params)
         s0 = storage.to(inflow.dtype).expand(B, R)
+        if _use_kernel(self, inflow, method):
+            return _integrate_numba(
+                self, inflow, {"reservoir_release": release}, step_seconds, s0, 1
+            )
         stored = s0.unsqueeze(-1) + torch.cumsum((inflow - release) * step_seconds, -1)
         return ReservoirSeries(release, torch.zeros_like(release), stored)
+
+
+# ------------------------------------------------------- storage integration: numba + adjoint
+#: methods that define a built-in operator's physics (a subclass overriding one of them is
+#: integrated by the torch loop)
+_PHYSICS = ("rates", "capacity", "elevation", "_area_m2")
+
+
+def _kernel_name(op: ReservoirOperator) -> str | None:
+    """The built-in operator whose kernel integrates ``op`` (its physics not overridden)."""
+    for cls in (LearnedRelease, LevelPool, ObservedRelease):
+        if isinstance(op, cls) and all(
+            getattr(type(op), m, None) is getattr(cls, m, None) for m in _PHYSICS
+        ):
+            return cls.name
+    return None
+
+
+def _use_kernel(op: ReservoirOperator, inflow: Tensor, method: str) -> bool:
+    if method not in ("auto", "numba", "torch"):
+        raise ValueError(f"reservoir integration method must be auto|numba|torch, got {method!r}")
+    ok = inflow.device.type == "cpu" and _kernel_name(op) is not None
+    if method == "numba" and not ok:
+        raise ValueError(
+            f"reservoir operator {op.name!r}: the numba integration serves the built-in "
+            "operators on CPU only"
+        )
+    return ok and method != "torch"
+
+
+class _IntegrateNumba(torch.autograd.Function):
+    """The storage integration of a built-in operator (numba forward, exact numba adjoint:
+    :mod:`gnnhydro.routing.kernels.reservoir_numba`), float64 inside, results in the inflow's
+    dtype. Inputs ``inflow [B, R, T]``, ``s0 [B, R]``, ``release [B, R, T]`` (or empty) and
+    the properties, each ``[B, R]``; outputs ``outflow, spill, storage [B, R, T]``."""
+
+    @staticmethod
+    def forward(ctx, code, n, dt, inflow, s0, release, *props):  # type: ignore[override]
+        from gnnhydro.routing.kernels.reservoir_numba import integrate_forward
+
+        B, R, T = inflow.shape
+        arrays = [_np64(inflow), _np64(s0), _np64_props(props, B, R), _np64(release)]
+        out, spill, store = (np.empty((B, R, T)) for _ in range(3))
+        integrate_forward(code, n, float(dt), *arrays, out, spill, store)
+        ctx.args, ctx.arrays, ctx.store = (code, n, float(dt)), arrays, store
+        ctx.dtypes = [t.dtype for t in (inflow, s0, release, *props)]
+        return tuple(torch.from_numpy(a).to(inflow.dtype) for a in (out, spill, store))
+
+    @staticmethod
+    def backward(ctx, g_out, g_spill, g_store):  # type: ignore[override]
+        from gnnhydro.routing.kernels.reservoir_numba import integrate_backward
+
+        inflow, s0, props, release = ctx.arrays
+        g_in, g_s0, g_props, g_rel = (np.zeros_like(a) for a in ctx.arrays)
+        integrate_backward(
+            *ctx.args, inflow, s0, props, release, ctx.store,
+            *(_np64(g) for g in (g_out, g_spill, g_store)), g_in, g_s0, g_props, g_rel,
+        )  # fmt: skip
+        grads = [g_in, g_s0, g_rel, *(g_props[..., i] for i in range(len(ctx.dtypes) - 3))]
+        need = ctx.needs_input_grad[3:]
+        return (None, None, None) + tuple(
+            torch.from_numpy(np.ascontiguousarray(g)).to(dt) if want else None
+            for g, dt, want in zip(grads, ctx.dtypes, need, strict=True)
+        )
+
+
+def _np64(t: Tensor) -> np.ndarray:
+    return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
+
+
+def _np64_props(props: tuple[Tensor, ...], B: int, R: int) -> np.ndarray:
+    """``[B, R, P]`` float64 (``[B, R, 1]`` zeros without properties)."""
+    if not props:
+        return np.zeros((B, R, 1))
+    return np.ascontiguousarray(np.stack([t.detach().cpu().numpy() for t in props], -1), np.float64)
+
+
+def _integrate_numba(
+    op: ReservoirOperator,
+    inflow: Tensor,
+    params: Mapping[str, Tensor],
+    step_seconds: float,
+    storage: Tensor,
+    n: int,
+) -> ReservoirSeries:
+    """:meth:`ReservoirOperator.integrate` by :class:`_IntegrateNumba` (``storage [B, R]``;
+    ``observed``: ``params`` holds the release ``[B, R, T]`` of this series)."""
+    B, R, T = inflow.shape
+    code, names = _FUSED[_kernel_name(op)]
+    props = [params[k].to(inflow.dtype).expand(B, R) for k in names]
+    release = params["reservoir_release"] if code == 2 else inflow.new_zeros(1, 1, 1)
+    out, spill, store = _IntegrateNumba.apply(
+        code, n, step_seconds, inflow, storage, release, *props
+    )
+    return ReservoirSeries(out, spill, store)
 
 
 def gather_params(

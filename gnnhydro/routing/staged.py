@@ -130,6 +130,20 @@ def staged_network(net: RoutingNetwork, plan: Any) -> RoutingNetwork:
     return staged
 
 
+class _Permute(torch.autograd.Function):
+    """``x.index_select(1, idx)`` for a permutation ``idx`` whose inverse is ``inv``: the backward
+    is the inverse gather (index_select's own backward zero-fills a gradient and scatter-adds)."""
+
+    @staticmethod
+    def forward(ctx, x, idx, inv):  # type: ignore[override]
+        ctx.inv = inv
+        return x.index_select(1, idx)
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        return g.index_select(1, ctx.inv), None, None
+
+
 def route_stages(
     lat: Tensor,
     net: RoutingNetwork,
@@ -157,16 +171,34 @@ def route_stages(
     states: list[Any] = []
     B, _, T = lat.shape
     structs = stage_structs(net, plan)
-    for nodes, sub, inner, groups in structs:
+    perm = torch.cat([n for n, *_ in structs]).to(lat.device)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel(), device=lat.device)
+    # one gather and views of it (the backward of a gather per stage zero-fills and adds a
+    # [B, N, T] gradient for every stage)
+    sizes = [n.numel() for n, *_ in structs]
+    lat_stages = _Permute.apply(lat, perm, inv).split(sizes, dim=1)
+    # the boundary sources of each stage, gathered once when it is done (a gather per boundary
+    # group would zero-fill a gradient of the whole source stage for every group)
+    sources: dict[int, list[Tensor]] = {}
+    offsets = []
+    for _, _, _, groups in structs:
+        offsets.append([])
+        for ss, _, src_local, _ in groups:
+            rows = sources.setdefault(ss, [])
+            offsets[-1].append(sum(r.numel() for r in rows))
+            rows.append(src_local)
+    boundary: dict[int, Tensor] = {}
+    for k, ((nodes, sub, inner, groups), lat_s) in enumerate(zip(structs, lat_stages, strict=True)):
         dev_nodes = nodes.to(lat.device)
-        lat_s = lat.index_select(1, dev_nodes)
         if groups:
-            bnd = lat.new_zeros(B, nodes.numel(), T)
-            for ss, e, src_local, dst_local in groups:
-                w = edge_weight[e.to(edge_weight.device)].view(1, -1, 1)
-                msg = outs[ss].index_select(1, src_local.to(lat.device)) * w
-                bnd = bnd.index_add(1, dst_local.to(lat.device), msg)
-            lat_s = lat_s + bnd
+            msgs = [
+                boundary[ss].narrow(1, off, e.numel())
+                * edge_weight[e.to(edge_weight.device)].view(1, -1, 1)
+                for (ss, e, _, _), off in zip(groups, offsets[k], strict=True)
+            ]
+            dst = torch.cat([g[3] for g in groups]).to(lat.device)
+            lat_s = lat_s.index_add(1, dst, torch.cat(msgs, 1).to(lat_s.dtype))
         out_s, st_s = route_one(
             lat_s,
             sub,
@@ -178,12 +210,11 @@ def route_stages(
         if after_stage is not None:
             out_s = after_stage(len(outs), nodes, out_s)
         outs.append(out_s)
+        if k in sources:
+            boundary[k] = out_s.index_select(1, torch.cat(sources[k]).to(lat.device))
         if st_s is not None:
             states.append(st_s)
-    perm = torch.cat([n for n, *_ in structs]).to(lat.device)
-    inv = torch.empty_like(perm)
-    inv[perm] = torch.arange(perm.numel(), device=lat.device)
-    out = torch.cat(outs, dim=1).index_select(1, inv)
+    out = _Permute.apply(torch.cat(outs, dim=1), inv, perm)
     new_state = None
     if want_state:
         new_state = RoutingState(

@@ -594,3 +594,148 @@ def test_hydro_model_learned_reservoirs():
     torch.testing.assert_close(out["discharge"][RES], out["reservoir_outflow"])
     out["discharge"].sum().backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in par.parameters())
+
+
+# ------------------------------------------- numba integration (+ exact adjoint) vs torch loop
+def _integrate_case(kind, B=2, T=48, seed=0):
+    """Operator inputs (``[1, R]`` and ``[B, R]`` parameters, each requiring gradients) whose
+    storages hit the caps: an empty reservoir (inflow pauses, releases capped by the water
+    available), spill above the capacity (learned), the orifice / weir / crest thresholds
+    (level pool); daily steps make the release rates large against the storage."""
+    gen = torch.Generator().manual_seed(seed)
+    if kind == "learned":
+        p = {
+            "reservoir_capacity_m3": torch.tensor([[1e6, 2e6, 5e5, 3e6]], dtype=D),
+            "reservoir_dead_fraction": torch.tensor([[0.0, 0.2, 0.5, 0.1]], dtype=D),
+            "reservoir_release_days": torch.tensor([[0.05, 0.5, 2.0, 10.0]], dtype=D),
+            "reservoir_exponent": 1.0 + 2.0 * torch.rand(B, 4, generator=gen, dtype=D),
+        }
+        s0 = torch.tensor([[0.0, 4e5, 5e5, 3e6]], dtype=D).expand(B, 4).clone()
+        scale = 40.0
+    elif kind == "level_pool":
+
+        def row(*v):
+            return torch.tensor([v], dtype=D)
+
+        p = {
+            "reservoir_area_km2": row(0.1, 1.0, 0.05),
+            "reservoir_max_elevation_m": row(103.0, 102.0, 102.0),
+            "reservoir_weir_elevation_m": row(101.5, 100.0, 102.0),  # weir at the orifice; none
+            "reservoir_weir_coefficient": row(0.4, 0.3, 0.5),
+            "reservoir_weir_length_m": row(10.0, 50.0, 5.0),
+            "reservoir_dam_length_m": row(10.0, 100.0, 0.0),
+            "reservoir_orifice_elevation_m": row(100.0, 100.0, 99.0),
+            "reservoir_orifice_coefficient": row(0.1, 0.6, 0.3),
+            "reservoir_orifice_area_m2": 0.5 + torch.rand(B, 3, generator=gen, dtype=D),
+            "reservoir_initial_fraction": row(0.9, 0.0, 1.0),
+        }
+        s0 = None  # from the parameters (differentiable)
+        scale = 60.0
+    else:
+        T_all = T + 5
+        p = {"reservoir_release": 5.0 + 20.0 * torch.rand(B, 3, T_all, generator=gen, dtype=D)}
+        s0 = 1e5 * torch.rand(1, 3, generator=gen, dtype=D)
+        scale = 20.0
+    R = next(iter(p.values())).shape[1]
+    inflow = scale * torch.rand(B, R, T, generator=gen, dtype=D)
+    inflow[..., T // 4 : T // 2] = 0.0  # empties the reservoirs
+    inflow[..., 3 * T // 4 :] *= 30.0  # a flood: spill, overtopping
+    return inflow, p, s0
+
+
+def _integrate(kind, inflow, p, s0, method, substeps, step=86400.0, t0=0):
+    op = get_reservoir(kind)
+    return op.integrate(inflow, p, step, s0, substeps, t0=t0, method=method)
+
+
+@pytest.mark.parametrize(
+    "kind,substeps",
+    [("learned", 1), ("learned", 3), ("learned", "auto"), ("level_pool", 1), ("level_pool", 4),
+     ("level_pool", "auto"), ("observed", 1)],
+)  # fmt: skip
+def test_numba_integration_equals_torch_loop(kind, substeps):
+    inflow, p, s0 = _integrate_case(kind)
+    B, R, T = inflow.shape
+    gen = torch.Generator().manual_seed(1)
+    weights = [torch.rand(B, R, T, generator=gen, dtype=D) for _ in range(3)]
+    results = []
+    for method in ("numba", "torch"):
+        leaves = {k: v.clone().requires_grad_(True) for k, v in p.items()}
+        q = inflow.clone().requires_grad_(True)
+        s = s0.clone().requires_grad_(True) if s0 is not None else None
+        out = _integrate(kind, q, leaves, s, method, substeps, t0=2 if kind == "observed" else 0)
+        series = (out.outflow, out.spill, out.storage)
+        loss = sum(
+            (w * x / x.detach().abs().max().clamp_min(1.0)).sum()
+            for w, x in zip(weights, series, strict=True)
+        )
+        loss.backward()
+        grads = (
+            [q.grad]
+            + [leaves[k].grad for k in sorted(leaves)]
+            + ([s.grad] if s is not None else [])
+        )
+        results.append(([x.detach() for x in series], grads))
+    (vals, grads), (ref_vals, ref_grads) = results
+    for a, b in zip(vals, ref_vals, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * float(b.abs().max()))
+    for a, b in zip(grads, ref_grads, strict=True):
+        assert a is not None and b is not None
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10 * float(b.abs().max()) + 1e-300)
+    # the caps are reached (the test is not vacuous)
+    outflow, spill, storage = ref_vals
+    if kind == "learned":
+        assert substeps != 1 or (storage == 0).any()  # emptied: release capped by the water
+        cap = p["reservoir_capacity_m3"].unsqueeze(-1)
+        assert torch.isclose(storage, cap.expand_as(storage)).any() and spill.max() > 0
+    elif kind == "level_pool":
+        h = get_reservoir(kind).elevation(storage, {k: v.unsqueeze(-1) for k, v in p.items()})
+        assert substeps != 1 or (storage == 0).any()  # the volume limiter emptied it
+        assert (h > p["reservoir_max_elevation_m"].unsqueeze(-1)).any() and spill.max() > 0
+        assert (h < p["reservoir_weir_elevation_m"].unsqueeze(-1)).any()
+        hw, hmax = (
+            p[k].unsqueeze(-1) for k in ("reservoir_weir_elevation_m", "reservoir_max_elevation_m")
+        )
+        assert ((h > hw) & (h < hmax)).any()  # weir flow below the crest
+
+
+@pytest.mark.parametrize("kind", ["learned", "level_pool", "observed"])
+def test_numba_integration_gradcheck(kind):
+    """``gradcheck`` through the numba Function in float64 (away from the kinks: no pauses)."""
+    from gnnhydro.routing.reservoirs import _integrate_numba
+
+    inflow, p, s0 = _integrate_case(kind, B=2, T=10, seed=4)
+    inflow = inflow.clamp_min(1.0)  # no empty reservoir (its gradient is one-sided)
+    op = get_reservoir(kind)
+    s0 = op.initial_storage(p).expand(2, -1) if s0 is None else s0.expand(2, -1)
+    s0 = (s0 + 1e4) / 1e4  # no empty reservoir; in units of 1e4 m³
+    if kind == "level_pool":  # a weir of some depth (none: the kink of relu(LkMxE − WeirE) at 0)
+        p["reservoir_max_elevation_m"] = p["reservoir_max_elevation_m"] + torch.tensor([0, 0, 0.5])
+    names = sorted(k for k in p if k != "reservoir_initial_fraction")
+    step = 3600.0 if kind != "learned" else 21600.0
+
+    def f(q, s, *vals):
+        params = dict(zip(names, vals, strict=True))
+        if kind == "observed":
+            params["reservoir_release"] = params["reservoir_release"][..., : q.shape[-1]]
+        out = _integrate_numba(op, q, params, step, s * 1e4, 2 if kind != "observed" else 1)
+        return out.outflow, out.spill, out.storage / 1e4
+
+    leaves = [inflow, s0] + [p[k] for k in names]
+    leaves = [x.clone().requires_grad_(True) for x in leaves]
+    assert torch.autograd.gradcheck(f, leaves, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_user_operator_integrates_by_the_torch_loop():
+    from gnnhydro.routing.reservoirs import LearnedRelease
+
+    class Linear(LearnedRelease):
+        def rates(self, storage, params):
+            return storage / 86400.0, torch.zeros_like(storage)
+
+    inflow, p, s0 = _integrate_case("learned", T=12)
+    a = Linear().integrate(inflow, p, 3600.0, s0, 2)  # auto: the torch loop
+    b = Linear().integrate(inflow, p, 3600.0, s0, 2, method="torch")
+    torch.testing.assert_close(a.storage, b.storage, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="built-in operators on CPU"):
+        Linear().integrate(inflow, p, 3600.0, s0, 2, method="numba")
