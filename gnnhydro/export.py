@@ -183,7 +183,8 @@ def parameter_table(
     Returns:
         ``(columns, column_units)``: ordered name → ``[N]`` float64 arrays (``name_0 ..
         name_{M-1}`` then ``name`` = component mean for ``[N, M]`` with ``M > 1``; ``[N, 1]``
-        gives just ``name``) and column name → units (``""`` where unknown).
+        gives just ``name``) and column name → units (``""`` where unknown). Reservoir
+        operator parameters are NaN away from the graph's ``reservoir_mask`` nodes.
 
     Shapes:
         params[name] ``[N]``, ``[N, M]`` or ``[N, T, M]``; every column ``[N]``.
@@ -193,6 +194,12 @@ def parameter_table(
     n = int(graph.num_nodes)
     units = dict(units or {})
     spec_units = {k: s.units for k, s in (specs or {}).items()}
+    reservoirs = getattr(graph, "reservoir_mask", None)
+    if reservoirs is not None:  # reservoir parameters mean something at reservoirs only
+        from gnnhydro.routing.reservoirs import reservoir_parameter_names
+
+        at_reservoirs = reservoir_parameter_names()
+        elsewhere = ~np.asarray(_to_numpy(reservoirs, "reservoir_mask"), dtype=bool)
     columns: dict[str, np.ndarray] = {}
     column_units: dict[str, str] = {}
     for name, value in params.items():
@@ -210,6 +217,9 @@ def parameter_table(
             )
         if arr.ndim == 3:  # time-varying: mapped as the time mean
             arr = arr.mean(axis=1)
+        if reservoirs is not None and name in at_reservoirs:
+            arr = np.array(arr, dtype=np.float64)
+            arr[elsewhere] = np.nan
         unit = units.get(name, spec_units.get(name, ""))
         if arr.ndim == 2 and arr.shape[1] == 0:
             raise ValueError(f"parameter {name!r} has shape {list(arr.shape)}: no components")

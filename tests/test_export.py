@@ -343,3 +343,18 @@ def test_source_geometry_without_crs_warns(tmp_path):
     back = gpd.read_parquet(path)
     assert back.crs is None
     assert list(back["id"]) == ["01022500", "b"]  # string ids kept, leading zero included
+
+
+def test_reservoir_parameters_only_at_reservoirs(point_graph, tmp_path):
+    """A learned reservoir's parameters are predicted at every node but mean something only at
+    the reservoir nodes: the maps leave them empty elsewhere; other parameters are untouched."""
+    from gnnhydro.export import parameter_table
+
+    point_graph.reservoir_mask = torch.tensor([False, False, True, False])
+    params = {"reservoir_release_days": torch.tensor([10.0, 20, 30, 40]), "k": torch.ones(4)}
+    columns, _ = parameter_table(point_graph, params)
+    np.testing.assert_array_equal(columns["reservoir_release_days"], [np.nan, np.nan, 30, np.nan])
+    np.testing.assert_array_equal(columns["k"], np.ones(4))
+    path = export_parameters(point_graph, params, tmp_path / "p.csv")
+    table = pd.read_csv(path)
+    assert table["reservoir_release_days"].isna().tolist() == [True, True, False, True]

@@ -58,6 +58,7 @@ from gnnhydro.spec import ParamSpec, check_in_bounds
 
 __all__ = [
     "RESERVOIR_REGISTRY",
+    "reservoir_parameter_names",
     "ReservoirOperator",
     "ReservoirSeries",
     "ReservoirResult",
@@ -101,6 +102,12 @@ def available_reservoirs() -> list[str]:
     """Names of the registered reservoir operators (``"none"`` is not one: it means plain
     reaches)."""
     return RESERVOIR_REGISTRY.names()
+
+
+def reservoir_parameter_names() -> set[str]:
+    """Names of the parameters any registered operator predicts (they mean something at
+    reservoir nodes only; parameter maps leave them empty elsewhere)."""
+    return {n for op in available_reservoirs() for n in RESERVOIR_REGISTRY.get(op).param_spec}
 
 
 def get_reservoir(
