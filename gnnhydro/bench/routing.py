@@ -176,6 +176,44 @@ def _graphs(args) -> list[tuple[str, object]]:
     return out
 
 
+def _row(
+    name: str,
+    g,
+    T: int,
+    B: int,
+    staged: bool,
+    t_fwd: float,
+    t_fb: float,
+    mem_f: PeakMemory,
+    mem_fb: PeakMemory,
+    t_copy: float,
+    t_ref: float = float("nan"),
+    err: float = float("nan"),
+    fwd_plain: float = float("nan"),
+) -> dict:
+    """One printed row: times [s], peaks [MB], throughput and ratios."""
+    N = g.num_nodes
+    return {
+        "case": name,
+        "N": N,
+        "levels": int(g.topo_level.max()) + 1,
+        "T": T,
+        "B": B,
+        "staged": staged,
+        "fwd_s": t_fwd,
+        "fwdbwd_s": t_fb,
+        "fb/f": t_fb / t_fwd,
+        "peak_fwd_MB": mem_f.peak_bytes / 2**20,
+        "peak_fb_MB": mem_fb.peak_bytes / 2**20,
+        "reach_steps/s": B * N * T / t_fwd,
+        "ref_s": t_ref,
+        "ref/fwd": t_ref / t_fwd,
+        "fwd/copy": t_fwd / t_copy,
+        "max_rel_err": err,
+        "fwd/plain": t_fwd / fwd_plain,
+    }
+
+
 def _plain_fwd(rows: list[dict], name: str) -> float:
     """Forward time of the latest plain row of the case ``name`` (NaN if none)."""
     plain = [r["fwd_s"] for r in rows if r["case"] == name]
@@ -240,25 +278,7 @@ def _lakes_case(name, g, T, B, args, rows) -> None:
     t_copy = _time(lambda: lat.numpy().copy(), 5)
     plain = _plain_fwd(rows, name)
     rows.append(
-        {
-            "case": f"{name}+lakes",
-            "N": N,
-            "levels": int(g.topo_level.max()) + 1,
-            "T": T,
-            "B": B,
-            "staged": True,
-            "fwd_s": t_fwd,
-            "fwdbwd_s": t_fb,
-            "fb/f": t_fb / t_fwd,
-            "peak_fwd_MB": mem_f.peak_bytes / 2**20,
-            "peak_fb_MB": mem_fb.peak_bytes / 2**20,
-            "reach_steps/s": B * N * T / t_fwd,
-            "ref_s": float("nan"),
-            "ref/fwd": float("nan"),
-            "fwd/copy": t_fwd / t_copy,
-            "max_rel_err": float("nan"),
-            "fwd/plain": t_fwd / plain,
-        }
+        _row(f"{name}+lakes", g, T, B, True, t_fwd, t_fb, mem_f, mem_fb, t_copy, fwd_plain=plain)
     )
     _print_row(rows[-1])
 
@@ -344,27 +364,8 @@ def _case(name, g, T, B, args, rows, substeps: int | str = 1) -> None:
         t_ref = time.perf_counter() - t0
         q = fwd().numpy()
         err = float(np.abs(q - ref).max() / np.abs(ref).max())
-    rows.append(
-        {
-            "case": name,
-            "N": N,
-            "levels": int(g.topo_level.max()) + 1,
-            "T": T,
-            "B": B,
-            "staged": staged,
-            "fwd_s": t_fwd,
-            "fwdbwd_s": t_fb,
-            "fb/f": t_fb / t_fwd,
-            "peak_fwd_MB": mem_f.peak_bytes / 2**20,
-            "peak_fb_MB": mem_fb.peak_bytes / 2**20,
-            "reach_steps/s": B * N * T / t_fwd,
-            "ref_s": t_ref,
-            "ref/fwd": t_ref / t_fwd,
-            "fwd/copy": t_fwd / t_copy,
-            "max_rel_err": err,
-            "fwd/plain": t_fwd / _plain_fwd(rows, base) if substeps == "auto" else float("nan"),
-        }
-    )
+    plain = _plain_fwd(rows, base) if substeps == "auto" else float("nan")
+    rows.append(_row(name, g, T, B, staged, t_fwd, t_fb, mem_f, mem_fb, t_copy, t_ref, err, plain))
     _print_row(rows[-1])
 
 

@@ -5,7 +5,6 @@ numpy with the published formulas and the documented sub-stepped scheme)."""
 from __future__ import annotations
 
 import math
-from collections import deque
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from gnnhydro.graph import RiverGraph
 from gnnhydro.graph.synthetic import random_river_network
 from gnnhydro.routing import route
 from gnnhydro.routing.reservoirs import available_reservoirs, get_reservoir
+from tests.routing.reference import kahn_order
 
 D = torch.float64
 DT = 3600.0  # s
@@ -27,21 +27,7 @@ RES = [2, 4]
 
 # --------------------------------------------------------------------------- reference
 def _kahn(edges: list[tuple[int, int]], n: int) -> list[int]:
-    indeg = [0] * n
-    down: list[list[int]] = [[] for _ in range(n)]
-    for s, d in edges:
-        indeg[d] += 1
-        down[s].append(d)
-    queue = deque(i for i in range(n) if indeg[i] == 0)
-    order = []
-    while queue:
-        u = queue.popleft()
-        order.append(u)
-        for v in down[u]:
-            indeg[v] -= 1
-            if indeg[v] == 0:
-                queue.append(v)
-    return order
+    return kahn_order(np.array(edges, dtype=np.int64).T.reshape(2, -1), n)
 
 
 def _muskingum(inflow: np.ndarray, k: float, x: float) -> np.ndarray:
