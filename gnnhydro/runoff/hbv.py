@@ -55,6 +55,7 @@ import torch
 from torch import Tensor
 
 from gnnhydro.runoff.base import RunoffModel, register_runoff_model
+from gnnhydro.runoff.hbv_layout import HBV_OUTPUTS, HBV_STATES, KERNEL_PARAMS
 from gnnhydro.runoff.smooth import clip1_s, min_s, relu_s, step_s
 from gnnhydro.spec import ParamSpec
 
@@ -92,39 +93,12 @@ HBV_PARAM_SPECS: dict[str, ParamSpec] = {
         ParamSpec("ac", "km²", 0.0, 2500.0, 1000.0, True, "area threshold of the exchange sign"),
     ]
 }
-#: Order of the parameters inside the fused kernels.
-KERNEL_PARAMS: tuple[str, ...] = tuple(HBV_PARAM_SPECS)
 UH_PARAM_SPECS: dict[str, ParamSpec] = {
     "route_a": ParamSpec("route_a", "-", 0.0, 2.9, 1.0, False, "gamma UH: shape a = route_a+0.1"),
     "route_b": ParamSpec("route_b", "day", 0.0, 6.5, 1.0, False, "gamma UH: θ = route_b+0.5"),
 }
-#: State names: snowpack, liquid water in the snowpack, soil moisture, upper/lower zone storage.
-HBV_STATES: tuple[str, ...] = (
-    "snowpack",
-    "meltwater",
-    "soil_moisture",
-    "upper_zone",
-    "lower_zone",
-)
-#: Per-step outputs (means over components), in this order in the fused kernels.
-HBV_OUTPUTS: tuple[str, ...] = (
-    "runoff",
-    "surface_flow",
-    "interflow",
-    "baseflow",
-    "evapotranspiration",
-    "recharge",
-    "excess",
-    "tosoil",
-    "percolation",
-    "capillary_rise",
-    "groundwater_exchange",
-    "snowpack",
-    "meltwater",
-    "soil_moisture",
-    "upper_zone",
-    "lower_zone",
-)
+if tuple(HBV_PARAM_SPECS) != KERNEL_PARAMS:  # pragma: no cover - a layout mismatch is a bug
+    raise ImportError("HBV_PARAM_SPECS and hbv_layout.KERNEL_PARAMS name different parameters")
 
 
 def groundwater_exchange_factor(area_km2: Tensor, ac: Tensor) -> Tensor:

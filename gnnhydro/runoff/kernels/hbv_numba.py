@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from gnnhydro._numba import njit, run_chunks
-from gnnhydro.runoff.hbv import HBV_OUTPUTS, HBV_STATES, KERNEL_PARAMS
+from gnnhydro.runoff.hbv_layout import HBV_OUTPUTS, HBV_STATES, KERNEL_PARAMS, NF, NOUT, NS
 
 __all__ = [
     "hbv_numba_apply",
@@ -48,9 +48,6 @@ __all__ = [
 ]
 
 K = len(KERNEL_PARAMS)
-NS = 5
-NF = 11  # fluxes (the 5 states follow in the output array)
-NOUT = NF + NS
 (_BETA, _FC, _K0, _K1, _K2, _LP, _PERC, _UZL, _TT, _CFMAX, _CFR, _CWH, _BETAET, _C, _RT,
  _AC) = range(K)  # fmt: skip
 
@@ -155,7 +152,7 @@ def _gwphi(area, ac):
 # ------------------------------------------------------------------------------ the step
 @_jit
 def _step_fwd(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, fl):
-    """Advance the 5 states ``s`` in place; write the 10 fluxes into ``fl``."""
+    """Advance the 5 states ``s`` in place; write the NF = 11 fluxes into ``fl``."""
     sp = s[0]
     mw = s[1]
     sm = s[2]
@@ -238,7 +235,7 @@ def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, 
     """Vector-Jacobian product of one step.
 
     ``s``: states before the step; ``a_out``: adjoint of the states after it; ``g``: adjoint of
-    the 10 fluxes.  Writes the adjoint of the states before the step into ``a_in`` and of the
+    the NF = 11 fluxes.  Writes the adjoint of the states before the step into ``a_in`` and of the
     step's forcing (precipitation, temperature, PET) into ``a_f``, and ADDS the parameter
     adjoint into ``a_p``.
     """

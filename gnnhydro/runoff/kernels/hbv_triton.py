@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from gnnhydro.runoff.hbv import HBV_OUTPUTS, HBV_STATES, KERNEL_PARAMS
+from gnnhydro.runoff.hbv_layout import HBV_OUTPUTS, HBV_STATES, KERNEL_PARAMS, NOUT, NS
 
 __all__ = [
     "hbv_triton_forward",
@@ -39,9 +39,6 @@ __all__ = [
 ]
 
 K = len(KERNEL_PARAMS)
-NS = 5
-NF = 11
-NOUT = NS + NF
 #: Sensitivity directions (K parameters + NS initial states) padded to a power of two.
 QP = triton.next_power_of_2(K + NS)
 
