@@ -79,6 +79,7 @@ def test_train_writes_the_run_directory(trained_run):
         "checkpoints/last.pt",
     ):
         assert (trained_run / name).exists(), name
+    assert json.loads((trained_run / "provenance.json").read_text())["pet_method"] == "hargreaves"
     metrics = pd.read_csv(trained_run / "metrics.csv")
     assert {"gauge_id", "split", "nse", "kge"} <= set(metrics.columns)
     assert {"test", "test_ungauged", "train"} <= set(metrics["split"])

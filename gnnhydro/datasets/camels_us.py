@@ -16,9 +16,10 @@ import torch
 
 from gnnhydro.datasets._checks import check_finite
 from gnnhydro.datasets.base import RiverDataset, copy_source_files, download_url_to
+from gnnhydro.datasets.pet import DEFAULT_PET_METHOD, check_pet_method, potential_evapotranspiration
 from gnnhydro.graph import RiverGraph
 from gnnhydro.graph.errors import format_ids
-from gnnhydro.units import cfs_to_m3s, hargreaves_pet
+from gnnhydro.units import cfs_to_m3s
 
 __all__ = ["CamelsUS", "read_camels_forcing", "read_camels_streamflow", "read_camels_attributes"]
 
@@ -117,9 +118,10 @@ class CamelsUS(RiverDataset):
 
     * ``forcing`` ``[1, T, 3]``: ``precipitation`` = ``prcp`` [mm/day], ``temperature`` = mean of
       ``tmax``/``tmin`` [°C], ``pet`` [mm/day] = the file's PET column when present, otherwise
-      Hargreaves from ``tmin``/``tmax`` and the header latitude (the Maurer/NLDAS files have
-      ``tmax == tmin``, which gives PET = 0: prefer ``daymet``). ``extra_forcing`` adds raw
-      columns (``srad``, ``vp``, ``dayl``, ``swe``, ``tmax``, ``tmin``) in their units.
+      ``pet_method`` (default Hargreaves) from ``tmin``/``tmax`` and the header latitude (the
+      Maurer/NLDAS files have ``tmax == tmin``, which gives Hargreaves PET = 0: prefer
+      ``daymet``). ``extra_forcing`` adds raw columns (``srad``, ``vp``, ``dayl``, ``swe``,
+      ``tmax``, ``tmin``) in their units.
     * ``q_obs`` ``[1, T]`` m³/s (cfs converted, ``-999`` → NaN; NaN outside the basin's
       streamflow record).
     * ``time`` ``[T]``: one daily axis shared by every item (so that they batch into one
@@ -144,6 +146,10 @@ class CamelsUS(RiverDataset):
             every basin's forcing covers.
         attribute_tables: CAMELS attribute tables to read.
         extra_forcing: raw forcing columns to append.
+        pet_method: PET when the file has no PET column (:mod:`gnnhydro.datasets.pet`):
+            ``hargreaves`` (default), ``oudin``, ``hamon``, ``priestley_taylor`` (``daymet``
+            only: incoming shortwave = ``srad`` × ``dayl``, elevation from the file header);
+            a method other than the default also replaces a PET column.
 
     Citation: Newman et al. (2015), HESS 19, 209–223, doi:10.5194/hess-19-209-2015; Addor et al.
     (2017), HESS 21, 5293–5313, doi:10.5194/hess-21-5293-2017. Downloaded from NCAR GDEX
@@ -168,7 +174,9 @@ class CamelsUS(RiverDataset):
         pre_filter: Callable | None = None,
         force_reload: bool = False,
         source_dir: str | Path | None = None,
+        pet_method: str = DEFAULT_PET_METHOD,
     ) -> None:
+        self.pet_method = check_pet_method(str(pet_method), "CamelsUS: ")
         if forcing_source not in _FORCING_PATTERN:
             raise ValueError(
                 f"forcing_source must be one of {sorted(_FORCING_PATTERN)}, got {forcing_source!r}"
@@ -199,6 +207,8 @@ class CamelsUS(RiverDataset):
             "end": str(self.end),
             "attribute_tables": self.attribute_tables,
             "extra_forcing": self.extra_forcing,
+            # the default stays out of the hash: existing caches remain valid
+            **({"pet_method": self.pet_method} if self.pet_method != DEFAULT_PET_METHOD else {}),
         }
 
     @property
@@ -262,11 +272,24 @@ class CamelsUS(RiverDataset):
         prcp = df[cols["prcp"]].to_numpy(np.float64)
         tmax = df[cols["tmax"]].to_numpy(np.float64)
         tmin = df[cols["tmin"]].to_numpy(np.float64)
-        if "pet" in cols:
+        if "pet" in cols and self.pet_method == DEFAULT_PET_METHOD:  # the file's own PET
             pet = df[cols["pet"]].to_numpy(np.float64)
         else:
-            doy = df.index.day_of_year.to_numpy().astype(np.float64)
-            pet = hargreaves_pet(tmin, tmax, header["lat"], doy)
+            radiation = None
+            if self.forcing_source == "daymet" and "srad" in cols and "dayl" in cols:
+                # Daymet's srad is the mean flux over the daylight period [W m-2] × dayl [s]
+                srad, dayl = (df[cols[c]].to_numpy(np.float64) for c in ("srad", "dayl"))
+                radiation = (srad * dayl / 1e6)[None]  # MJ m-2 d-1
+            pet = potential_evapotranspiration(
+                self.pet_method,
+                tmin=tmin[None],
+                tmax=tmax[None],
+                latitude_deg=header["lat"],
+                time=df.index,
+                radiation=radiation,
+                elevation_m=header["elevation_m"],
+                what=f"CamelsUS basin {b}: ",
+            )[0]
         series = [prcp, 0.5 * (tmax + tmin), pet]
         fnames = ["precipitation", "temperature", "pet"]
         funits = ["mm/step", "degC", "mm/step"]

@@ -12,9 +12,10 @@ import torch
 
 from gnnhydro.datasets._checks import check_finite, infer_step_seconds, match_ids, to_canonical
 from gnnhydro.datasets.base import RiverDataset, copy_source_files, download_url_to
+from gnnhydro.datasets.pet import DEFAULT_PET_METHOD, check_pet_method, potential_evapotranspiration
 from gnnhydro.graph import CatchmentInterpolation, RiverGraph
 from gnnhydro.graph.errors import format_ids
-from gnnhydro.units import acres_to_km2, hargreaves_pet, inches_to_mm
+from gnnhydro.units import acres_to_km2, inches_to_mm
 
 __all__ = ["DelawareRiverBasin", "donor_reaches", "prms_climate_adjustment"]
 
@@ -175,8 +176,8 @@ class DelawareRiverBasin(RiverDataset):
       without HRU (``has_catchment`` False). HRUs with ``hru_segment = 0`` drain to no segment;
       their area is reported in ``unmapped_hru_area_km2``.
     * ``forcing`` ``[N, T, 3]``: ``precipitation`` (``prcp`` inches → mm/day), ``temperature``
-      (mean of ``tmax``/``tmin`` °F → °C) and ``pet`` (Hargreaves from HRU ``tmin``/``tmax``
-      and ``hru_lat``), each an area-weighted mean over the segment's HRUs (HRUs matched to
+      (mean of ``tmax``/``tmin`` °F → °C) and ``pet`` (``pet_method``, default Hargreaves, from
+      HRU ``tmin``/``tmax`` and ``hru_lat``: :mod:`gnnhydro.datasets.pet`), each an area-weighted mean over the segment's HRUs (HRUs matched to
       the forcing files by ``nhm_id``).
     * ``x``: area-weighted means of HRU parameters (elevation, slope, soil and cover
       fractions, soil storage, runoff and groundwater coefficients) and segment parameters
@@ -195,6 +196,8 @@ class DelawareRiverBasin(RiverDataset):
       (:func:`prms_climate_adjustment`, ``parameters_PRMSAtmosphere.nc``) to the HRU forcing
       before aggregation — the forcing the NHM itself runs on (e.g. rain × 0.75 in
       August–October); ``"none"`` (default) keeps the raw climate-by-HRU files.
+    * ``pet_method``: ``hargreaves`` (default), ``oudin`` or ``hamon`` (the files have no
+      radiation for ``priestley_taylor``); in the cache name only when not the default.
 
     Source: EC-USGS/pywatershed ``test_data/drb_2yr`` (CC0); downloaded from GitHub when
     ``root/raw`` lacks the files, or copied from ``source_dir``.
@@ -212,7 +215,9 @@ class DelawareRiverBasin(RiverDataset):
         force_reload: bool = False,
         source_dir: str | Path | None = None,
         climate_adjustment: str = "none",
+        pet_method: str = DEFAULT_PET_METHOD,
     ) -> None:
+        self.pet_method = check_pet_method(str(pet_method), "DelawareRiverBasin: ")
         if climate_adjustment not in CLIMATE_ADJUSTMENTS:
             raise ValueError(
                 f"climate_adjustment must be one of {CLIMATE_ADJUSTMENTS}, got {climate_adjustment!r}"
@@ -221,7 +226,10 @@ class DelawareRiverBasin(RiverDataset):
         super().__init__(root, transform, pre_transform, pre_filter, force_reload, source_dir)
 
     def config(self) -> dict[str, Any]:
-        return {"climate_adjustment": self.climate_adjustment}
+        config: dict[str, Any] = {"climate_adjustment": self.climate_adjustment}
+        if self.pet_method != DEFAULT_PET_METHOD:  # the default keeps existing caches
+            config["pet_method"] = self.pet_method
+        return config
 
     @property
     def raw_file_names(self) -> list[str]:
@@ -401,7 +409,6 @@ class DelawareRiverBasin(RiverDataset):
             raise ValueError(f"DRB forcing must be daily, got a step of {step} s")
         import pandas as pd
 
-        doy = pd.DatetimeIndex(time).day_of_year.to_numpy().astype(np.float64)
         if (tmax < tmin).any():
             k = np.argwhere(tmax < tmin)[0]
             warnings.warn(
@@ -417,7 +424,14 @@ class DelawareRiverBasin(RiverDataset):
                 pd.DatetimeIndex(time).month.to_numpy() - 1,
                 self._prms_climate(hru_ids),
             )
-        pet = hargreaves_pet(tmin, tmax, hru_lat[:, None], doy[None, :])
+        pet = potential_evapotranspiration(
+            self.pet_method,
+            tmin=tmin,
+            tmax=tmax,
+            latitude_deg=hru_lat,
+            time=time,
+            what="DelawareRiverBasin: ",
+        )
         temp = 0.5 * (tmax + tmin)
         forcing = np.stack([to_reach(prcp), to_reach(temp), to_reach(pet)], -1)
         graph.forcing = torch.as_tensor(forcing, dtype=torch.float32)

@@ -27,7 +27,8 @@ data are stored as float32):
    a moving, spatially correlated anomaly field decides local coverage and intensity; orographic
    enhancement with elevation; isolated summer showers on dry days.  Temperature: seasonal cycle,
    lapse rate 6.5 °C/km, latitude gradient, AR(1) regional anomaly, a small spatial anomaly field,
-   cooler wet days.  PET: Hargreaves–Samani from daily Tmin/Tmax (:func:`gnnhydro.units.hargreaves_pet`).
+   cooler wet days.  PET: Hargreaves–Samani from daily Tmin/Tmax (:func:`gnnhydro.units.hargreaves_pet`),
+   or the option ``pet_method`` (:mod:`gnnhydro.datasets.pet`: ``oudin``, ``hamon``).
 4. **Truth**: :func:`true_parameter_function` of the attributes; HBV (``nmul=1``) run with a three-
    year warm-up (weather generated for it, then dropped), runoff in mm/day → m³/s by :func:`gnnhydro.units.mm_per_step_to_m3s`, routed by
    Muskingum through the network → ``q_true``.
@@ -49,6 +50,9 @@ generator without them):
   :data:`RESERVOIR_CAPACITY_DAYS` of their mean free-flowing inflow; the truth is routed through
   the ``learned`` reservoir operator with true parameters (:data:`RESERVOIR_PARAMS`, drawn per
   reservoir) and each reservoir's reach (its release: the flow below the dam) is gauged.
+* ``pet_method`` (default ``hargreaves``; ``oudin``, ``hamon``: :mod:`gnnhydro.datasets.pet`):
+  the PET of the forcing, the truth simulated with it and the ``aridity`` attribute computed
+  from it; it draws no random numbers, so the weather, gauges and noise are those of the default.
 """
 
 from __future__ import annotations
@@ -63,9 +67,10 @@ import torch
 from torch import Tensor
 
 from gnnhydro.datasets.base import RiverDataset
+from gnnhydro.datasets.pet import DEFAULT_PET_METHOD, check_pet_method, potential_evapotranspiration
 from gnnhydro.graph import RiverGraph
 from gnnhydro.spec import from_bounds, to_bounds
-from gnnhydro.units import hargreaves_pet, mm_per_step_to_m3s
+from gnnhydro.units import mm_per_step_to_m3s
 
 __all__ = [
     "SyntheticRiverBasin",
@@ -374,6 +379,7 @@ def weather_generator(
     elevation_m: np.ndarray,
     dates: np.ndarray,
     rng: np.random.Generator,
+    pet_method: str = DEFAULT_PET_METHOD,
 ) -> dict[str, np.ndarray]:
     """Daily stochastic weather over the catchments (see the module docstring).
 
@@ -381,10 +387,12 @@ def weather_generator(
         xy_km: ``[N, 2]`` catchment centroids [km]; lat_deg: ``[N]`` [°N];
         elevation_m: ``[N]`` mean catchment elevation [m]; dates: ``[T]`` datetime64 days.
         rng: numpy random generator.
+        pet_method: PET method (:func:`gnnhydro.datasets.pet.potential_evapotranspiration`;
+            no radiation here, so not ``priestley_taylor``); it draws no random numbers.
 
     Returns:
         ``precipitation`` [mm/day], ``temperature`` (daily mean), ``tmin``, ``tmax`` [°C],
-        ``pet`` [mm/day] (Hargreaves), each ``[N, T]`` float64.
+        ``pet`` [mm/day] (by ``pet_method``, default Hargreaves), each ``[N, T]`` float64.
     """
     n, t_len = xy_km.shape[0], dates.shape[0]
     if lat_deg.shape != (n,) or elevation_m.shape != (n,):
@@ -457,7 +465,16 @@ def weather_generator(
     )
     dtr = 11.0 + 2.0 * np.cos(2.0 * math.pi * (doy - 200.0) / 365.25)[None, :] - 5.0 * wet_frac
     tmin, tmax = temp - 0.5 * dtr, temp + 0.5 * dtr
-    pet = hargreaves_pet(tmin, tmax, lat_deg[:, None], doy[None, :].astype(np.float64))
+    pet = potential_evapotranspiration(
+        pet_method,
+        tmin=tmin,
+        tmax=tmax,
+        tmean=temp,
+        latitude_deg=lat_deg,
+        time=days,
+        elevation_m=elevation_m,
+        what="SyntheticRiverBasin: ",
+    )
     return {"precipitation": precip, "temperature": temp, "tmin": tmin, "tmax": tmax, "pet": pet}
 
 
@@ -874,6 +891,7 @@ def generate_synthetic_basin(
     hidden_field: float = 0.0,
     isolated: bool = False,
     reservoirs: int = 0,
+    pet_method: str = DEFAULT_PET_METHOD,
 ) -> RiverGraph:
     """Generate the synthetic basin item (see the module docstring); deterministic in its args.
 
@@ -905,6 +923,9 @@ def generate_synthetic_basin(
             (its discharge is the release: the flow below the dam; added to the
             ``num_gauges`` of the rule when not among them).
             ``0`` (default) leaves every output bit-identical to the generator without it.
+        pet_method: PET of the forcing (:mod:`gnnhydro.datasets.pet`; ``hargreaves`` default,
+            ``oudin``, ``hamon``; the generator has no radiation for ``priestley_taylor``).
+            The truth is simulated with it, and the ``aridity`` attribute uses it.
 
     Returns:
         A :class:`RiverGraph` following the dataset item conventions, with in addition
@@ -947,7 +968,9 @@ def generate_synthetic_basin(
     dates = np.arange(first - _WARMUP_DAYS, end, dtype="datetime64[D]")
     w = _WARMUP_DAYS
     lat = net["lonlat"][:, 1]
-    weather = weather_generator(net["xy_km"], lat, terrain["elevation_m"], dates, rng)
+    weather = weather_generator(
+        net["xy_km"], lat, terrain["elevation_m"], dates, rng, pet_method=pet_method
+    )
     p_mean = weather["precipitation"][:, w:].mean(axis=1)
     pet_mean = weather["pet"][:, w:].mean(axis=1)
     attrs = {
@@ -1098,9 +1121,12 @@ class SyntheticRiverBasin(RiverDataset):
         isolated: every reach its own outlet, no river network (default ``False``).
         reservoirs: number of reservoirs routed with the ``learned`` operator (default 0: none;
             see :func:`generate_synthetic_basin`).
+        pet_method: PET method of the forcing (default ``hargreaves``; ``oudin``, ``hamon``:
+            :mod:`gnnhydro.datasets.pet`).
 
-    The processed file name hashes ``hidden_field``, ``isolated`` and ``reservoirs`` only when
-    they differ from their defaults, so the default configuration keeps its cache.
+    The processed file name hashes ``hidden_field``, ``isolated``, ``reservoirs`` and
+    ``pet_method`` only when they differ from their defaults, so the default configuration
+    keeps its cache.
 
     Shapes:
         x ``[N, 11]``; forcing ``[N, T, 3]``; q_obs, q_true, lateral_inflow ``[N, T]``;
@@ -1125,7 +1151,9 @@ class SyntheticRiverBasin(RiverDataset):
         hidden_field: float = 0.0,
         isolated: bool = False,
         reservoirs: int = 0,
+        pet_method: str = DEFAULT_PET_METHOD,
     ) -> None:
+        self.pet_method = check_pet_method(str(pet_method), "SyntheticRiverBasin: ")
         self.seed = int(seed)
         self.num_nodes = int(num_nodes)
         self.years = int(years)
@@ -1162,6 +1190,8 @@ class SyntheticRiverBasin(RiverDataset):
             config["isolated"] = True
         if self.reservoirs:
             config["reservoirs"] = self.reservoirs
+        if self.pet_method != DEFAULT_PET_METHOD:
+            config["pet_method"] = self.pet_method
         return config
 
     @property
@@ -1181,5 +1211,6 @@ class SyntheticRiverBasin(RiverDataset):
                 hidden_field=self.hidden_field,
                 isolated=self.isolated,
                 reservoirs=self.reservoirs,
+                pet_method=self.pet_method,
             )
         ]

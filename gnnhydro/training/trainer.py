@@ -244,6 +244,8 @@ def train(
                 assumptions={f"no {k}": v for k, v in assumptions.items()},
                 periods=exp.period_dates(),
                 overrides=list(overrides or []),
+                # how the dataset computed PET (None: PET read from its files)
+                pet_method=getattr(exp.dataset, "pet_method", None),
             )
             (run_dir / "provenance.json").write_text(json.dumps(record, indent=2))
             ModelInputs.from_graph(exp.graph, exp.split).save(run_dir / "model_inputs.json")
