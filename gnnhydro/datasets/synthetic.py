@@ -761,6 +761,7 @@ def simulate_discharge(
         "runoff": out["runoff"],
         "evapotranspiration": out["evapotranspiration"],
         "storage": out["storage"],
+        "fluxes": {k: v for k, v in out.items() if isinstance(v, Tensor) and v.dim() == 2},
         "lateral_inflow": lateral[:, w:],
         "discharge": discharge[:, w:],
         "initial_states": {k: v[:, 0] for k, v in states.items()},
@@ -892,6 +893,7 @@ def generate_synthetic_basin(
     isolated: bool = False,
     reservoirs: int = 0,
     pet_method: str = DEFAULT_PET_METHOD,
+    observed_variables: Sequence[str] = (),
 ) -> RiverGraph:
     """Generate the synthetic basin item (see the module docstring); deterministic in its args.
 
@@ -926,6 +928,11 @@ def generate_synthetic_basin(
         pet_method: PET of the forcing (:mod:`gnnhydro.datasets.pet`; ``hargreaves`` default,
             ``oudin``, ``hamon``; the generator has no radiation for ``priestley_taylor``).
             The truth is simulated with it, and the ``aridity`` attribute uses it.
+        observed_variables: true HBV outputs to observe at every node besides discharge
+            (e.g. ``evapotranspiration``, ``snowpack``, ``soil_moisture``): ``obs_<name>``
+            ``[N, T]`` (mm/step or mm) = the truth × (1 + 0.1·ε), ε standard normal, clipped at
+            0 (a child stream of the seeded generator: the other draws are those without it),
+            for ``trainer.constraints`` (:mod:`gnnhydro.training.constraints`).
 
     Returns:
         A :class:`RiverGraph` following the dataset item conventions, with in addition
@@ -1075,6 +1082,18 @@ def generate_synthetic_basin(
         graph.true_reservoir_storage = sim["reservoir_storage"].float()
         graph.true_reservoir = "learned"
         graph.true_params.update({k: v.float() for k, v in res_params.items()})
+    if observed_variables:
+        unknown = sorted(set(observed_variables) - set(sim["fluxes"]))
+        if unknown:
+            raise ValueError(
+                f"SyntheticRiverBasin: observed_variables {unknown} are not HBV outputs; "
+                f"choose from {sorted(sim['fluxes'])}"
+            )
+        obs_rng = np.random.default_rng([int(seed), 7])  # child stream: other draws unchanged
+        for name in sorted(observed_variables):
+            truth = sim["fluxes"][name].double().numpy()  # after the spin-up, like q_true
+            noisy = truth * (1.0 + 0.1 * obs_rng.standard_normal(truth.shape))
+            setattr(graph, f"obs_{name}", torch.from_numpy(np.maximum(noisy, 0.0)).float())
     graph.true_runoff_model = "hbv"
     graph.true_initial_states = {k: v.float() for k, v in sim["initial_states"].items()}
     graph.true_irf = "muskingum"
@@ -1152,8 +1171,10 @@ class SyntheticRiverBasin(RiverDataset):
         isolated: bool = False,
         reservoirs: int = 0,
         pet_method: str = DEFAULT_PET_METHOD,
+        observed_variables: Sequence[str] | None = None,
     ) -> None:
         self.pet_method = check_pet_method(str(pet_method), "SyntheticRiverBasin: ")
+        self.observed_variables = sorted(str(v) for v in (observed_variables or ()))
         self.seed = int(seed)
         self.num_nodes = int(num_nodes)
         self.years = int(years)
@@ -1192,6 +1213,8 @@ class SyntheticRiverBasin(RiverDataset):
             config["reservoirs"] = self.reservoirs
         if self.pet_method != DEFAULT_PET_METHOD:
             config["pet_method"] = self.pet_method
+        if self.observed_variables:
+            config["observed_variables"] = self.observed_variables
         return config
 
     @property
@@ -1212,5 +1235,6 @@ class SyntheticRiverBasin(RiverDataset):
                 isolated=self.isolated,
                 reservoirs=self.reservoirs,
                 pet_method=self.pet_method,
+                observed_variables=self.observed_variables,
             )
         ]

@@ -292,6 +292,8 @@ def collect_metrics(runs: list[_Run]) -> pd.DataFrame:
     frames = []
     for run in runs:
         df = pd.read_csv(run.run_dir / "metrics.csv", dtype={"gauge_id": str})
+        if "variable" in df:  # discharge at gauges (observed fluxes/states have own rows)
+            df = df[df["variable"] == "discharge"].copy()
         df.insert(0, "fold", run.fold)
         df.insert(0, "seed", run.seed)
         df.insert(0, "parameterizer", run.parameterizer)

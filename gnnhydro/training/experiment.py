@@ -248,6 +248,8 @@ class Experiment:
         self.graph.train_gauge_mask[self.split.train_index] = True
         self.graph.holdout_gauge_mask = torch.zeros(n, dtype=torch.bool)
         self.graph.holdout_gauge_mask[self.split.holdout_index] = True
+        # observed fluxes/states outside the held-out gauges' areas may train the model
+        self.graph.constraint_train_mask = ~self.split.holdout_exclusive.cpu()
         self.gauge_names = dict(
             zip(self.graph.gauge_index.tolist(), [str(g) for g in self.graph.gauge_id], strict=True)
         )

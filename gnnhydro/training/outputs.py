@@ -148,11 +148,13 @@ def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
     (:func:`gauge_series_streamed`: memory set by the chunks, not by the network or the record)
     and ``discharge.nc`` holds the gauges.
     """
+    from gnnhydro.training.constraints import variable_metrics
     from gnnhydro.training.metrics import compute_metrics
 
     model.eval()
     gauges_all = exp.graph.gauge_index.long()
     reservoirs = None
+    out: dict = {}
     if exp.reader is None:
         record = exp.whole_record()
         with torch.no_grad():
@@ -193,7 +195,10 @@ def evaluate_model(exp: Experiment, model: torch.nn.Module) -> pd.DataFrame:
                 "n_obs": int(np.isfinite(obs[k]).sum()),
             }
             entry.update({name: float(np.asarray(values)[k]) for name, values in metrics.items()})
+            entry["variable"] = "discharge"
             rows.append(entry)
+    if out.get("fluxes"):  # observed fluxes/states (obs_<name>), in memory
+        rows += variable_metrics(exp, out["fluxes"], SPLITS)
     df = pd.DataFrame(rows)
     _write_outputs(exp, params, series, df, specs=model.param_specs, reservoirs=reservoirs)
     return df
@@ -305,6 +310,8 @@ def summarize_metrics(
     with ``period_dates`` (split → first, last evaluated date), the dates each split covers."""
     if not len(metrics):
         return pd.DataFrame()
+    if "variable" in metrics:  # discharge only (observed fluxes/states have their own rows)
+        metrics = metrics[metrics["variable"] == "discharge"]
     kept = metrics[metrics["n_obs"] >= max(int(min_obs), 1)]
     summary = kept.groupby("split")[["nse", "kge"]].median()
     summary["n_gauges"] = kept.groupby("split")["gauge_id"].count()
@@ -452,7 +459,10 @@ def _plots(
             roles=["train"] * train.numel() + ["holdout"] * held.numel(),
         )
     if len(metrics):
-        plot.plot_metric_cdf(metrics, plots / "nse_cdf.png", metric="nse", by="split")
+        discharge = (
+            metrics[metrics["variable"] == "discharge"] if "variable" in metrics else metrics
+        )
+        plot.plot_metric_cdf(discharge, plots / "nse_cdf.png", metric="nse", by="split")
     if getattr(exp.graph, "pos", None) is not None:
         table = _parameter_table({"params": params})
         for name in list(table)[:20]:

@@ -33,6 +33,7 @@ from gnnhydro.training.checkpoint import (
     load_weights,
     save_checkpoint,
 )
+from gnnhydro.training.constraints import build_constraints, check_constraints, constraint_loss
 from gnnhydro.training.experiment import Experiment, provenance, resolve_device, seed_everything
 from gnnhydro.training.model import ModelInputs, _plain
 from gnnhydro.training.rundir import check_run_dir, clear_run_dir
@@ -71,16 +72,21 @@ def _windows(
     return out
 
 
-def _masked_loss(loss_fn, out: dict, batch: Any, warmup: int, mask_name: str) -> Tensor:
-    """Loss at the gauges of ``mask_name``; for an ensemble the mean of the members' own
-    losses (each member is trained on its own error, not on the error of the mean)."""
+def _masked_loss(
+    loss_fn, out: dict, batch: Any, warmup: int, mask_name: str, constraints: list = ()
+) -> Tensor:
+    """Loss at the gauges of ``mask_name`` (plus the weighted losses of the observed
+    ``constraints``, :mod:`gnnhydro.training.constraints`); for an ensemble the mean of the
+    members' own losses (each member is trained on its own error, not on the error of the mean)."""
     losses = []
     for member in HydroEnsemble.member_outputs(out):
         graph = member.get("graph", batch)  # the basins of a gauge-basin sample (no halo)
         mask = getattr(graph, mask_name)
         sim = member["discharge"][mask]
         obs = graph.q_obs[mask].to(sim.dtype)
-        losses.append(loss_fn(simulation=sim, observation=obs, warmup_steps=warmup))
+        loss = loss_fn(simulation=sim, observation=obs, warmup_steps=warmup)
+        extra = constraint_loss(list(constraints), member, graph, warmup)
+        losses.append(loss if extra is None else loss + extra)
     return losses[0] if len(losses) == 1 else torch.stack(losses).mean()
 
 
@@ -335,6 +341,11 @@ class Trainer:
         self.optimizer = self._get_optimizer()
         self.scheduler = self._get_scheduler(self.optimizer)
         self.loss_fn = self._get_loss()
+        #: observed fluxes/states besides discharge (trainer.constraints)
+        self.constraints = build_constraints(_plain(self.tcfg.get("constraints")) or None)
+        check_constraints(self.constraints, exp.graph, exp.cfg)
+        if self.constraints and self.shares_basins:
+            raise ValueError("trainer.constraints need trainer.sampler=windows")
         self.state = {
             "epoch": 0,
             "best": math.inf,
@@ -487,7 +498,9 @@ class Trainer:
             )
             scale = float(self.world)  # DDP averages the ranks' partial gradients
         else:
-            loss = _masked_loss(self.loss_fn, out, batch, warm, "train_gauge_mask")
+            loss = _masked_loss(
+                self.loss_fn, out, batch, warm, "train_gauge_mask", self.constraints
+            )
         if not torch.isfinite(loss):
             raise FloatingPointError(
                 f"training loss is {loss.item()} at epoch {self.state['epoch'] + 1}"
@@ -525,7 +538,8 @@ class Trainer:
             return self._validate_basins()
         with torch.no_grad():
             out, g, warm = _forward_period(self.exp, self.module, "validation")
-            return _masked_loss(self.loss_fn, out, g, warm, "train_gauge_mask").item()
+            loss = _masked_loss(self.loss_fn, out, g, warm, "train_gauge_mask", self.constraints)
+            return loss.item()
 
     def _validate_basins(self) -> float:
         """The validation loss from gauge-basin samples in node-budget batches: each training

@@ -173,8 +173,8 @@ def test_cli_trains_learned_reservoirs_and_maps_their_parameters(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     params = gpd.read_file(run_dir / "parameters.gpkg")
-    for name in LEARNED:
-        assert name in params.columns and params[name].notna().all()
+    for name in LEARNED:  # mapped at the 2 reservoirs, empty elsewhere
+        assert name in params.columns and int(params[name].notna().sum()) == 2
     recovery = pd.read_csv(run_dir / "parameter_recovery.csv")
     assert set(LEARNED) <= set(recovery["parameter"])
     with xr.open_dataset(run_dir / "discharge.nc") as ds:
