@@ -70,7 +70,7 @@ metrics_summary.csv, parameters.gpkg, discharge.nc, plots/).
 
 common overrides:
   dataset=synthetic|drb|nwm|camels_us|generic|rapid   dataset.root=PATH  dataset.source_dir=PATH
-  model=hbv_muskingum|hbv2_muskingum|hbv_mc|gr4j_muskingum|hbv_lumped|routing_only
+  model=hbv_muskingum|hbv2_muskingum|hbv_mc|gr4j_muskingum|sacsma_muskingum|hbv_lumped|routing_only
   parameterizer=sage|gcn|gatv2|gin|mlp|regional|global|donor   (dataset=generic: regional)
   trainer.epochs=N  trainer.lr=X  trainer.batch_size=N  device=auto|cpu|cuda  seed=N
   run_dir=PATH      a new run needs an empty or new directory

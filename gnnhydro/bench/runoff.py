@@ -1,4 +1,4 @@
-"""Benchmark of runoff generation (HBV, GR4J): ``gnnhydro bench runoff [--model gr4j]``.
+"""Benchmark of runoff generation (HBV, GR4J, SAC-SMA): ``gnnhydro bench runoff [--model gr4j]``.
 
 Measures, on synthetic forcing (basins × days × nmul), wall time, throughput (basin-steps/s) and
 peak resident memory of the forward and forward+backward passes of
@@ -17,6 +17,7 @@ Example::
 
     python -m gnnhydro.bench.runoff --basins 1000 --days 730 --nmul 16
     python -m gnnhydro.bench.runoff --model gr4j
+    python -m gnnhydro.bench.runoff --model sacsma
 """
 
 from __future__ import annotations
@@ -32,11 +33,12 @@ import torch
 
 from gnnhydro.runoff.gr4j import GR4J
 from gnnhydro.runoff.hbv import HBV
+from gnnhydro.runoff.sacsma import SACSMA
 
 __all__ = ["main", "synthetic_case"]
 
 #: the benchmarked models: name -> class (built with ``nmul`` and ``backend=``)
-MODELS = {"hbv": HBV, "gr4j": GR4J}
+MODELS = {"hbv": HBV, "gr4j": GR4J, "sacsma": SACSMA}
 
 
 def synthetic_case(
@@ -155,10 +157,10 @@ def run_bench(
     by the compile rows (``"compile"``: path; see :func:`gnnhydro.bench.compile.compile_cost`)
     and ended by the largest fused-vs-loop runoff difference."""
     from gnnhydro.bench.compile import compile_cost
-    from gnnhydro.runoff.kernels import gr4j_numba, hbv_numba
+    from gnnhydro.runoff.kernels import gr4j_numba, hbv_numba, sacsma_numba
 
     cls = MODELS[model]
-    sensitivity = sensitivity and cls is HBV  # GR4J has no sensitivity mode
+    sensitivity = sensitivity and cls is HBV  # GR4J and SAC-SMA have no sensitivity mode
     forcing, params = synthetic_case(basins, days, nmul, model=model)
     steps = basins * days
     rows: list[dict] = []
@@ -166,7 +168,7 @@ def run_bench(
     # compilation (cached on disk: only the first call in a fresh cache compiles), paid on a
     # tiny case and reported: first call minus second call, and whether the cache was hit
     small_f, small_p = synthetic_case(2, 5, nmul, model=model)
-    kernel = (hbv_numba if cls is HBV else gr4j_numba)._forward_kernel
+    kernel = {HBV: hbv_numba, GR4J: gr4j_numba, SACSMA: sacsma_numba}[cls]._forward_kernel
     rows.append(
         {"compile": "fused numba (adjoint)"}
         | compile_cost(_fwd_bwd(fused, small_f, small_p), kernel)

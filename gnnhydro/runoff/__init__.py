@@ -1,4 +1,5 @@
-"""Differentiable runoff generation: HBV family, GR4J, linear reservoir, LSTM (one interface)."""
+"""Differentiable runoff generation: HBV family, GR4J, SAC-SMA, linear reservoir, LSTM (one
+interface)."""
 
 from gnnhydro.runoff.base import (
     RunoffModel,
@@ -11,6 +12,7 @@ from gnnhydro.runoff.gr4j import GR4J, gr4j_step, gr4j_torch_loop, gr4j_unit_hyd
 from gnnhydro.runoff.hbv import HBV, gamma_unit_hydrograph, hbv_step, hbv_torch_loop, uh_convolve
 from gnnhydro.runoff.linear_reservoir import LinearReservoir, linear_reservoir
 from gnnhydro.runoff.lstm import LSTMRunoff
+from gnnhydro.runoff.sacsma import SACSMA, sacsma_step, sacsma_torch_loop
 
 __all__ = [
     "RunoffModel",
@@ -30,4 +32,7 @@ __all__ = [
     "LinearReservoir",
     "linear_reservoir",
     "LSTMRunoff",
+    "SACSMA",
+    "sacsma_step",
+    "sacsma_torch_loop",
 ]
