@@ -32,6 +32,13 @@ CANONICAL_UNITS: dict[str, str] = {
 }
 
 _UNIT_LABEL = {"mm": "mm/step", "degC": "degC", "m3/s": "m3/s"}
+#: variables ``obs_<name>``: observations of a simulated flux or state (mm per step, or mm)
+OBS_PREFIX = "obs_"
+
+
+def canonical_unit(name: str) -> str | None:
+    """The canonical unit of a time-series variable (``obs_<name>``: mm), or None if unknown."""
+    return CANONICAL_UNITS.get(name) or ("mm" if name.startswith(OBS_PREFIX) else None)
 
 
 def open_timeseries(path: str | Path, *, chunks: Any = {}) -> Any:  # noqa: B006
@@ -89,6 +96,7 @@ class ForcingReader:
         ids_as_str: bool = False,
         check_nan: bool = True,
         what: str | None = None,
+        observed: Sequence[str] = (),
     ) -> None:
         self.ds = open_timeseries(source) if isinstance(source, (str, Path)) else source
         # windows are read without dask: only the chunks a window touches are decoded
@@ -101,6 +109,8 @@ class ForcingReader:
         self.id_dim, self.time_dim = id_dim, time_dim
         self.forcing_names = list(forcing)
         self.discharge_name = discharge
+        #: ``obs_<name>`` variables (observed fluxes/states, NaN = missing)
+        self.observed_names = list(observed)
         ds = self.ds
         for dim in (id_dim, time_dim):
             if dim not in ds.dims:
@@ -108,6 +118,7 @@ class ForcingReader:
                     f"{self.what}: dimension {dim!r} missing; dims are {list(ds.dims)}"
                 )
         needed = list(forcing) + ([discharge] if discharge is not None else [])
+        needed += self.observed_names
         missing = [v for v in needed if v not in ds.data_vars]
         if missing:
             raise ValueError(
@@ -137,7 +148,7 @@ class ForcingReader:
         self.units: dict[str, str | None] = {}
         for v in needed:
             units = ds[v].attrs.get("units")
-            expected = CANONICAL_UNITS.get(v)
+            expected = canonical_unit(v)
             if expected is None:
                 raise ValueError(
                     f"{self.what}: variable {v!r} has no known canonical unit; known variables: {sorted(CANONICAL_UNITS)}"
@@ -221,7 +232,7 @@ class ForcingReader:
         return to_canonical(
             values,
             self.units[name],
-            CANONICAL_UNITS[name],
+            canonical_unit(name),
             variable=name,
             step_seconds=self.step_seconds,
         )
@@ -243,6 +254,16 @@ class ForcingReader:
             raise ValueError(f"forcing has no {name!r}; it has {self.forcing_names}")
         stop = self.num_steps if stop is None else stop
         return torch.from_numpy(self._read(name, start, stop, _indices(nodes)).astype(np.float32))
+
+    def read_observed(self, name: str, start: int = 0, stop: int | None = None) -> Tensor:
+        """Observations ``obs_<name>`` of steps ``[start, stop)`` as ``[N, stop - start]``
+        float32 (mm per step for a rate, mm for a state; NaN = missing)."""
+        if name not in self.observed_names:
+            raise ValueError(
+                f"{self.what}: no observed variable {name!r}; it has {self.observed_names}"
+            )
+        stop = self.num_steps if stop is None else stop
+        return torch.from_numpy(self._read(name, start, stop).astype(np.float32))
 
     def read_discharge(self, start: int = 0, stop: int | None = None, nodes: Any = None) -> Tensor:
         """Observed discharge of steps ``[start, stop)`` as ``[N, stop - start]`` float32 m³/s

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from gnnhydro.datasets.base import RiverDataset
-from gnnhydro.datasets.forcing import ForcingReader, warn_no_temperature
+from gnnhydro.datasets.forcing import OBS_PREFIX, ForcingReader, warn_no_temperature
 from gnnhydro.graph import RiverGraph
 from gnnhydro.graph.errors import format_ids
 
@@ -243,7 +243,9 @@ class GenericRiverDataset(RiverDataset):
         forcing += self.extra_forcing
         return forcing, ("discharge" if "discharge" in ds.data_vars else None)
 
-    def _open_reader(self, node_ids: Sequence[str], check_nan: bool) -> ForcingReader:
+    def _open_reader(
+        self, node_ids: Sequence[str], check_nan: bool, observed: Sequence[str] = ()
+    ) -> ForcingReader:
         from gnnhydro.datasets.forcing import open_timeseries
 
         path = Path(self.raw_dir) / self.raw_file_names[1]
@@ -257,6 +259,7 @@ class GenericRiverDataset(RiverDataset):
             ids_as_str=True,
             check_nan=check_nan,
             what=f"time series {path.name}",
+            observed=observed,
         )
 
     @property
@@ -321,6 +324,12 @@ class GenericRiverDataset(RiverDataset):
                 graph[name] = torch.from_numpy(values[order]).float()
 
         reader = self._open_reader(graph.node_id, check_nan=True)
+        observed = [v for v in reader.ds.data_vars if str(v).startswith(OBS_PREFIX)]
+        if observed and self.lazy:
+            raise ValueError(
+                f"GenericRiverDataset({self.root}): observed variables {observed} are read into "
+                "memory only; drop dataset.lazy or the obs_ variables"
+            )
         graph.time = reader.time
         graph.step_seconds = float(reader.step_seconds)
         graph.forcing_names = list(reader.forcing_names)
@@ -331,6 +340,11 @@ class GenericRiverDataset(RiverDataset):
         else:
             graph.forcing = reader.read()
             graph.q_obs = reader.read_discharge()
+            if observed:  # observed fluxes/states (trainer.constraints), in canonical units
+                obs = self._open_reader(graph.node_id, check_nan=False, observed=observed)
+                for name in observed:
+                    graph[name] = obs.read_observed(name)
+                obs.close()
             gauged = ~torch.isnan(graph.q_obs).all(1)
         reader.close()
         graph.gauge_mask = gauged

@@ -409,3 +409,21 @@ def test_capacity_without_reservoir_column(tmp_path):
     df = reservoir_table().drop(columns=["reservoir"])
     msg = _error(tmp_path, df=df)
     assert "'reservoir'" in msg and "reservoir_capacity_m3" in msg
+
+
+def test_observed_variables_read_by_id_in_canonical_units(tmp_path):
+    """``obs_<name>`` variables of the time series become graph attributes ``[N, T]`` in mm per
+    step (rates converted with the step), matched by id, NaN kept as missing."""
+    ds = series(order=IDS[::-1])  # file order unlike the node table's
+    et = np.arange(len(IDS) * T, dtype=np.float64).reshape(T, len(IDS)) / 100.0
+    et[3, 1] = np.nan
+    ds["obs_evapotranspiration"] = (("time", "id"), et, {"units": "mm/day"})
+    ds["obs_swe"] = (("time", "id"), et * 10, {"units": "kg m-2"})
+    g = GenericRiverDataset(write(tmp_path, ds=ds))[0]
+    file_ids = list(ds["id"].values)
+    col = [file_ids.index(i) for i in IDS]
+    np.testing.assert_allclose(g.obs_evapotranspiration.numpy(), et[:, col].T, rtol=1e-6)
+    np.testing.assert_allclose(g.obs_swe.numpy(), et[:, col].T * 10, rtol=1e-6)
+    ds["obs_evapotranspiration"].attrs["units"] = "degC"
+    msg = _error(tmp_path / "bad", ds=ds)
+    assert "obs_evapotranspiration" in msg and "degC" in msg
