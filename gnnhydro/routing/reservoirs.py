@@ -877,15 +877,15 @@ def _fused_kernel() -> Callable:
         top = p[3] * p[4] * p[5] * d_t**1.5 if d_t > 0.0 else 0.0
         return orifice + weir, top
 
-    @numba.njit(cache=True)
+    @numba.njit(cache=True, nogil=True)
     def kernel(  # pragma: no cover - numba
-        lat, coef, init_in, init_out, order, up_ptr, up_src, up_w, res_of, kind, props, s0,
-        release, n_sub, dt, out, r_in, r_out, r_spill, r_store,
+        b_start, b_stop, lat, coef, init_in, init_out, order, up_ptr, up_src, up_w, res_of,
+        kind, props, s0, release, n_sub, dt, out, r_in, r_out, r_spill, r_store,
     ):  # fmt: skip
         B, N, T = lat.shape
         h = dt / n_sub
         inflow = np.empty(T)
-        for b in range(B):
+        for b in range(b_start, b_stop):  # batch members [b_start, b_stop): one thread each
             bc = b if coef.shape[0] > 1 else 0
             bp = b if props.shape[0] > 1 else 0
             bs = b if s0.shape[0] > 1 else 0
@@ -959,6 +959,7 @@ def route_fused(
     recording the window in ``run``; or None where it does not apply: it serves forward runs
     without gradients of a recursive IRF on the numba backend with a built-in operator and no
     state to return (otherwise the stages run one by one with autograd, same results)."""
+    from gnnhydro._numba import run_chunks
     from gnnhydro.routing.irf import RecursiveIRF
 
     op = run.operator
@@ -1005,7 +1006,8 @@ def route_fused(
     lat_np = np.ascontiguousarray(lat.detach().cpu().numpy())  # its own dtype: no copy
     out = np.zeros_like(lat_np)
     r_in, r_out, r_spill, r_store = (np.zeros((B, R, T)) for _ in range(4))
-    _fused_kernel()(
+    run_chunks(  # batch members in parallel, as the routing kernels run them
+        _fused_kernel(), B,
         lat_np, np64(coef), np64(init_in), np64(init_out), net.order, up_ptr, up_src, up_w,
         run.res_of.numpy(), code, props, np64(run.storage), release,
         int(run.reservoir_substeps), float(run.step_seconds), out, r_in, r_out, r_spill, r_store,
