@@ -35,8 +35,9 @@ from gnnhydro.routing.irf import (
     RoutingContext,
     get_irf,
 )
+from gnnhydro.routing.kernels.reservoir_fused import route_fused
 from gnnhydro.routing.network import RoutingNetwork, routing_network
-from gnnhydro.routing.reservoirs import empty_result, reservoir_run, route_fused
+from gnnhydro.routing.reservoirs import empty_result, reservoir_run
 from gnnhydro.routing.staged import reservoir_stage_plan, route_stages, staged_network
 
 __all__ = [
