@@ -71,6 +71,10 @@ class RunoffModel(nn.Module):
     external_fluxes: tuple[str, ...] = ()
     #: extra outputs that enter (+) the modelled water column from outside (e.g. groundwater gain)
     external_inflows: tuple[str, ...] = ()
+    #: :meth:`init_states` takes the parameters (default stores as fractions of capacities)
+    states_from_params: bool = False
+    #: every parameter is per component, so one given ``[N]`` is the same for all components
+    node_params_per_component: bool = False
 
     def __init__(self, nmul: int = 1) -> None:
         super().__init__()
@@ -92,8 +96,11 @@ class RunoffModel(nn.Module):
     def default_states(
         self, num_rows: int, params: Mapping[str, Tensor], *, dtype: torch.dtype, device=None
     ) -> dict[str, Tensor]:
-        """Initial states when none are given; ``params`` are the validated parameters (models
-        whose default stores depend on them, e.g. GR4J's ``0.3·x1``, override this)."""
+        """Initial states when none are given; ``params`` are the validated parameters, passed
+        to :meth:`init_states` by models whose default stores depend on them
+        (``states_from_params``, e.g. GR4J's ``0.3·x1``)."""
+        if self.states_from_params:
+            return self.init_states(num_rows, dtype=dtype, device=device, params=params)
         return self.init_states(num_rows, dtype=dtype, device=device)
 
     def _state_shape(self, name: str, num_rows: int) -> tuple[int, int]:
@@ -149,12 +156,20 @@ class RunoffModel(nn.Module):
     ) -> dict[str, Tensor]:
         """Validate parameters by name (shape, bounds, NaN); return them as tensors.
 
-        Static parameters are ``[N, m]``, dynamic ones ``[N, T, m]`` (only where the spec allows).
+        Static parameters are ``[N, m]`` (or ``[N]`` where ``node_params_per_component``: the
+        same for every component), dynamic ones ``[N, T, m]`` (only where the spec allows).
         With a batch of ``B`` forcing members, parameters are repeated to ``[B·N, ...]``.
         """
         owner = type(self).__name__
         if not isinstance(params, Mapping):
             raise ValueError(f"{owner}: params must be a dict name -> tensor")
+        if self.node_params_per_component:  # a parameter [N] is the same for every component
+            params = {
+                name: value.unsqueeze(-1).expand(num_nodes, self.nmul)
+                if isinstance(value, Tensor) and tuple(value.shape) == (num_nodes,)
+                else value
+                for name, value in params.items()
+            }
         unknown = sorted(set(params) - set(self.param_spec))
         if unknown:
             raise ValueError(

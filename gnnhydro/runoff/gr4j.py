@@ -286,6 +286,8 @@ class GR4J(RunoffModel):
     """
 
     forcing_names = ("precipitation", "pet")
+    states_from_params = True  # airGR: 30 % of x1, 50 % of x3
+    node_params_per_component = True  # parameters [B] or [B, nmul]
     state_names = GR4J_STATES
     external_inflows = ("groundwater_exchange",)
 
@@ -364,23 +366,6 @@ class GR4J(RunoffModel):
             "uh1": torch.zeros(self._state_shape("uh1", num_nodes), dtype=dtype, device=device),
             "uh2": torch.zeros(self._state_shape("uh2", num_nodes), dtype=dtype, device=device),
         }
-
-    def default_states(
-        self, num_rows: int, params: Mapping[str, Tensor], *, dtype: torch.dtype, device=None
-    ) -> dict[str, Tensor]:
-        return self.init_states(num_rows, dtype=dtype, device=device, params=params)
-
-    # -------------------------------------------------------------- validation
-    def check_params(
-        self, params: Mapping[str, Tensor], num_nodes: int, num_steps: int, *, batch: int = 1
-    ) -> dict[str, Tensor]:
-        """As the base class; a parameter ``[N]`` is the same for every component."""
-        if isinstance(params, Mapping):
-            params = dict(params)
-            for name, value in params.items():
-                if isinstance(value, Tensor) and tuple(value.shape) == (num_nodes,):
-                    params[name] = value.unsqueeze(-1).expand(num_nodes, self.nmul)
-        return super().check_params(params, num_nodes, num_steps, batch=batch)
 
     # ----------------------------------------------------------------- forward
     def _select_backend(self, device: torch.device) -> str:

@@ -472,6 +472,8 @@ class SACSMA(RunoffModel):
     """
 
     forcing_names = ("precipitation", "pet")
+    states_from_params = True  # stores start as fractions of their capacities
+    node_params_per_component = True  # parameters [B] or [B, nmul]
     state_names = SACSMA_STATES
     external_fluxes = ("baseflow_nonchannel",)
     external_inflows = ("adimp_adjustment",)
@@ -533,23 +535,6 @@ class SACSMA(RunoffModel):
         return {
             s: self.initial_fill * sum(cap(c) for c in caps) for s, caps in STATE_CAPACITY.items()
         }
-
-    def default_states(
-        self, num_rows: int, params: Mapping[str, Tensor], *, dtype: torch.dtype, device=None
-    ) -> dict[str, Tensor]:
-        return self.init_states(num_rows, dtype=dtype, device=device, params=params)
-
-    # -------------------------------------------------------------- validation
-    def check_params(
-        self, params: Mapping[str, Tensor], num_nodes: int, num_steps: int, *, batch: int = 1
-    ) -> dict[str, Tensor]:
-        """As the base class; a parameter ``[N]`` is the same for every component."""
-        if isinstance(params, Mapping):
-            params = dict(params)
-            for name, value in params.items():
-                if isinstance(value, Tensor) and tuple(value.shape) == (num_nodes,):
-                    params[name] = value.unsqueeze(-1).expand(num_nodes, self.nmul)
-        return super().check_params(params, num_nodes, num_steps, batch=batch)
 
     # ----------------------------------------------------------------- forward
     def _select_backend(self, device: torch.device) -> str:
