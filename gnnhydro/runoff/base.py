@@ -20,6 +20,7 @@ from gnnhydro.spec import ParamSpec
 
 __all__ = [
     "RunoffModel",
+    "FusedRunoffModel",
     "register_runoff_model",
     "get_runoff_model",
     "list_runoff_models",
@@ -316,6 +317,40 @@ class RunoffModel(nn.Module):
             raise ValueError(
                 "final states missing: call the model with return_states=True"
             ) from err
+
+
+class FusedRunoffModel(RunoffModel):
+    """A runoff model with two backends: a per-step torch loop (the reference; any device,
+    autograd) and a fused numba CPU kernel with an exact hand-written adjoint; reverse-mode
+    gradients only (GR4J, SAC-SMA). Subclasses call :meth:`_set_backend` in ``__init__`` and
+    pick the path with :meth:`_select_backend` in ``_run``."""
+
+    BACKENDS: tuple[str, ...] = ("auto", "torch", "numba")
+
+    def _set_backend(self, backend: str, gradient: str) -> None:
+        if backend not in self.BACKENDS:
+            raise ValueError(
+                f"{type(self).__name__}: unknown backend {backend!r} ({', '.join(self.BACKENDS)})"
+            )
+        self.backend = backend
+        self.gradient = gradient
+        self._check_gradient()
+
+    def _check_gradient(self) -> None:
+        if self.gradient != "autograd":
+            name = type(self).__name__
+            raise ValueError(
+                f"{name}: gradient must be 'autograd', got {self.gradient!r} (forward "
+                f"sensitivities are not implemented for {name})"
+            )
+
+    def _select_backend(self, device: torch.device) -> str:
+        """``torch`` or ``numba`` (``auto``: the fused kernel on CPU, the loop elsewhere); checks
+        the gradient mode again, which a config may set after construction."""
+        self._check_gradient()
+        if self.backend != "auto":
+            return self.backend
+        return "torch" if device.type == "cuda" else "numba"
 
 
 def mass_balance(

@@ -70,7 +70,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from gnnhydro.runoff.base import RunoffModel, register_runoff_model
+from gnnhydro.runoff.base import FusedRunoffModel, register_runoff_model
 from gnnhydro.spec import ParamSpec
 
 __all__ = [
@@ -266,7 +266,7 @@ def gr4j_torch_loop(
 
 
 @register_runoff_model("gr4j")
-class GR4J(RunoffModel):
+class GR4J(FusedRunoffModel):
     """GR4J daily rainfall-runoff model, ``nmul`` parallel parameter sets (module docstring).
 
     Args:
@@ -302,11 +302,7 @@ class GR4J(RunoffModel):
         routing_fill: float = ROUTING_FILL,
     ) -> None:
         super().__init__(nmul)
-        if backend not in ("auto", "torch", "numba"):
-            raise ValueError(f"GR4J: unknown backend {backend!r} (auto, torch, numba)")
-        self.backend = backend
-        self.gradient = gradient
-        self._check_gradient()
+        self._set_backend(backend, gradient)
         unknown = sorted(set(dynamic) - set(DYNAMIC_CAPABLE))
         if unknown:
             raise ValueError(
@@ -325,13 +321,6 @@ class GR4J(RunoffModel):
 
     def extra_repr(self) -> str:
         return f"nmul={self.nmul}, backend={self.backend!r}, dynamic={list(self.dynamic)}"
-
-    def _check_gradient(self) -> None:
-        if self.gradient != "autograd":
-            raise ValueError(
-                f"GR4J: gradient must be 'autograd', got {self.gradient!r} (forward "
-                "sensitivities are not implemented for GR4J)"
-            )
 
     # ------------------------------------------------------------------ states
     def _state_shape(self, name: str, num_rows: int) -> tuple[int, int]:
@@ -368,15 +357,9 @@ class GR4J(RunoffModel):
         }
 
     # ----------------------------------------------------------------- forward
-    def _select_backend(self, device: torch.device) -> str:
-        if self.backend != "auto":
-            return self.backend
-        return "torch" if device.type == "cuda" else "numba"
-
     def _run(
         self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
     ) -> dict[str, Tensor]:
-        self._check_gradient()  # the config may set .gradient after construction
         prec = forcing["precipitation"]
         pet = forcing["pet"]
         if self._select_backend(prec.device) == "torch":

@@ -120,7 +120,7 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from gnnhydro.runoff.base import RunoffModel, register_runoff_model
+from gnnhydro.runoff.base import FusedRunoffModel, register_runoff_model
 from gnnhydro.spec import ParamSpec
 
 __all__ = [
@@ -453,7 +453,7 @@ def sacsma_torch_loop(
 
 
 @register_runoff_model("sacsma")
-class SACSMA(RunoffModel):
+class SACSMA(FusedRunoffModel):
     """SAC-SMA daily soil-moisture accounting, ``nmul`` parallel parameter sets (module
     docstring: the NWS ``SAC1`` variant without frozen ground).
 
@@ -488,8 +488,6 @@ class SACSMA(RunoffModel):
         initial_fill: float = INITIAL_FILL,
     ) -> None:
         super().__init__(nmul)
-        if backend not in ("auto", "torch", "numba"):
-            raise ValueError(f"SACSMA: unknown backend {backend!r} (auto, torch, numba)")
         if dynamic:
             raise ValueError(
                 f"SACSMA: dynamic parameter(s) {sorted(dynamic)} not supported (all SAC-SMA "
@@ -497,22 +495,13 @@ class SACSMA(RunoffModel):
             )
         if not 0.0 <= float(initial_fill) <= 1.0:
             raise ValueError(f"SACSMA: initial_fill must be in [0, 1], got {initial_fill}")
-        self.backend = backend
-        self.gradient = gradient
-        self._check_gradient()
+        self._set_backend(backend, gradient)
         self.dynamic: tuple[str, ...] = ()
         self.initial_fill = float(initial_fill)
         self.param_spec = dict(SACSMA_PARAM_SPECS)
 
     def extra_repr(self) -> str:
         return f"nmul={self.nmul}, backend={self.backend!r}"
-
-    def _check_gradient(self) -> None:
-        if self.gradient != "autograd":
-            raise ValueError(
-                f"SACSMA: gradient must be 'autograd', got {self.gradient!r} (forward "
-                "sensitivities are not implemented for SAC-SMA)"
-            )
 
     # ------------------------------------------------------------------ states
     def init_states(
@@ -537,15 +526,9 @@ class SACSMA(RunoffModel):
         }
 
     # ----------------------------------------------------------------- forward
-    def _select_backend(self, device: torch.device) -> str:
-        if self.backend != "auto":
-            return self.backend
-        return "torch" if device.type == "cuda" else "numba"
-
     def _run(
         self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
     ) -> dict[str, Tensor]:
-        self._check_gradient()  # the config may set .gradient after construction
         prec = forcing["precipitation"]
         pet = forcing["pet"]
         if self._select_backend(prec.device) == "torch":
