@@ -16,39 +16,11 @@ import pytest
 import torch
 import xarray as xr
 
+from tests.tiny import gnnhydro, tiny_run
+
 pytestmark = pytest.mark.slow  # subprocess / CLI tests: pytest -m 'not slow' skips them
 
-TINY = [
-    "dataset.num_nodes=30",
-    "dataset.years=3",
-    "dataset.periods.train=[2000-01-01,2001-06-30]",
-    "dataset.periods.validation=[2001-07-01,2001-12-31]",
-    "dataset.periods.test=[2002-01-01,2002-12-31]",
-    "dataset.warmup_days=60",
-    "trainer.window_days=120",
-    "trainer.steps_per_epoch=2",
-    "trainer.batch_size=2",
-    "trainer.progress_bar=false",
-    "model.runoff.nmul=2",
-    "parameterizer.hidden_channels=16",
-    "parameterizer.num_layers=2",
-    "export.plots=false",
-]
-
-
-def gnnhydro(
-    *args: str, env: dict | None = None, timeout: float = 600, cwd: Path | None = None
-) -> subprocess.CompletedProcess:
-    """``python -m gnnhydro ARGS`` in a subprocess (one OpenMP thread)."""
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "gnnhydro", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-        cwd=cwd,
-    )
+TINY = tiny_run(30)
 
 
 @pytest.fixture(scope="module")

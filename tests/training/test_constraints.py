@@ -15,6 +15,7 @@ from gnnhydro.training.constraints import (
     constraint_loss,
     observed_variables,
 )
+from tests.tiny import gnnhydro, tiny_run
 
 
 def _graph(T=30, seed=0):
@@ -99,39 +100,17 @@ def test_synthetic_observations_and_their_errors():
         generate_synthetic_basin(seed=1, num_nodes=20, years=2, observed_variables=["bogus"])
 
 
-TINY = [
-    "dataset.num_nodes=40",
-    "dataset.years=3",
-    "dataset.periods.train=[2000-01-01,2001-06-30]",
-    "dataset.periods.validation=[2001-07-01,2001-12-31]",
-    "dataset.periods.test=[2002-01-01,2002-12-31]",
-    "dataset.warmup_days=60",
-    "trainer.window_days=120",
-    "trainer.steps_per_epoch=2",
-    "trainer.batch_size=2",
-    "trainer.progress_bar=false",
-    "trainer.epochs=1",
-    "model.runoff.nmul=2",
-    "parameterizer.hidden_channels=16",
-    "parameterizer.num_layers=2",
-    "export.plots=false",
-]
+TINY = tiny_run(40, "trainer.epochs=1")
 
 
 @pytest.mark.slow
 def test_cli_trains_with_an_observed_flux_and_reports_its_metrics(tmp_path):
-    import os
-    import subprocess
-    import sys
-
     import pandas as pd
 
     run_dir = tmp_path / "run"
-    cmd = [sys.executable, "-m", "gnnhydro", "train", f"run_dir={run_dir}"]
-    cmd += [f"dataset.root={tmp_path}/synthetic", "dataset.observed_variables=[evapotranspiration]"]
-    cmd += ["trainer.constraints={evapotranspiration: 0.5}", *TINY]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    args = ["train", f"run_dir={run_dir}", f"dataset.root={tmp_path}/synthetic"]
+    args += ["dataset.observed_variables=[evapotranspiration]"]
+    result = gnnhydro(*args, "trainer.constraints={evapotranspiration: 0.5}", *TINY)
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = pd.read_csv(run_dir / "metrics.csv", dtype={"gauge_id": str})
     et = metrics[metrics["variable"] == "evapotranspiration"]
@@ -142,7 +121,6 @@ def test_cli_trains_with_an_observed_flux_and_reports_its_metrics(tmp_path):
     gauges = metrics[metrics["variable"] == "discharge"]
     assert summary.loc["test", "n_gauges"] == (gauges["split"] == "test").sum()  # discharge only
     # a constraint on a variable the data do not observe stops the run with exit status 2
-    bad = cmd[:4] + [f"run_dir={tmp_path}/bad", f"dataset.root={tmp_path}/synthetic"]
-    bad += ["trainer.constraints={snowpack: 1}", *TINY]
-    result = subprocess.run(bad, capture_output=True, text=True, timeout=600, env=env)
+    bad = ["train", f"run_dir={tmp_path}/bad", f"dataset.root={tmp_path}/synthetic"]
+    result = gnnhydro(*bad, "trainer.constraints={snowpack: 1}", *TINY)
     assert result.returncode == 2 and "obs_snowpack" in result.stderr

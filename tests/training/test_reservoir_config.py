@@ -6,9 +6,6 @@ parameterizer's spec, ``model_inputs.json`` rebuilding the same model; the synth
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 
 import pandas as pd
 import pytest
@@ -19,6 +16,7 @@ from gnnhydro.config import compose
 from gnnhydro.datasets.synthetic import RESERVOIR_PARAMS, generate_synthetic_basin
 from gnnhydro.training import run
 from gnnhydro.training.model import ModelInputs, build_model, resolve_reservoir
+from tests.tiny import gnnhydro, tiny_run
 
 LEARNED = ("reservoir_release_days", "reservoir_exponent", "reservoir_dead_fraction")
 
@@ -128,35 +126,7 @@ def test_synthetic_reservoir_truth(regulated, plain):
 
 
 # ------------------------------------------------------------------ CLI (slow)
-TINY = [
-    "dataset.num_nodes=40",
-    "dataset.years=3",
-    "dataset.reservoirs=2",
-    "dataset.periods.train=[2000-01-01,2001-06-30]",
-    "dataset.periods.validation=[2001-07-01,2001-12-31]",
-    "dataset.periods.test=[2002-01-01,2002-12-31]",
-    "dataset.warmup_days=60",
-    "trainer.window_days=120",
-    "trainer.steps_per_epoch=2",
-    "trainer.batch_size=2",
-    "trainer.progress_bar=false",
-    "trainer.epochs=1",
-    "model.runoff.nmul=2",
-    "parameterizer.hidden_channels=16",
-    "parameterizer.num_layers=2",
-    "export.plots=false",
-]
-
-
-def _gnnhydro(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "gnnhydro", *args],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=env,
-    )
+TINY = tiny_run(40, "dataset.reservoirs=2", "trainer.epochs=1")
 
 
 @pytest.mark.slow
@@ -164,7 +134,7 @@ def test_cli_trains_learned_reservoirs_and_maps_their_parameters(tmp_path):
     import geopandas as gpd
 
     run_dir = tmp_path / "run"
-    result = _gnnhydro(
+    result = gnnhydro(
         "train",
         f"run_dir={run_dir}",
         f"dataset.root={tmp_path}/synthetic",
@@ -184,10 +154,10 @@ def test_cli_trains_learned_reservoirs_and_maps_their_parameters(tmp_path):
         assert (ds["reservoir_storage"].values >= 0).all()
         assert ds["reservoir_outflow"].attrs["units"] == "m3 s-1"
     # the model is rebuilt from the run directory (model_inputs.json) with its reservoirs
-    result = _gnnhydro("evaluate", f"run_dir={run_dir}")
+    result = gnnhydro("evaluate", f"run_dir={run_dir}")
     assert result.returncode == 0, result.stderr[-3000:]
     # a run asking for reservoirs on data without any: exit 2, one line naming the cause
-    result = _gnnhydro(
+    result = gnnhydro(
         "train",
         f"run_dir={tmp_path}/bad",
         f"dataset.root={tmp_path}/synthetic",
