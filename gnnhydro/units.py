@@ -6,6 +6,7 @@ km², lengths in m, temperatures in °C, time steps given in seconds where a con
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -223,6 +224,7 @@ def _affine(unit: Any, target: str) -> tuple[float, float]:
     return float(one - zero), float(zero)
 
 
+@functools.lru_cache(maxsize=256)  # readers convert every window: parse each unit string once
 def _conversion(
     units: str, expected: str, *, variable: str, step_seconds: float | None = None
 ) -> tuple[float, float]:
