@@ -16,6 +16,8 @@ import torch
 from torch import Tensor, nn
 
 from gnnhydro.registry import Registry
+from gnnhydro.runoff.sensitivity import sensitivity_apply
+from gnnhydro.runoff.stepping import TorchStepper, run_steps
 from gnnhydro.spec import ParamSpec
 
 __all__ = [
@@ -320,12 +322,20 @@ class RunoffModel(nn.Module):
 
 
 class FusedRunoffModel(RunoffModel):
-    """A runoff model with two backends: a per-step torch loop (the reference; any device,
-    autograd) and a fused numba CPU kernel with an exact hand-written adjoint; reverse-mode
-    gradients only (GR4J, SAC-SMA). Subclasses call :meth:`_set_backend` in ``__init__`` and
-    pick the path with :meth:`_select_backend` in ``_run``."""
+    """A runoff model with two backends and two gradient modes (GR4J, SAC-SMA).
+
+    Backends: a per-step torch loop of :attr:`stepper` (the reference; any device, autograd)
+    and a fused numba CPU kernel with an exact hand-written adjoint (:meth:`_numba_apply`).
+    Gradients: ``"autograd"`` (reverse mode through the chosen backend) or ``"sensitivity"``
+    (forward sensitivities through :attr:`stepper`, memory flat in T, static parameters only:
+    :mod:`gnnhydro.runoff.sensitivity`).  Subclasses set :attr:`stepper`, call
+    :meth:`_set_backend` in ``__init__`` and run with :meth:`_run_stepper` in ``_run``.
+    """
 
     BACKENDS: tuple[str, ...] = ("auto", "torch", "numba")
+    GRADIENTS: tuple[str, ...] = ("autograd", "sensitivity")
+    #: the model's step in PyTorch (:class:`gnnhydro.runoff.stepping.TorchStepper`)
+    stepper: TorchStepper
 
     def _set_backend(self, backend: str, gradient: str) -> None:
         if backend not in self.BACKENDS:
@@ -337,11 +347,16 @@ class FusedRunoffModel(RunoffModel):
         self._check_gradient()
 
     def _check_gradient(self) -> None:
-        if self.gradient != "autograd":
-            name = type(self).__name__
+        name = type(self).__name__
+        if self.gradient not in self.GRADIENTS:
             raise ValueError(
-                f"{name}: gradient must be 'autograd', got {self.gradient!r} (forward "
-                f"sensitivities are not implemented for {name})"
+                f"{name}: gradient must be one of {list(self.GRADIENTS)}, got {self.gradient!r}"
+            )
+        dynamic = tuple(getattr(self, "dynamic", ()))
+        if self.gradient == "sensitivity" and dynamic:
+            raise ValueError(
+                f"{name}: gradient='sensitivity' supports static parameters only (forward "
+                f"sensitivities of per-step values would be T directions); dynamic={list(dynamic)}"
             )
 
     def _select_backend(self, device: torch.device) -> str:
@@ -351,6 +366,27 @@ class FusedRunoffModel(RunoffModel):
         if self.backend != "auto":
             return self.backend
         return "torch" if device.type == "cuda" else "numba"
+
+    def _numba_apply(
+        self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """The fused numba kernel: the stepper's outputs ``[R, T]`` and ``final_<state>``."""
+        raise NotImplementedError
+
+    def _run_stepper(
+        self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """Run the chosen backend with the chosen gradient mode (outputs of :attr:`stepper`)."""
+        first = forcing[self.stepper.forcing[0]]
+        if self._select_backend(first.device) == "torch":
+
+            def fast(f, p, s):
+                return run_steps(self.stepper, f, p, s)
+        else:
+            fast = self._numba_apply
+        if self.gradient == "sensitivity" and torch.is_grad_enabled():
+            return sensitivity_apply(self.stepper, fast, forcing, params, states)
+        return fast(forcing, params, states)
 
 
 def mass_balance(

@@ -60,6 +60,8 @@ step).  With ``nmul > 1`` the model runs ``nmul`` parameter sets per node and re
 Backends: ``"torch"`` (:func:`gr4j_torch_loop`, a per-step PyTorch loop differentiated by
 autograd: the reference), ``"numba"`` (fused CPU loop with an exact hand-written adjoint,
 :mod:`gnnhydro.runoff.kernels.gr4j_numba`), ``"auto"`` (numba on CPU, torch on CUDA).
+Gradients: ``"autograd"`` (reverse mode) or ``"sensitivity"`` (forward sensitivities through
+the torch step, memory flat in T: :mod:`gnnhydro.runoff.sensitivity`).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ import torch
 from torch import Tensor
 
 from gnnhydro.runoff.base import FusedRunoffModel, register_runoff_model
+from gnnhydro.runoff.stepping import TorchStepper, run_steps
 from gnnhydro.spec import ParamSpec
 
 __all__ = [
@@ -78,6 +81,7 @@ __all__ = [
     "GR4J_PARAM_SPECS",
     "GR4J_OUTPUTS",
     "GR4J_STATES",
+    "GR4J_STEPPER",
     "gr4j_step",
     "gr4j_torch_loop",
     "gr4j_unit_hydrographs",
@@ -220,49 +224,65 @@ def gr4j_step(
     return (s, r, u1, u2), fluxes
 
 
-def _uh_views(states: Mapping[str, Tensor], m: int) -> tuple[Tensor, Tensor]:
-    n = states["uh1"].shape[0]
-    return states["uh1"].reshape(n, m, -1), states["uh2"].reshape(n, m, -1)
+def _gr4j_prepare(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The static parameters and the unit-hydrograph ordinates from ``x4``."""
+    o1, o2 = gr4j_unit_hydrographs(params["x4"])
+    out = {k: v for k, v in params.items() if k != "x4"}
+    out["uh1_ordinates"], out["uh2_ordinates"] = o1, o2
+    return out
+
+
+def _gr4j_torch_step(st, forcing, p):
+    st, fl = gr4j_step(
+        st, forcing["precipitation"], forcing["pet"], p, p["uh1_ordinates"], p["uh2_ordinates"]
+    )
+    fl["production_store"] = st[0]
+    fl["routing_store"] = st[1]
+    fl["unit_hydrograph_storage"] = st[2].sum(-1) + st[3].sum(-1)
+    return st, fl
+
+
+def _gr4j_pack(states: Mapping[str, Tensor]) -> tuple[Tensor, ...]:
+    s, r = states["production_store"], states["routing_store"]
+    n, m = s.shape
+    return (s, r, states["uh1"].reshape(n, m, -1), states["uh2"].reshape(n, m, -1))
+
+
+def _gr4j_unpack(st: tuple[Tensor, ...]) -> dict[str, Tensor]:
+    n = st[0].shape[0]
+    return {
+        "production_store": st[0],
+        "routing_store": st[1],
+        "uh1": st[2].reshape(n, -1),
+        "uh2": st[3].reshape(n, -1),
+    }
+
+
+#: GR4J's step in PyTorch: the reference loop and the forward sensitivities run it
+#: (:mod:`gnnhydro.runoff.stepping`).  The unit-hydrograph contents are ``[R, m, L−1]``.
+GR4J_STEPPER = TorchStepper(
+    forcing=("precipitation", "pet"),
+    states=GR4J_STATES,
+    outputs=GR4J_OUTPUTS,
+    step=_gr4j_torch_step,
+    pack=_gr4j_pack,
+    unpack=_gr4j_unpack,
+    prepare=_gr4j_prepare,
+)
 
 
 def gr4j_torch_loop(
     precip: Tensor, pet: Tensor, params: Mapping[str, Tensor], states: Mapping[str, Tensor]
 ) -> dict[str, Tensor]:
-    """Per-time-step PyTorch loop of :func:`gr4j_step` (autograd reference, bench baseline).
-
-    Static parameters are used as they are (no expansion over time); dynamic ones are unbound
-    once along time.
+    """Per-time-step PyTorch loop of :func:`gr4j_step` (autograd reference, bench baseline):
+    :func:`~gnnhydro.runoff.stepping.run_steps` of :data:`GR4J_STEPPER`.
 
     Shapes:
         precip, pet ``[N, T]`` mm/day; params ``x1``–``x3`` ``[N, m]`` or ``[N, T, m]``, ``x4``
         ``[N, m]``; states as :data:`GR4J_STATES`; result: every name of :data:`GR4J_OUTPUTS`
         ``[N, T]`` (mean over components) and ``final_<state>`` (the states' shapes).
     """
-    n, n_steps = precip.shape
-    m = params["x4"].shape[-1]
-    o1, o2 = gr4j_unit_hydrographs(params["x4"])
-    static = {k: v for k, v in params.items() if k != "x4" and v.dim() == 2}
-    dyn = {k: v.unbind(1) for k, v in params.items() if k != "x4" and v.dim() == 3}
-    pcols, ecols = (x.unsqueeze(-1).unbind(1) for x in (precip, pet))
-    u1, u2 = _uh_views(states, m)
-    st = (states["production_store"], states["routing_store"], u1, u2)
-    rec: dict[str, list[Tensor]] = {k: [] for k in GR4J_OUTPUTS}
-    for t in range(n_steps):
-        pt = dict(static)
-        for k, v in dyn.items():
-            pt[k] = v[t]
-        st, fl = gr4j_step(st, pcols[t], ecols[t], pt, o1, o2)
-        for k, v in fl.items():
-            rec[k].append(v)
-        rec["production_store"].append(st[0])
-        rec["routing_store"].append(st[1])
-        rec["unit_hydrograph_storage"].append(st[2].sum(-1) + st[3].sum(-1))
-    out = {k: torch.stack(v, dim=-1).mean(dim=1) for k, v in rec.items()}
-    out["final_production_store"] = st[0]
-    out["final_routing_store"] = st[1]
-    out["final_uh1"] = st[2].reshape(n, -1)
-    out["final_uh2"] = st[3].reshape(n, -1)
-    return out
+    return run_steps(GR4J_STEPPER, {"precipitation": precip, "pet": pet}, params, states)
 
 
 @register_runoff_model("gr4j")
@@ -272,8 +292,9 @@ class GR4J(FusedRunoffModel):
     Args:
         nmul: number of parallel components (parameter sets) per node, averaged.
         backend: ``"auto"`` (numba on CPU, torch on CUDA), ``"torch"`` or ``"numba"``.
-        gradient: ``"autograd"`` (exact reverse mode; the only one: forward sensitivities are
-            not implemented for GR4J).
+        gradient: ``"autograd"`` (exact reverse mode) or ``"sensitivity"`` (forward
+            sensitivities, memory flat in T; static parameters only:
+            :mod:`gnnhydro.runoff.sensitivity`).
         dynamic: names among ``x1``, ``x2``, ``x3`` that may be given time-varying
             ``[N, T, m]`` (``x4`` is static: it shapes the unit hydrographs).
         production_fill, routing_fill: default initial fillings of the production and routing
@@ -286,6 +307,7 @@ class GR4J(FusedRunoffModel):
     """
 
     forcing_names = ("precipitation", "pet")
+    stepper = GR4J_STEPPER
     states_from_params = True  # airGR: 30 % of x1, 50 % of x3
     node_params_per_component = True  # parameters [B] or [B, nmul]
     state_names = GR4J_STATES
@@ -302,7 +324,6 @@ class GR4J(FusedRunoffModel):
         routing_fill: float = ROUTING_FILL,
     ) -> None:
         super().__init__(nmul)
-        self._set_backend(backend, gradient)
         unknown = sorted(set(dynamic) - set(DYNAMIC_CAPABLE))
         if unknown:
             raise ValueError(
@@ -310,6 +331,7 @@ class GR4J(FusedRunoffModel):
                 "(x4 shapes the unit hydrographs and is static)"
             )
         self.dynamic = tuple(dynamic)
+        self._set_backend(backend, gradient)
         self.production_fill = float(production_fill)
         self.routing_fill = float(routing_fill)
         self.param_spec = {
@@ -357,17 +379,17 @@ class GR4J(FusedRunoffModel):
         }
 
     # ----------------------------------------------------------------- forward
+    def _numba_apply(
+        self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        from gnnhydro.runoff.kernels.gr4j_numba import gr4j_numba_apply
+
+        return gr4j_numba_apply(forcing["precipitation"], forcing["pet"], params, states)
+
     def _run(
         self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
     ) -> dict[str, Tensor]:
-        prec = forcing["precipitation"]
-        pet = forcing["pet"]
-        if self._select_backend(prec.device) == "torch":
-            out = gr4j_torch_loop(prec, pet, params, states)
-        else:
-            from gnnhydro.runoff.kernels.gr4j_numba import gr4j_numba_apply
-
-            out = gr4j_numba_apply(prec, pet, params, states)
+        out = self._run_stepper(forcing, params, states)
         out["storage"] = out["production_store"] + out["routing_store"]
         out["storage"] = out["storage"] + out["unit_hydrograph_storage"]
         s0 = states["production_store"] + states["routing_store"]

@@ -110,7 +110,8 @@ component (``nmul`` parallel parameter sets per node, runoff averaged).
 Backends: ``"torch"`` (:func:`sacsma_torch_loop`, a per-step PyTorch loop differentiated by
 autograd: the reference), ``"numba"`` (fused CPU kernel with an exact hand-written adjoint over
 a tape of the daily states, :mod:`gnnhydro.runoff.kernels.sacsma_numba`), ``"auto"`` (numba on
-CPU, torch on CUDA).
+CPU, torch on CUDA).  Gradients: ``"autograd"`` (reverse mode) or ``"sensitivity"`` (forward
+sensitivities through the torch step, memory flat in T: :mod:`gnnhydro.runoff.sensitivity`).
 """
 
 from __future__ import annotations
@@ -121,6 +122,7 @@ import torch
 from torch import Tensor
 
 from gnnhydro.runoff.base import FusedRunoffModel, register_runoff_model
+from gnnhydro.runoff.stepping import TorchStepper, run_steps
 from gnnhydro.spec import ParamSpec
 
 __all__ = [
@@ -128,6 +130,7 @@ __all__ = [
     "SACSMA_PARAM_SPECS",
     "SACSMA_OUTPUTS",
     "SACSMA_STATES",
+    "SACSMA_STEPPER",
     "sacsma_step",
     "sacsma_torch_loop",
 ]
@@ -425,31 +428,37 @@ def sacsma_storage(states: Mapping[str, Tensor], params: Mapping[str, Tensor]) -
     return parea * soil + adimp * states["adimc"]
 
 
+def _sacsma_torch_step(st, forcing, p):
+    st, fl = sacsma_step(st, forcing["precipitation"], forcing["pet"], p)
+    for k, v in zip(SACSMA_STATES, st, strict=True):
+        fl[k] = v
+    return st, fl
+
+
+#: SAC-SMA's step in PyTorch: the reference loop and the forward sensitivities run it
+#: (:mod:`gnnhydro.runoff.stepping`).
+SACSMA_STEPPER = TorchStepper(
+    forcing=("precipitation", "pet"),
+    states=SACSMA_STATES,
+    outputs=SACSMA_OUTPUTS,
+    step=_sacsma_torch_step,
+    pack=lambda states: tuple(states[s] for s in SACSMA_STATES),
+    unpack=lambda st: dict(zip(SACSMA_STATES, st, strict=True)),
+)
+
+
 def sacsma_torch_loop(
     precip: Tensor, pet: Tensor, params: Mapping[str, Tensor], states: Mapping[str, Tensor]
 ) -> dict[str, Tensor]:
-    """Per-time-step PyTorch loop of :func:`sacsma_step` (autograd reference, bench baseline).
-
-    Static parameters are used as they are (no expansion over time).
+    """Per-time-step PyTorch loop of :func:`sacsma_step` (autograd reference, bench baseline):
+    :func:`~gnnhydro.runoff.stepping.run_steps` of :data:`SACSMA_STEPPER`.
 
     Shapes:
         precip, pet ``[N, T]`` mm/day; params ``[N, m]``; states ``{name: [N, m]}``
         (:data:`SACSMA_STATES`); result: every name of :data:`SACSMA_OUTPUTS` ``[N, T]`` (mean
         over components) and ``final_<state>`` ``[N, m]``.
     """
-    pcols, ecols = (x.unsqueeze(-1).unbind(1) for x in (precip, pet))
-    st = tuple(states[s] for s in SACSMA_STATES)
-    rec: dict[str, list[Tensor]] = {k: [] for k in SACSMA_OUTPUTS}
-    for t in range(precip.shape[1]):
-        st, fl = sacsma_step(st, pcols[t], ecols[t], params)
-        for k, v in fl.items():
-            rec[k].append(v)
-        for k, v in zip(SACSMA_STATES, st, strict=True):
-            rec[k].append(v)
-    out = {k: torch.stack(v, dim=-1).mean(dim=1) for k, v in rec.items()}
-    for k, v in zip(SACSMA_STATES, st, strict=True):
-        out[f"final_{k}"] = v
-    return out
+    return run_steps(SACSMA_STEPPER, {"precipitation": precip, "pet": pet}, params, states)
 
 
 @register_runoff_model("sacsma")
@@ -460,7 +469,8 @@ class SACSMA(FusedRunoffModel):
     Args:
         nmul: number of parallel components (parameter sets) per node, averaged.
         backend: ``"auto"`` (numba on CPU, torch on CUDA), ``"torch"`` or ``"numba"``.
-        gradient: ``"autograd"`` (exact reverse mode; the only one).
+        gradient: ``"autograd"`` (exact reverse mode) or ``"sensitivity"`` (forward
+            sensitivities, memory flat in T: :mod:`gnnhydro.runoff.sensitivity`).
         dynamic: time-varying parameters; none are supported (all 16 are static): a non-empty
             value raises.
         initial_fill: default initial stores as a fraction of their capacities (0.5).
@@ -472,6 +482,7 @@ class SACSMA(FusedRunoffModel):
     """
 
     forcing_names = ("precipitation", "pet")
+    stepper = SACSMA_STEPPER
     states_from_params = True  # stores start as fractions of their capacities
     node_params_per_component = True  # parameters [B] or [B, nmul]
     state_names = SACSMA_STATES
@@ -526,16 +537,16 @@ class SACSMA(FusedRunoffModel):
         }
 
     # ----------------------------------------------------------------- forward
+    def _numba_apply(
+        self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        from gnnhydro.runoff.kernels.sacsma_numba import sacsma_numba_apply
+
+        return sacsma_numba_apply(forcing["precipitation"], forcing["pet"], params, states)
+
     def _run(
         self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
     ) -> dict[str, Tensor]:
-        prec = forcing["precipitation"]
-        pet = forcing["pet"]
-        if self._select_backend(prec.device) == "torch":
-            out = sacsma_torch_loop(prec, pet, params, states)
-        else:
-            from gnnhydro.runoff.kernels.sacsma_numba import sacsma_numba_apply
-
-            out = sacsma_numba_apply(prec, pet, params, states)
+        out = self._run_stepper(forcing, params, states)
         out["storage_initial"] = sacsma_storage(states, params).mean(dim=1)
         return out

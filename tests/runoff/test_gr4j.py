@@ -298,8 +298,8 @@ def test_errors_name_the_variable():
         model({"precipitation": prec, "pet": pet}, {k: v for k, v in params.items() if k != "x3"})
     with pytest.raises(ValueError, match="x4"):
         GR4J(dynamic=("x4",))
-    with pytest.raises(ValueError, match="sensitivit"):
-        GR4J(gradient="sensitivity")
+    with pytest.raises(ValueError, match="gradient must be one of"):
+        GR4J(gradient="adjoint")
 
 
 def test_registry_and_spec():
@@ -321,5 +321,6 @@ def test_bench_gr4j_agrees():
 
     rows = run_bench(5, 30, 2, model="gr4j")
     assert rows[-1]["max_abs_runoff_diff_fused_vs_loop_mm"] < 1e-4
-    assert not any("sensitivity" in str(r.get("path", r.get("compile"))) for r in rows)
+    sens = [r for r in rows if "sensitivities" in str(r.get("path"))]
+    assert [r["pass"] for r in sens] == ["forward", "forward+backward"]
     assert main(["--model", "gr4j", "--basins", "4", "--days", "20", "--nmul", "2"]) == 0
