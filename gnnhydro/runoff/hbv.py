@@ -18,7 +18,8 @@ One explicit, operator-split step of length Δt (all fluxes in mm per step, stor
     \\text{perc} &= \\min(SUZ, PERC),\\quad Q_0 = K0\\,(SUZ - UZL)^+,\\quad Q_1 = K1\\,SUZ,
     \\quad Q_2 = K2\\,SLZ
 
-with each flux applied at once in that order (δHBV 1.0 as in hydrodl2).  Options: BETAET
+with each flux applied at once in that order (δHBV 1.0 as in hydrodl2).  Options
+(:class:`HBVOptions`, one object for every backend): the smoothing width ε, the soil floor, BETAET
 (δHBV 1.1p), capillary rise ``cap = min(SLZ, C·SLZ·(1 − min(SM/FC, 1)))`` from the lower zone to
 the soil (δHBV 1.1p), and the regional groundwater exchange of δHBV 2.0 (Song et al., 2025),
 applied to the lower zone after percolation and before ``Q2``:
@@ -55,12 +56,13 @@ import torch
 from torch import Tensor
 
 from gnnhydro.runoff.base import RunoffModel, register_runoff_model
-from gnnhydro.runoff.hbv_layout import HBV_OUTPUTS, HBV_STATES, KERNEL_PARAMS
+from gnnhydro.runoff.hbv_layout import HBV_OUTPUTS, HBV_STATES, KERNEL_PARAMS, HBVOptions
 from gnnhydro.runoff.smooth import clip1_s, min_s, relu_s, step_s
 from gnnhydro.spec import ParamSpec
 
 __all__ = [
     "HBV",
+    "HBVOptions",
     "HBV_PARAM_SPECS",
     "HBV_STATES",
     "hbv_step",
@@ -97,6 +99,8 @@ UH_PARAM_SPECS: dict[str, ParamSpec] = {
     "route_a": ParamSpec("route_a", "-", 0.0, 2.9, 1.0, False, "gamma UH: shape a = route_a+0.1"),
     "route_b": ParamSpec("route_b", "day", 0.0, 6.5, 1.0, False, "gamma UH: θ = route_b+0.5"),
 }
+#: the options of :func:`hbv_step` when none are given: exact δHBV 1.0
+_DEFAULT_OPTIONS = HBVOptions()
 if tuple(HBV_PARAM_SPECS) != KERNEL_PARAMS:  # pragma: no cover - a layout mismatch is a bug
     raise ImportError("HBV_PARAM_SPECS and hbv_layout.KERNEL_PARAMS name different parameters")
 
@@ -119,11 +123,7 @@ def hbv_step(
     pet: Tensor,
     p: Mapping[str, Tensor],
     *,
-    eps: float = 0.0,
-    nearzero: float = 1e-5,
-    betaet: bool = False,
-    capillary: bool = False,
-    groundwater_exchange: bool = False,
+    options: HBVOptions | None = None,
     area_km2: Tensor | None = None,
 ) -> tuple[tuple[Tensor, Tensor, Tensor, Tensor, Tensor], dict[str, Tensor]]:
     """One HBV step (pure function; see the module docstring for the equations).
@@ -132,15 +132,17 @@ def hbv_step(
         states: (snowpack, meltwater, soil_moisture, upper_zone, lower_zone) mm.
         precip, temp, pet: forcing of this step (mm/step, °C, mm/step).
         p: parameters of this step by lower-case name, physical units.
-        eps: threshold smoothing width (see :mod:`gnnhydro.runoff.smooth`); 0 = exact.
-        nearzero: floor of the soil moisture (mm).
-        groundwater_exchange: δHBV 2.0 exchange of the lower zone (needs ``rt``, ``ac`` and
-            ``area_km2``, the upstream area in km²).
+        options: smoothing width, soil floor and optional processes (:class:`HBVOptions`;
+            default ``HBVOptions()``: exact δHBV 1.0).  With ``groundwater_exchange`` the
+            parameters need ``rt`` and ``ac``.
+        area_km2: upstream area of each node (km²), needed by the groundwater exchange.
 
     Shapes:
         states and parameters ``[N, m]``; forcing and ``area_km2`` ``[N, 1]`` (broadcast over
         components).
     """
+    o = _DEFAULT_OPTIONS if options is None else options
+    eps, nearzero = o.eps, o.nearzero
     sp, mw, sm, suz, slz = states
     dtemp = temp - p["tt"]
     rain = precip * step_s(dtemp, eps)
@@ -161,11 +163,11 @@ def hbv_step(
     excess = relu_s(sm - p["fc"], eps)
     sm = sm - excess
     ef = clip1_s(sm / (p["lp"] * p["fc"]), eps)
-    if betaet:
+    if o.betaet:
         ef = ef ** p["betaet"]
     et = min_s(sm, pet * ef, eps)
     sm = torch.clamp(sm - et, min=nearzero)
-    if capillary:
+    if o.capillary:
         cap = min_s(slz, p["c"] * slz * (1.0 - clip1_s(sm / p["fc"], eps)), eps)
         sm = torch.clamp(sm + cap, min=nearzero)
         slz = torch.clamp(slz - cap, min=nearzero)
@@ -179,7 +181,7 @@ def hbv_step(
     suz = suz - q0
     q1 = p["k1"] * suz
     suz = suz - q1
-    if groundwater_exchange:
+    if o.groundwater_exchange:
         if area_km2 is None:
             raise ValueError("hbv_step: groundwater_exchange needs area_km2 (upstream area, km²)")
         lf = p["rt"] * groundwater_exchange_factor(area_km2, p["ac"])
@@ -212,22 +214,19 @@ def hbv_torch_loop(
     params: Mapping[str, Tensor],
     states: Mapping[str, Tensor],
     *,
-    eps: float = 0.0,
-    nearzero: float = 1e-5,
-    betaet: bool = False,
-    capillary: bool = False,
-    groundwater_exchange: bool = False,
+    options: HBVOptions | None = None,
     area_km2: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Per-time-step PyTorch loop of :func:`hbv_step` (autograd reference).
 
     Static parameters are used as they are (no expansion over time: the backward stays O(T));
-    dynamic ones are unbound once along time.
+    dynamic ones are unbound once along time.  ``options``: as :func:`hbv_step`.
 
     Shapes:
         precip, temp, pet ``[N, T]``; params ``[N, m]`` or ``[N, T, m]``; states ``[N, m]``;
-        area_km2 ``[N]`` (upstream area, km², with ``groundwater_exchange``); result: every name of :data:`HBV_OUTPUTS` ``[N, T]`` (mean over components) and
-        ``final_<state>`` ``[N, m]``.
+        area_km2 ``[N]`` (upstream area, km², with ``groundwater_exchange``); result: every
+        name of :data:`HBV_OUTPUTS` ``[N, T]`` (mean over components) and ``final_<state>``
+        ``[N, m]``.
     """
     n_steps = precip.shape[1]
     static = {k: v for k, v in params.items() if v.dim() == 2}
@@ -246,11 +245,7 @@ def hbv_torch_loop(
             tcols[t],
             ecols[t],
             pt,
-            eps=eps,
-            nearzero=nearzero,
-            betaet=betaet,
-            capillary=capillary,
-            groundwater_exchange=groundwater_exchange,
+            options=options,
             area_km2=area,
         )
         for k, v in fl.items():
@@ -316,16 +311,22 @@ class HBV(RunoffModel):
             sensitivities in a custom autograd Function: no tape, memory flat in T; with
             respect to parameters and initial states only, so forcing that needs a gradient,
             e.g. after a learned forcing correction, takes the exact reverse mode instead).
-        smoothing: threshold smoothing width ε (see :mod:`gnnhydro.runoff.smooth`); ``None``
-            means 0 for ``"autograd"`` and 0.01 for ``"sensitivity"``.
+        smoothing: threshold smoothing width ε (:attr:`HBVOptions.eps`, see
+            :mod:`gnnhydro.runoff.smooth`); ``None`` means 0 for ``"autograd"`` and 0.01 for
+            ``"sensitivity"``.
         backend: ``"auto"``, ``"torch"``, ``"numba"`` or ``"triton"``.
         initial_state: value of every store at the start (mm; 0.001 as in δHBV).
         nearzero: soil-moisture floor (mm).
         dynamic: names of parameters that may be given time-varying ``[N, T, m]``.
 
+    ``smoothing``, ``nearzero``, ``betaet``, ``capillary`` and ``groundwater_exchange`` make
+    :attr:`options` (an :class:`HBVOptions`, validated there), which every backend receives;
+    they stay readable (not settable) as attributes of the same names.
+
     Shapes:
         forcing ``precipitation``, ``temperature``, ``pet``: ``[N, T]`` or ``[B, N, T]``
-        (``upstream_area_km2`` ``[N]`` / ``[B, N]`` with ``groundwater_exchange``); params ``[N, m]`` (or ``[N, T, m]`` for dynamic); ``out["runoff"]`` ``[N, T]`` mm/step.
+        (``upstream_area_km2`` ``[N]`` / ``[B, N]`` with ``groundwater_exchange``); params
+        ``[N, m]`` (or ``[N, T, m]`` for dynamic); ``out["runoff"]`` ``[N, T]`` mm/step.
     """
 
     forcing_names = ("precipitation", "temperature", "pet")
@@ -361,22 +362,23 @@ class HBV(RunoffModel):
             raise ValueError(f"gradient must be 'autograd' or 'sensitivity', got {gradient!r}")
         if backend not in ("auto", "torch", "numba", "triton"):
             raise ValueError(f"unknown backend {backend!r}")
-        self.betaet = bool(betaet)
-        self.capillary = bool(capillary)
-        self.groundwater_exchange = bool(groundwater_exchange)
+        if smoothing is None:
+            smoothing = 0.01 if gradient == "sensitivity" else 0.0
+        #: the options of the step (:class:`HBVOptions`), passed to every backend
+        self.options = HBVOptions(
+            eps=smoothing,
+            nearzero=nearzero,
+            betaet=betaet,
+            capillary=capillary,
+            groundwater_exchange=groundwater_exchange,
+        )
         if self.groundwater_exchange:
             self.external_inflows = ("groundwater_exchange",)
         self.unit_hydrograph = bool(unit_hydrograph)
         self.uh_length = int(uh_length)
         self.gradient = gradient
-        if smoothing is None:
-            smoothing = 0.01 if gradient == "sensitivity" else 0.0
-        if smoothing < 0:
-            raise ValueError(f"smoothing must be ≥ 0, got {smoothing}")
-        self.smoothing = float(smoothing)
         self.backend = backend
         self.initial_state = float(initial_state)
-        self.nearzero = float(nearzero)
         names = list(KERNEL_PARAMS[:12])
         if self.betaet:
             names.append("betaet")
@@ -402,6 +404,15 @@ class HBV(RunoffModel):
         if self.unit_hydrograph:
             spec.update(UH_PARAM_SPECS)
         self.param_spec = spec
+
+    # the options as attributes, read-only (one source: :attr:`options`)
+    smoothing = property(lambda self: self.options.eps, doc="threshold smoothing width ε")
+    nearzero = property(lambda self: self.options.nearzero, doc="soil-moisture floor (mm)")
+    betaet = property(lambda self: self.options.betaet, doc="ET shape exponent BETAET on")
+    capillary = property(lambda self: self.options.capillary, doc="capillary rise on")
+    groundwater_exchange = property(
+        lambda self: self.options.groundwater_exchange, doc="groundwater exchange on"
+    )
 
     def extra_repr(self) -> str:
         return (
@@ -465,14 +476,7 @@ class HBV(RunoffModel):
         pet = forcing["pet"]
         hp = {k: v for k, v in params.items() if k not in UH_PARAM_SPECS}
         backend = self._select_backend(forcing, hp)
-        opts = dict(
-            eps=self.smoothing,
-            nearzero=self.nearzero,
-            betaet=self.betaet,
-            capillary=self.capillary,
-            groundwater_exchange=self.groundwater_exchange,
-            area_km2=forcing.get("upstream_area_km2"),
-        )
+        opts = dict(options=self.options, area_km2=forcing.get("upstream_area_km2"))
         forcing_grad = torch.is_grad_enabled() and any(
             forcing[k].requires_grad for k in self.forcing_names
         )

@@ -11,7 +11,7 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from gnnhydro.runoff import HBV  # noqa: E402
+from gnnhydro.runoff import HBV, HBVOptions  # noqa: E402
 
 triton = pytest.importorskip("triton")
 
@@ -138,7 +138,9 @@ def test_triton_sensitivity_native_float32(make_forcing, make_params, device):
     for cdt in (torch.float64, None):
         pr = {k: v.to(device).requires_grad_() for k, v in p.items()}
         sd = {k: v.to(device) for k, v in st.items()}
-        out = hbv_triton_sensitivity_apply(*args, pr, sd, eps=0.01, compute_dtype=cdt)
+        out = hbv_triton_sensitivity_apply(
+            *args, pr, sd, options=HBVOptions(eps=0.01), compute_dtype=cdt
+        )
         (gk2,) = torch.autograd.grad(out["runoff"].sum(), [pr["k2"]])
         res[cdt] = (out["runoff"].detach().cpu(), gk2.cpu())
     (q64, g64), (q32, g32) = res[torch.float64], res[None]
@@ -154,9 +156,12 @@ def test_triton_sensitivity_rejects_unsupported(make_forcing, make_params):
     p = make_params(model, N, T, dynamic=("k0",))
     args = [f[k] for k in ("precipitation", "temperature", "pet")]
     with pytest.raises(ValueError, match=r"dynamic.*\['k0'\]"):
-        hbv_triton_sensitivity_apply(*args, p, model.init_states(N, dtype=torch.float64))
+        hbv_triton_sensitivity_apply(
+            *args, p, model.init_states(N, dtype=torch.float64), options=model.options
+        )
     with pytest.raises(ValueError, match="groundwater_exchange needs area_km2"):
         hbv_triton_sensitivity_apply(
             *args, {k: v for k, v in p.items() if k != "k0"},
-            model.init_states(N, dtype=torch.float64), groundwater_exchange=True,
+            model.init_states(N, dtype=torch.float64),
+            options=HBVOptions(groundwater_exchange=True),
         )  # fmt: skip

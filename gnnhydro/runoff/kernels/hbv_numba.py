@@ -37,7 +37,15 @@ import torch
 from torch import Tensor
 
 from gnnhydro._numba import njit, run_chunks
-from gnnhydro.runoff.hbv_layout import HBV_OUTPUTS, HBV_STATES, KERNEL_PARAMS, NF, NOUT, NS
+from gnnhydro.runoff.hbv_layout import (
+    HBV_OUTPUTS,
+    HBV_STATES,
+    KERNEL_PARAMS,
+    NF,
+    NOUT,
+    NS,
+    HBVOptions,
+)
 
 __all__ = [
     "hbv_numba_apply",
@@ -655,16 +663,15 @@ def _pack_params(
     return pstat, pdyn, dyn_idx, stat_names, dyn_names
 
 
-def _run_forward(prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, opts, record=False):
+def _run_forward(prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, options, record=False):
     n, t = prc.shape
     m = pstat.shape[1]
     out = np.empty((NOUT, n, t), dtype=prc.dtype)
     final = np.empty((NS, n, m))
     traj = _take_tape((n, m, t, NS), prc.dtype) if record else np.empty((0, 0, 0, NS), prc.dtype)
     run_chunks(
-        _forward_kernel, n, prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, opts["eps"],
-        opts["nearzero"], opts["betaet"], opts["capillary"], opts["groundwater_exchange"], out,
-        final, traj,
+        _forward_kernel, n, prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, *options.scalars(),
+        out, final, traj,
     )  # fmt: skip
     return out, final, traj
 
@@ -733,30 +740,31 @@ class HBVFused(torch.autograd.Function):
     """Fused numba forward + hand-written adjoint (exact reverse mode), gradients with respect
     to the parameters, the initial states and the forcing.
 
-    Inputs: forcing ``[N, T]`` ×3, upstream area ``[N]`` (km²), ``opts`` dict, parameter names,
-    initial states ``[5, N, m]``, then the parameter tensors.  Outputs: the 16 per-step outputs
-    ``[N, T]`` and the final states ``[5, N, m]``.  When gradients are needed and
+    Inputs: forcing ``[N, T]`` ×3, upstream area ``[N]`` (km²), the :class:`HBVOptions`,
+    whether the caller runs with autograd enabled, parameter names, initial states ``[5, N, m]``,
+    then the parameter tensors.  Outputs: the 16 per-step outputs ``[N, T]`` and the final states
+    ``[5, N, m]``.  When gradients are needed and
     :data:`RECORD_TAPE` is set, the forward keeps the states before every step
     (``N·m·T·5`` floats) so that the backward is a single reverse sweep.
     """
 
     @staticmethod
-    def forward(ctx, prc, tmp, pet, area, opts, names, init, *ptensors):
+    def forward(ctx, prc, tmp, pet, area, options, grad_enabled, names, init, *ptensors):
         arrays = _prepare(prc, tmp, pet, area, names, init, ptensors)
         # no tape when the caller runs without autograd (inference, a checkpoint's first pass)
         record = (
             RECORD_TAPE
-            and opts.get("grad_enabled", True)
+            and grad_enabled
             and (
                 init.requires_grad
                 or any(p.requires_grad for p in ptensors)
                 or any(f.requires_grad for f in (prc, tmp, pet))
             )
         )
-        out, final, traj = _run_forward(*arrays, opts, record=record)
+        out, final, traj = _run_forward(*arrays, options, record=record)
         ctx.arrays = arrays
         ctx.traj = traj
-        ctx.opts = opts
+        ctx.options = options
         ctx.names = names
         return _wrap_outputs(out, final, prc)
 
@@ -764,7 +772,6 @@ class HBVFused(torch.autograd.Function):
     def backward(ctx, *grads):
         prc, tmp, pet, area, pstat, pdyn, dyn_idx, init = ctx.arrays
         prc, tmp, pet = (np.asarray(a, dtype=np.float64) for a in (prc, tmp, pet))
-        opts = ctx.opts
         n, t = prc.shape
         m = pstat.shape[1]
         gout, gidx = _seeds(grads[:NOUT], n, t)
@@ -775,9 +782,8 @@ class HBVFused(torch.autograd.Function):
         want_forcing = any(ctx.needs_input_grad[:3])
         gforce = np.zeros((3, n, t)) if want_forcing else np.zeros((0, n, t))
         run_chunks(
-            _adjoint_kernel, n, prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, opts["eps"],
-            opts["nearzero"], opts["betaet"], opts["capillary"], opts["groundwater_exchange"],
-            gout, gidx, gfinal, ctx.traj, gstat, gdyn, ginit, gforce,
+            _adjoint_kernel, n, prc, tmp, pet, area, pstat, pdyn, dyn_idx, init,
+            *ctx.options.scalars(), gout, gidx, gfinal, ctx.traj, gstat, gdyn, ginit, gforce,
         )  # fmt: skip
         # hand the tape to the next forward; a second backward (retain_graph) re-runs the forward
         _give_back_tape(ctx.traj)
@@ -798,7 +804,7 @@ class HBVFused(torch.autograd.Function):
             torch.from_numpy(gforce[i]).to(dev, dt) if ctx.needs_input_grad[i] else None
             for i in range(3)
         ]
-        return (*gf, None, None, None, ginit_t, *pgrads)
+        return (*gf, None, None, None, None, ginit_t, *pgrads)
 
 
 class HBVSensitivity(torch.autograd.Function):
@@ -810,13 +816,13 @@ class HBVSensitivity(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, prc, tmp, pet, area, opts, names, init, *ptensors):
+    def forward(ctx, prc, tmp, pet, area, options, grad_enabled, names, init, *ptensors):
         if any(p.dim() == 3 for p in ptensors):
             raise ValueError("sensitivity gradients support static parameters only")
         arrays = _prepare(prc, tmp, pet, area, names, init, ptensors)
-        out, final, _ = _run_forward(*arrays, opts)
+        out, final, _ = _run_forward(*arrays, options)
         ctx.arrays = arrays
-        ctx.opts = opts
+        ctx.options = options
         ctx.names = names
         return _wrap_outputs(out, final, prc)
 
@@ -824,7 +830,6 @@ class HBVSensitivity(torch.autograd.Function):
     def backward(ctx, *grads):
         prc, tmp, pet, area, pstat, _, _, init = ctx.arrays
         prc, tmp, pet = (np.asarray(a, dtype=np.float64) for a in (prc, tmp, pet))
-        opts = ctx.opts
         n, t = prc.shape
         m = pstat.shape[1]
         gout, gidx = _seeds(grads[:NOUT], n, t)
@@ -832,8 +837,7 @@ class HBVSensitivity(torch.autograd.Function):
         gstat = np.zeros((n, m, K))
         ginit = np.zeros((NS, n, m))
         run_chunks(
-            _sensitivity_kernel, n, prc, tmp, pet, area, pstat, init, opts["eps"],
-            opts["nearzero"], opts["betaet"], opts["capillary"], opts["groundwater_exchange"],
+            _sensitivity_kernel, n, prc, tmp, pet, area, pstat, init, *ctx.options.scalars(),
             gout, gidx, gfinal, gstat, ginit,
         )  # fmt: skip
         like = next(g for g in grads if g is not None)
@@ -843,34 +847,56 @@ class HBVSensitivity(torch.autograd.Function):
             for k in ctx.names
         ]
         ginit_t = torch.from_numpy(ginit).to(dev, dt)
-        return (None, None, None, None, None, None, ginit_t, *pgrads)
+        return (None, None, None, None, None, None, None, ginit_t, *pgrads)
 
 
-def _apply(fn, prc, tmp, pet, params, states, *, area_km2=None, **opts) -> dict[str, Tensor]:
+def _apply(fn, prc, tmp, pet, params, states, options, area_km2) -> dict[str, Tensor]:
+    if not isinstance(options, HBVOptions):
+        raise TypeError(f"options must be an HBVOptions, got {type(options).__name__}")
     names = tuple(k for k in KERNEL_PARAMS if k in params)
     init = torch.stack([states[s] for s in HBV_STATES])
-    opts.setdefault("groundwater_exchange", False)
-    if opts["groundwater_exchange"] and area_km2 is None:
+    if options.groundwater_exchange and area_km2 is None:
         raise ValueError("groundwater_exchange needs area_km2 (upstream area per node, km²)")
     area = area_km2.detach() if area_km2 is not None else torch.zeros(prc.shape[0])
-    opts = {**opts, "grad_enabled": torch.is_grad_enabled()}
-    res = fn.apply(prc, tmp, pet, area, opts, names, init, *(params[k] for k in names))
+    grad_enabled = torch.is_grad_enabled()
+    res = fn.apply(
+        prc, tmp, pet, area, options, grad_enabled, names, init, *(params[k] for k in names)
+    )
     out = dict(zip(HBV_OUTPUTS, res[:NOUT], strict=True))
     for i, s in enumerate(HBV_STATES):
         out[f"final_{s}"] = res[NOUT][i]
     return out
 
 
-def hbv_numba_apply(prc, tmp, pet, params, states, **opts) -> dict[str, Tensor]:
+def hbv_numba_apply(
+    prc: Tensor,
+    tmp: Tensor,
+    pet: Tensor,
+    params: Mapping[str, Tensor],
+    states: Mapping[str, Tensor],
+    *,
+    options: HBVOptions,
+    area_km2: Tensor | None = None,
+) -> dict[str, Tensor]:
     """Fused HBV on CPU with the exact adjoint (same outputs as ``hbv_torch_loop``).
 
     Shapes:
         prc, tmp, pet ``[N, T]``; params ``[N, m]`` / ``[N, T, m]``; states ``[N, m]``;
         ``area_km2`` ``[N]`` (km², with ``groundwater_exchange``).
     """
-    return _apply(HBVFused, prc, tmp, pet, params, states, **opts)
+    return _apply(HBVFused, prc, tmp, pet, params, states, options, area_km2)
 
 
-def hbv_sensitivity_apply(prc, tmp, pet, params, states, **opts) -> dict[str, Tensor]:
-    """Fused HBV on CPU whose backward uses forward sensitivities (memory flat in T)."""
-    return _apply(HBVSensitivity, prc, tmp, pet, params, states, **opts)
+def hbv_sensitivity_apply(
+    prc: Tensor,
+    tmp: Tensor,
+    pet: Tensor,
+    params: Mapping[str, Tensor],
+    states: Mapping[str, Tensor],
+    *,
+    options: HBVOptions,
+    area_km2: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """Fused HBV on CPU whose backward uses forward sensitivities (memory flat in T); static
+    parameters only.  Arguments and shapes as :func:`hbv_numba_apply`."""
+    return _apply(HBVSensitivity, prc, tmp, pet, params, states, options, area_km2)

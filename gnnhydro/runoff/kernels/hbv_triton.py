@@ -29,7 +29,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from gnnhydro.runoff.hbv_layout import HBV_OUTPUTS, HBV_STATES, KERNEL_PARAMS, NOUT, NS
+from gnnhydro.runoff.hbv_layout import HBV_OUTPUTS, HBV_STATES, KERNEL_PARAMS, NOUT, NS, HBVOptions
 
 __all__ = [
     "hbv_triton_forward",
@@ -519,6 +519,11 @@ def _check_static(params: Mapping[str, Tensor], who: str) -> None:
         )
 
 
+def _check_options(options: HBVOptions, who: str) -> None:
+    if not isinstance(options, HBVOptions):
+        raise TypeError(f"{who}: options must be an HBVOptions, got {type(options).__name__}")
+
+
 def _area(area_km2: Tensor | None, gx: bool, n: int, like: Tensor, who: str) -> Tensor:
     if gx and area_km2 is None:
         raise ValueError(f"{who}: groundwater_exchange needs area_km2 (upstream area, km²)")
@@ -527,12 +532,12 @@ def _area(area_km2: Tensor | None, gx: bool, n: int, like: Tensor, who: str) -> 
     return area_km2.detach().to(like.device, like.dtype).contiguous()
 
 
-def _consts(eps: float, nearzero: float, like: Tensor) -> Tensor:
+def _consts(options: HBVOptions, like: Tensor) -> Tensor:
     """ε and the soil floor as a tensor in the data dtype (no float32 rounding in float64 runs)."""
-    return torch.tensor([float(eps), float(nearzero)], dtype=like.dtype, device=like.device)
+    return torch.tensor([options.eps, options.nearzero], dtype=like.dtype, device=like.device)
 
 
-def _launch_forward(prc, tmp, pet, area, par, init, cst, opts, block):
+def _launch_forward(prc, tmp, pet, area, par, init, options: HBVOptions, block):
     n, t = prc.shape
     m = par.shape[1]
     cells = n * m
@@ -540,9 +545,9 @@ def _launch_forward(prc, tmp, pet, area, par, init, cst, opts, block):
     final = torch.empty(NS, cells, dtype=prc.dtype, device=prc.device)
     grid = (triton.cdiv(cells, block),)
     _hbv_kernel[grid](
-        prc, tmp, pet, area, par, init, cst, out, final, cells, t, m, K=K,
-        BETAET=bool(opts["betaet"]), CAP=bool(opts["capillary"]),
-        GX=bool(opts["groundwater_exchange"]), BLOCK=block,
+        prc, tmp, pet, area, par, init, _consts(options, prc), out, final, cells, t, m, K=K,
+        BETAET=options.betaet, CAP=options.capillary, GX=options.groundwater_exchange,
+        BLOCK=block,
     )  # fmt: skip
     return out.view(NOUT, n, m, t).mean(2), final.view(NS, n, m)
 
@@ -554,32 +559,29 @@ def hbv_triton_forward(
     params: Mapping[str, Tensor],
     states: Mapping[str, Tensor],
     *,
-    eps: float = 0.0,
-    nearzero: float = 1e-5,
-    betaet: bool = False,
-    capillary: bool = False,
-    groundwater_exchange: bool = False,
+    options: HBVOptions,
     area_km2: Tensor | None = None,
     block: int = 128,
 ) -> dict[str, Tensor]:
-    """HBV forward with the fused triton kernel (no autograd graph).
+    """HBV forward with the fused triton kernel (no autograd graph); ``options`` as
+    :func:`gnnhydro.runoff.hbv.hbv_step`.
 
     Shapes:
         prc, tmp, pet ``[N, T]``; params ``[N, m]`` (static); states ``[N, m]``; area_km2 ``[N]``
         (upstream area, km², with ``groundwater_exchange``); result as
         :func:`gnnhydro.runoff.hbv.hbv_torch_loop`.
     """
+    _check_options(options, "hbv_triton_forward")
     _check_static(params, "hbv_triton_forward")
     n, _ = prc.shape
     m = next(iter(states.values())).shape[1]
     dt, dev = prc.dtype, prc.device
     par = _pack(params, n, m, dt, dev).contiguous()
-    area = _area(area_km2, groundwater_exchange, n, prc, "hbv_triton_forward")
+    area = _area(area_km2, options.groundwater_exchange, n, prc, "hbv_triton_forward")
     init = torch.stack([states[s].detach().to(dev, dt) for s in HBV_STATES]).contiguous()
-    opts = {"betaet": betaet, "capillary": capillary, "groundwater_exchange": groundwater_exchange}
     means, final = _launch_forward(
         prc.detach().contiguous(), tmp.detach().contiguous(), pet.detach().contiguous(), area,
-        par, init, _consts(eps, nearzero, prc), opts, block,
+        par, init, options, block,
     )  # fmt: skip
     res = {k: means[i] for i, k in enumerate(HBV_OUTPUTS)}
     for i, s in enumerate(HBV_STATES):
@@ -597,11 +599,7 @@ def hbv_triton_sensitivity_grads(
     grads: tuple[Tensor | None, ...],
     grad_final: Tensor | None,
     *,
-    eps: float,
-    nearzero: float,
-    betaet: bool = False,
-    capillary: bool = False,
-    groundwater_exchange: bool = False,
+    options: HBVOptions,
     block: int = 16,
 ) -> tuple[Tensor, Tensor]:
     """Vector-Jacobian product by forward sensitivities (the backward of the triton path).
@@ -636,9 +634,9 @@ def hbv_triton_sensitivity_grads(
     out = torch.empty(cells, QP, dtype=dt, device=dev)
     grid = (triton.cdiv(cells, block),)
     _hbv_sens_kernel[grid](
-        prc, tmp, pet, area, par, init, _consts(eps, nearzero, prc), gout.contiguous(), goff,
-        gfin, out, cells, t, m, K=K, QP=QP, SMOOTH=eps > 0, BETAET=bool(betaet),
-        CAP=bool(capillary), GX=bool(groundwater_exchange), GMASK=gmask,
+        prc, tmp, pet, area, par, init, _consts(options, prc), gout.contiguous(), goff,
+        gfin, out, cells, t, m, K=K, QP=QP, SMOOTH=options.eps > 0, BETAET=options.betaet,
+        CAP=options.capillary, GX=options.groundwater_exchange, GMASK=gmask,
         HAS_GFIN=grad_final is not None, BLOCK=block,
     )  # fmt: skip
     gpar = out[:, :K].reshape(n, m, K)
@@ -649,29 +647,29 @@ def hbv_triton_sensitivity_grads(
 class HBVTritonSensitivity(torch.autograd.Function):
     """Triton forward; backward by forward sensitivities in one fused triton kernel.
 
-    Inputs: forcing ``[N, T]`` ×3, upstream area ``[N]`` (km²), ``opts`` dict, parameter names,
-    initial states ``[5, N, m]``, then the static parameter tensors ``[N, m]``.  Outputs: the 16
+    Inputs: forcing ``[N, T]`` ×3, upstream area ``[N]`` (km²), the :class:`HBVOptions`, the
+    launch settings (``block``, ``sens_block``, ``compute_dtype``), parameter names, initial
+    states ``[5, N, m]``, then the static parameter tensors ``[N, m]``.  Outputs: the 16
     per-step outputs ``[N, T]`` and the final states ``[5, N, m]``.  The backward re-runs the
     model propagating ``S = ∂state/∂(θ, s₀)`` and accumulates the vector-Jacobian product
     forward in time: no tape, memory flat in T.  No gradient w.r.t. the forcing or the area.
     """
 
     @staticmethod
-    def forward(ctx, prc, tmp, pet, area, opts, names, init, *ptensors):
+    def forward(ctx, prc, tmp, pet, area, options, launch, names, init, *ptensors):
         n, _ = prc.shape
         m = init.shape[-1]
         dev = prc.device
-        dt = opts["compute_dtype"] or prc.dtype
+        dt = launch["compute_dtype"] or prc.dtype
         par = _pack(dict(zip(names, ptensors, strict=True)), n, m, dt, dev).contiguous()
         arrays = tuple(
             x.detach().to(dev, dt).contiguous() for x in (prc, tmp, pet, area, par, init)
         )
-        means, final = _launch_forward(
-            *arrays, _consts(opts["eps"], opts["nearzero"], arrays[0]), opts, opts["block"]
-        )
+        means, final = _launch_forward(*arrays, options, launch["block"])
         means, final = means.to(prc.dtype), final.to(prc.dtype)
         ctx.arrays = arrays
-        ctx.opts = opts
+        ctx.options = options
+        ctx.launch = launch
         ctx.names = names
         ctx.pdtypes = [p.dtype for p in ptensors]
         ctx.idtype = init.dtype
@@ -679,17 +677,16 @@ class HBVTritonSensitivity(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        opts = ctx.opts
         gpar, ginit = hbv_triton_sensitivity_grads(
-            *ctx.arrays, grads[:NOUT], grads[NOUT], eps=opts["eps"], nearzero=opts["nearzero"],
-            betaet=opts["betaet"], capillary=opts["capillary"],
-            groundwater_exchange=opts["groundwater_exchange"], block=opts["sens_block"],
+            *ctx.arrays, grads[:NOUT], grads[NOUT], options=ctx.options,
+            block=ctx.launch["sens_block"],
         )  # fmt: skip
         pgrads = [
             gpar[:, :, KERNEL_PARAMS.index(k)].to(d).contiguous()
             for k, d in zip(ctx.names, ctx.pdtypes, strict=True)
         ]
-        return (None, None, None, None, None, None, ginit.to(ctx.idtype).contiguous(), *pgrads)
+        nones = (None,) * 7  # forcing ×3, area, options, launch settings, names
+        return (*nones, ginit.to(ctx.idtype).contiguous(), *pgrads)
 
 
 def hbv_triton_sensitivity_apply(
@@ -699,11 +696,7 @@ def hbv_triton_sensitivity_apply(
     params: Mapping[str, Tensor],
     states: Mapping[str, Tensor],
     *,
-    eps: float = 0.01,
-    nearzero: float = 1e-5,
-    betaet: bool = False,
-    capillary: bool = False,
-    groundwater_exchange: bool = False,
+    options: HBVOptions,
     area_km2: Tensor | None = None,
     block: int = 128,
     sens_block: int = 16,
@@ -716,6 +709,8 @@ def hbv_triton_sensitivity_apply(
     static parameters and the initial states (not to the forcing).
 
     Args:
+        options: as :func:`gnnhydro.runoff.hbv.hbv_step` (the sensitivities are those of the
+            smoothed model: ``HBV(gradient="sensitivity")`` uses ``eps`` = 0.01 by default).
         compute_dtype: dtype the kernels compute in; float64 (default) as the numba kernels,
             outputs and gradients rounded to the inputs' dtypes.  ``None`` computes in the
             forcing's dtype: float32 is faster on GPUs with slow float64 but loses accuracy
@@ -732,6 +727,7 @@ def hbv_triton_sensitivity_apply(
         :func:`gnnhydro.runoff.hbv.hbv_torch_loop`.
     """
     who = "hbv_triton_sensitivity_apply"
+    _check_options(options, who)
     _check_static(params, who)
     if prc.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"{who}: forcing must be float32 or float64, got {prc.dtype}")
@@ -740,19 +736,10 @@ def hbv_triton_sensitivity_apply(
     if unknown:
         raise ValueError(f"{who}: unknown HBV parameter(s) {unknown}")
     init = torch.stack([states[s] for s in HBV_STATES])
-    area = _area(area_km2, groundwater_exchange, prc.shape[0], prc, who)
-    opts = {
-        "eps": float(eps),
-        "nearzero": float(nearzero),
-        "betaet": bool(betaet),
-        "capillary": bool(capillary),
-        "groundwater_exchange": bool(groundwater_exchange),
-        "block": int(block),
-        "sens_block": int(sens_block),
-        "compute_dtype": compute_dtype,
-    }
+    area = _area(area_km2, options.groundwater_exchange, prc.shape[0], prc, who)
+    launch = {"block": int(block), "sens_block": int(sens_block), "compute_dtype": compute_dtype}
     res = HBVTritonSensitivity.apply(
-        prc, tmp, pet, area, opts, names, init, *(params[k] for k in names)
+        prc, tmp, pet, area, options, launch, names, init, *(params[k] for k in names)
     )
     out = dict(zip(HBV_OUTPUTS, res[:NOUT], strict=True))
     for i, s in enumerate(HBV_STATES):
