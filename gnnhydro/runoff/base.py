@@ -17,6 +17,13 @@ from torch import Tensor, nn
 
 from gnnhydro.registry import Registry
 from gnnhydro.runoff.sensitivity import sensitivity_apply
+from gnnhydro.runoff.snow import (
+    NO_SNOW_MEANING,
+    NO_SNOW_TEMPERATURE_C,
+    SNOW_PARAM_SPECS,
+    SNOW_STATES,
+    with_snow,
+)
 from gnnhydro.runoff.stepping import TorchStepper, run_steps
 from gnnhydro.spec import ParamSpec
 
@@ -169,7 +176,10 @@ class RunoffModel(nn.Module):
         if self.node_params_per_component:  # a parameter [N] is the same for every component
             params = {
                 name: value.unsqueeze(-1).expand(num_nodes, self.nmul)
-                if isinstance(value, Tensor) and tuple(value.shape) == (num_nodes,)
+                if isinstance(value, Tensor)
+                and tuple(value.shape) == (num_nodes,)
+                and name in self.param_spec
+                and len(self._static_shape(name, num_nodes)) == 2
                 else value
                 for name, value in params.items()
             }
@@ -322,15 +332,21 @@ class RunoffModel(nn.Module):
 
 
 class FusedRunoffModel(RunoffModel):
-    """A runoff model with two backends and two gradient modes (GR4J, SAC-SMA).
+    """A runoff model with two backends, two gradient modes and optional snow (GR4J, SAC-SMA).
 
     Backends: a per-step torch loop of :attr:`stepper` (the reference; any device, autograd)
     and a fused numba CPU kernel with an exact hand-written adjoint (:meth:`_numba_apply`).
     Gradients: ``"autograd"`` (reverse mode through the chosen backend) or ``"sensitivity"``
     (forward sensitivities through :attr:`stepper`, memory flat in T, static parameters only:
     :mod:`gnnhydro.runoff.sensitivity`).  Subclasses set :attr:`stepper`, call
-    :meth:`_set_backend` in ``__init__`` and run with :meth:`_run_stepper` in ``_run``.
+    :meth:`_set_backend` and :meth:`_set_snow` in ``__init__``, implement
+    :meth:`_kernel_apply`, and run with :meth:`_run_stepper` in ``_run``.  With ``snow=True``
+    the degree-day snow routine shared with HBV runs in front (:meth:`_set_snow`).
     """
+
+    #: without temperature the snow routine is off (only read with ``snow=True``)
+    optional_forcing = {"temperature": (NO_SNOW_TEMPERATURE_C, NO_SNOW_MEANING)}
+    snow: bool = False
 
     BACKENDS: tuple[str, ...] = ("auto", "torch", "numba")
     GRADIENTS: tuple[str, ...] = ("autograd", "sensitivity")
@@ -367,11 +383,79 @@ class FusedRunoffModel(RunoffModel):
             return self.backend
         return "torch" if device.type == "cuda" else "numba"
 
+    # ------------------------------------------------------------------- snow
+    def _set_snow(self, snow: bool) -> None:
+        """With ``snow``, put the degree-day snow routine (:mod:`gnnhydro.runoff.snow`, HBV's)
+        in front of the model: one snowpack per node, parameters ``tt``, ``cfmax``, ``cfr``,
+        ``cwh`` ``[N]`` (static), forcing ``temperature`` (°C; optional: without it there is no
+        snow), states ``snowpack``, ``meltwater`` ``[N, 1]`` (mm, empty by default); the model
+        reads the liquid water (rain + tosoil) as its precipitation.  Call after
+        :attr:`param_spec` is set."""
+        self.snow = bool(snow)
+        if not self.snow:
+            return
+        cls = type(self)
+        self.forcing_names = (*cls.forcing_names, "temperature")
+        self.state_names = (*SNOW_STATES, *cls.state_names)
+        self.stepper = with_snow(cls.stepper)
+        for name, spec in SNOW_PARAM_SPECS.items():
+            self.param_spec[name] = ParamSpec(
+                spec.name, spec.units, spec.low, spec.high, spec.default, False, spec.description
+            )
+
+    def _static_shape(self, name: str, num_nodes: int) -> tuple[int, ...]:
+        if getattr(self, "snow", False) and name in SNOW_PARAM_SPECS:
+            return (num_nodes,)
+        return super()._static_shape(name, num_nodes)
+
+    def _state_shape(self, name: str, num_rows: int) -> tuple[int, int]:
+        if getattr(self, "snow", False) and name in SNOW_STATES:
+            return (num_rows, 1)
+        return super()._state_shape(name, num_rows)
+
+    def _snow_states(self, num_nodes: int, *, dtype: torch.dtype, device=None) -> dict:
+        """Empty snow stores ``[N, 1]`` (``{}`` without snow), for :meth:`init_states`."""
+        if not getattr(self, "snow", False):
+            return {}
+        return {s: torch.zeros(num_nodes, 1, dtype=dtype, device=device) for s in SNOW_STATES}
+
+    def _add_snow_storage(self, out: dict[str, Tensor], states: Mapping[str, Tensor]) -> None:
+        """Count the snow stores in ``storage`` / ``storage_initial`` and add ``swe``."""
+        if not getattr(self, "snow", False):
+            return
+        out["swe"] = out["snowpack"] + out["meltwater"]
+        out["storage"] = out["storage"] + out["swe"]
+        swe0 = (states["snowpack"] + states["meltwater"]).reshape(-1)
+        out["storage_initial"] = out["storage_initial"] + swe0
+
+    # ---------------------------------------------------------------- backends
+    def _kernel_apply(
+        self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
+        """The model's fused numba kernel (without snow): its stepper's outputs ``[R, T]`` and
+        ``final_<state>``."""
+        raise NotImplementedError
+
     def _numba_apply(
         self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
     ) -> dict[str, Tensor]:
-        """The fused numba kernel: the stepper's outputs ``[R, T]`` and ``final_<state>``."""
-        raise NotImplementedError
+        """The fused numba path: the snow pass (:class:`~gnnhydro.runoff.kernels.snow_numba.
+        SnowFused`) when there is snow, then the model's kernel on the liquid water."""
+        if not self.snow:
+            return self._kernel_apply(forcing, params, states)
+        from gnnhydro.runoff.kernels.snow_numba import snow_numba_apply
+
+        snow = snow_numba_apply(forcing["precipitation"], forcing["temperature"], params, states)
+        inner_forcing = {k: v for k, v in forcing.items() if k != "temperature"}
+        inner_forcing["precipitation"] = snow.pop("liquid_water")
+        out = self._kernel_apply(
+            inner_forcing,
+            {k: v for k, v in params.items() if k not in SNOW_PARAM_SPECS},
+            {k: v for k, v in states.items() if k not in SNOW_STATES},
+        )
+        out["liquid_water"] = inner_forcing["precipitation"]
+        out.update(snow)
+        return out
 
     def _run_stepper(
         self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]

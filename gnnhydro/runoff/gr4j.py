@@ -54,8 +54,9 @@ as the signed ``groundwater_exchange`` (positive = gain) and enters the water ba
 ``exchange_potential``.  Evapotranspiration is ``E_i + E_s``.
 
 Default initial states are airGR's: ``S = 0.3·x1``, ``R = 0.5·x3``, empty unit hydrographs.
-No snow routine (temperature is not read; a degree-day snow module shared with HBV is a later
-step).  With ``nmul > 1`` the model runs ``nmul`` parameter sets per node and returns the mean.
+Snow: off by default (temperature is not read); ``snow=True`` puts HBV's degree-day routine in
+front (:mod:`gnnhydro.runoff.snow`, one snowpack per node), whose liquid water (rain + melt
+outflow) GR4J reads as its precipitation.  With ``nmul > 1`` the model runs ``nmul`` parameter sets per node and returns the mean.
 
 Backends: ``"torch"`` (:func:`gr4j_torch_loop`, a per-step PyTorch loop differentiated by
 autograd: the reference), ``"numba"`` (fused CPU loop with an exact hand-written adjoint,
@@ -299,6 +300,11 @@ class GR4J(FusedRunoffModel):
             ``[N, T, m]`` (``x4`` is static: it shapes the unit hydrographs).
         production_fill, routing_fill: default initial fillings of the production and routing
             stores as fractions of ``x1`` and ``x3`` (airGR: 0.3 and 0.5).
+        snow: put HBV's degree-day snow routine in front (:mod:`gnnhydro.runoff.snow`): forcing
+            ``temperature`` (°C, optional: without it no snow), parameters ``tt``, ``cfmax``,
+            ``cfr``, ``cwh`` ``[N]`` (one snowpack per node), states ``snowpack``,
+            ``meltwater`` ``[N, 1]``, outputs ``snowpack``, ``meltwater``, ``swe``,
+            ``liquid_water``; GR4J reads the liquid water as its precipitation.
 
     Shapes:
         forcing ``precipitation``, ``pet`` ``[N, T]`` or ``[B, N, T]`` mm/day (a ``[B, T]``
@@ -322,6 +328,7 @@ class GR4J(FusedRunoffModel):
         dynamic: Sequence[str] = (),
         production_fill: float = PRODUCTION_FILL,
         routing_fill: float = ROUTING_FILL,
+        snow: bool = False,
     ) -> None:
         super().__init__(nmul)
         unknown = sorted(set(dynamic) - set(DYNAMIC_CAPABLE))
@@ -340,9 +347,13 @@ class GR4J(FusedRunoffModel):
             )
             for n, s in GR4J_PARAM_SPECS.items()
         }
+        self._set_snow(snow)
 
     def extra_repr(self) -> str:
-        return f"nmul={self.nmul}, backend={self.backend!r}, dynamic={list(self.dynamic)}"
+        return (
+            f"nmul={self.nmul}, backend={self.backend!r}, dynamic={list(self.dynamic)}, "
+            f"snow={self.snow}"
+        )
 
     # ------------------------------------------------------------------ states
     def _state_shape(self, name: str, num_rows: int) -> tuple[int, int]:
@@ -350,7 +361,7 @@ class GR4J(FusedRunoffModel):
             return (num_rows, self.nmul * (UH1_LENGTH - 1))
         if name == "uh2":
             return (num_rows, self.nmul * (UH2_LENGTH - 1))
-        return (num_rows, self.nmul)
+        return super()._state_shape(name, num_rows)
 
     def init_states(
         self,
@@ -372,6 +383,7 @@ class GR4J(FusedRunoffModel):
             return (v[:, 0] if v.dim() == 3 else v).to(dtype)
 
         return {
+            **self._snow_states(num_nodes, dtype=dtype, device=device),
             "production_store": self.production_fill * first("x1"),
             "routing_store": self.routing_fill * first("x3"),
             "uh1": torch.zeros(self._state_shape("uh1", num_nodes), dtype=dtype, device=device),
@@ -379,7 +391,7 @@ class GR4J(FusedRunoffModel):
         }
 
     # ----------------------------------------------------------------- forward
-    def _numba_apply(
+    def _kernel_apply(
         self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
     ) -> dict[str, Tensor]:
         from gnnhydro.runoff.kernels.gr4j_numba import gr4j_numba_apply
@@ -397,4 +409,5 @@ class GR4J(FusedRunoffModel):
         uh0 = states["uh1"].reshape(n, self.nmul, -1).sum(-1)
         uh0 = uh0 + states["uh2"].reshape(n, self.nmul, -1).sum(-1)
         out["storage_initial"] = (s0 + uh0).mean(dim=1)
+        self._add_snow_storage(out, states)
         return out

@@ -95,7 +95,8 @@ ADIMP·ADIMC`` (mm over the basin), and ``ΔS = P − ET − runoff − bfncc + 
 the last ``max`` (water the original creates) as ``adimp_adjustment`` (enters).
 
 **Simplifications / choices.** No frozen ground (``IFRZE = 0``, no ``FGFR1``/``FROST1``); no
-snow (temperature is not read: a degree-day snow module shared with HBV/GR4J is a later step);
+snow by default (temperature is not read; ``snow=True`` puts HBV's degree-day routine in front,
+:mod:`gnnhydro.runoff.snow`, whose liquid water SAC-SMA reads as its precipitation);
 no channel routing or unit hydrograph inside (the router of gnnhydro routes ``runoff``).
 ``DT = 1`` day.  ``PCTIM + ADIMP ≤ 0.5`` by the bounds (``A_p ≥ 0.5``).  The fraction ``f_p``
 has a guarded denominator (``(1 − r_p) + (1 − r_s) ≤ 0`` is impossible after the increment's
@@ -474,6 +475,8 @@ class SACSMA(FusedRunoffModel):
         dynamic: time-varying parameters; none are supported (all 16 are static): a non-empty
             value raises.
         initial_fill: default initial stores as a fraction of their capacities (0.5).
+        snow: put HBV's degree-day snow routine in front (:mod:`gnnhydro.runoff.snow`; as
+            :class:`~gnnhydro.runoff.GR4J`'s ``snow``).
 
     Shapes:
         forcing ``precipitation``, ``pet`` ``[N, T]`` or ``[B, N, T]`` mm/day (a ``[B, T]``
@@ -497,6 +500,7 @@ class SACSMA(FusedRunoffModel):
         gradient: str = "autograd",
         dynamic: Sequence[str] = (),
         initial_fill: float = INITIAL_FILL,
+        snow: bool = False,
     ) -> None:
         super().__init__(nmul)
         if dynamic:
@@ -510,9 +514,10 @@ class SACSMA(FusedRunoffModel):
         self.dynamic: tuple[str, ...] = ()
         self.initial_fill = float(initial_fill)
         self.param_spec = dict(SACSMA_PARAM_SPECS)
+        self._set_snow(snow)
 
     def extra_repr(self) -> str:
-        return f"nmul={self.nmul}, backend={self.backend!r}"
+        return f"nmul={self.nmul}, backend={self.backend!r}, snow={self.snow}"
 
     # ------------------------------------------------------------------ states
     def init_states(
@@ -533,11 +538,15 @@ class SACSMA(FusedRunoffModel):
             return params[name].to(dtype)
 
         return {
-            s: self.initial_fill * sum(cap(c) for c in caps) for s, caps in STATE_CAPACITY.items()
+            **self._snow_states(num_nodes, dtype=dtype, device=device),
+            **{
+                s: self.initial_fill * sum(cap(c) for c in caps)
+                for s, caps in STATE_CAPACITY.items()
+            },
         }
 
     # ----------------------------------------------------------------- forward
-    def _numba_apply(
+    def _kernel_apply(
         self, forcing: dict[str, Tensor], params: dict[str, Tensor], states: dict[str, Tensor]
     ) -> dict[str, Tensor]:
         from gnnhydro.runoff.kernels.sacsma_numba import sacsma_numba_apply
@@ -549,4 +558,5 @@ class SACSMA(FusedRunoffModel):
     ) -> dict[str, Tensor]:
         out = self._run_stepper(forcing, params, states)
         out["storage_initial"] = sacsma_storage(states, params).mean(dim=1)
+        self._add_snow_storage(out, states)
         return out

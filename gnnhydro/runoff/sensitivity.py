@@ -66,7 +66,10 @@ def _zero_dual(x: Tensor) -> Tensor:
 
 
 def _as_packed(x: Tensor) -> Tensor:
-    """A parameter ``[R, m]`` as ``[R, m, 1]`` (one direction)."""
+    """A parameter ``[R, m]`` as ``[R, m, 1]``, ``[R]`` (per node) as ``[R, 1, 1]``: one
+    direction."""
+    if x.dim() == 1:
+        return x[:, None, None]
     return x.unsqueeze(-1) if x.dim() == 2 else x
 
 
@@ -148,8 +151,8 @@ def _sensitivities(
         p_rep = {}
         for k, v in params.items():
             if k in counts_p:
-                p_rep[k] = _seed(_as_packed(v), offsets["p:" + k], counts_p[k], n_rep)
-                p_rep[k] = p_rep[k].squeeze(-1) if v.dim() == 2 else p_rep[k]
+                seeded = _seed(_as_packed(v), offsets["p:" + k], counts_p[k], n_rep)
+                p_rep[k] = seeded.reshape((n_rep * v.shape[0], *v.shape[1:]))
             else:
                 p_rep[k] = _zero_dual(v.repeat(rep + (1,) * (v.dim() - 1)))
         st = []

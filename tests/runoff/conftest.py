@@ -23,7 +23,8 @@ def params(
     g = torch.Generator().manual_seed(seed)
     out = {}
     for k, s in model.param_spec.items():
-        shape = (n, t, model.nmul) if k in dynamic else (n, model.nmul)
+        per_node = model.values_per_node(k) is None  # e.g. the snow parameters with snow=True
+        shape = (n, t, model.nmul) if k in dynamic else (n,) if per_node else (n, model.nmul)
         u = 0.05 + 0.9 * torch.rand(*shape, generator=g, dtype=dtype)
         out[k] = (s.low + u * s.span).requires_grad_()
     return out

@@ -1,7 +1,7 @@
 """Forward sensitivities (``gradient="sensitivity"``) of GR4J and SAC-SMA against reverse mode:
 the fused numba adjoint and autograd through the torch loop, gradients with respect to every
-parameter and every initial state (unit-hydrograph contents included), and a finite-difference
-check (``gradcheck``)."""
+parameter and every initial state (unit-hydrograph contents and, with ``snow=True``, the
+per-node snow parameters and stores included), and a finite-difference check (``gradcheck``)."""
 
 from __future__ import annotations
 
@@ -40,9 +40,10 @@ def _loss(out: dict[str, torch.Tensor], t: int) -> torch.Tensor:
     return loss
 
 
-def _grads(cls, gradient: str, backend: str, n=4, t=90, nmul=3):
-    model = cls(nmul, gradient=gradient, backend=backend)
+def _grads(cls, gradient: str, backend: str, n=4, t=90, nmul=3, snow=False):
+    model = cls(nmul, gradient=gradient, backend=backend, snow=snow)
     f = make_forcing(n, t)
+    f["temperature"] = f["temperature"] - 2.0  # snow accumulates and melts (with snow=True)
     f = {k: f[k] for k in model.forcing_names}
     p = make_params(model, n, t)
     s = _states(model, p, n)
@@ -51,12 +52,13 @@ def _grads(cls, gradient: str, backend: str, n=4, t=90, nmul=3):
     return {**{k: v.grad for k, v in p.items()}, **{k: v.grad for k, v in s.items()}}
 
 
+@pytest.mark.parametrize("snow", [False, True])
 @pytest.mark.parametrize("name", sorted(MODELS))
-def test_sensitivity_equals_reverse_mode(name):
+def test_sensitivity_equals_reverse_mode(name, snow):
     cls = MODELS[name]
-    ref = _grads(cls, "autograd", "torch")
+    ref = _grads(cls, "autograd", "torch", snow=snow)
     for backend in ("numba", "torch"):
-        got = _grads(cls, "sensitivity", backend)
+        got = _grads(cls, "sensitivity", backend, snow=snow)
         assert set(got) == set(ref)
         for k in ref:
             assert got[k] is not None, k
@@ -64,7 +66,7 @@ def test_sensitivity_equals_reverse_mode(name):
             err = ((got[k] - ref[k]).abs() / scale).max().item()
             assert err < 1e-6, f"{name} {backend} {k}: relative error {err:.2e}"
     # the numba adjoint agrees as well (both reverse modes against the sensitivities)
-    fused = _grads(cls, "autograd", "numba")
+    fused = _grads(cls, "autograd", "numba", snow=snow)
     for k in ref:
         torch.testing.assert_close(fused[k], ref[k], rtol=1e-8, atol=1e-10)
 
