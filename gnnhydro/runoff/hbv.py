@@ -18,7 +18,9 @@ One explicit, operator-split step of length Δt (all fluxes in mm per step, stor
     \\text{perc} &= \\min(SUZ, PERC),\\quad Q_0 = K0\\,(SUZ - UZL)^+,\\quad Q_1 = K1\\,SUZ,
     \\quad Q_2 = K2\\,SLZ
 
-with each flux applied at once in that order (δHBV 1.0 as in hydrodl2).  Options
+with each flux applied at once in that order (δHBV 1.0 as in hydrodl2).  The snow part is the
+degree-day routine of :mod:`gnnhydro.runoff.snow` (one definition, shared with GR4J and
+SAC-SMA's ``snow=True``; the numba kernels call its numba step).  Options
 (:class:`HBVOptions`, one object for every backend): the smoothing width ε, the soil floor, BETAET
 (δHBV 1.1p), capillary rise ``cap = min(SLZ, C·SLZ·(1 − min(SM/FC, 1)))`` from the lower zone to
 the soil (δHBV 1.1p), and the regional groundwater exchange of δHBV 2.0 (Song et al., 2025),
@@ -57,7 +59,8 @@ from torch import Tensor
 
 from gnnhydro.runoff.base import RunoffModel, register_runoff_model
 from gnnhydro.runoff.hbv_layout import HBV_OUTPUTS, HBV_STATES, KERNEL_PARAMS, HBVOptions
-from gnnhydro.runoff.smooth import clip1_s, min_s, relu_s, step_s
+from gnnhydro.runoff.smooth import clip1_s, min_s, relu_s
+from gnnhydro.runoff.snow import NO_SNOW_TEMPERATURE_C, SNOW_PARAM_SPECS, degree_day_snow
 from gnnhydro.spec import ParamSpec
 
 __all__ = [
@@ -85,10 +88,7 @@ HBV_PARAM_SPECS: dict[str, ParamSpec] = {
         ParamSpec("lp", "-", 0.2, 1.0, 0.7, True, "fraction of FC above which ET is potential"),
         ParamSpec("perc", "mm/day", 0.0, 10.0, 2.0, True, "maximum percolation to lower zone"),
         ParamSpec("uzl", "mm", 0.0, 100.0, 20.0, True, "upper-zone threshold for fast flow"),
-        ParamSpec("tt", "°C", -2.5, 2.5, 0.0, True, "rain/snow and melt threshold temperature"),
-        ParamSpec("cfmax", "mm/°C/day", 0.5, 10.0, 3.0, True, "degree-day melt factor"),
-        ParamSpec("cfr", "-", 0.0, 0.1, 0.05, True, "refreezing coefficient"),
-        ParamSpec("cwh", "-", 0.0, 0.2, 0.1, True, "water holding capacity of the snowpack"),
+        *SNOW_PARAM_SPECS.values(),  # tt, cfmax, cfr, cwh (gnnhydro.runoff.snow)
         ParamSpec("betaet", "-", 0.3, 5.0, 1.0, True, "shape of the ET reduction curve"),
         ParamSpec("c", "1/day", 0.0, 1.0, 0.05, True, "capillary rise coefficient"),
         ParamSpec("rt", "mm/day", 0.0, 20.0, 1.0, True, "regional groundwater exchange rate"),
@@ -144,18 +144,7 @@ def hbv_step(
     o = _DEFAULT_OPTIONS if options is None else options
     eps, nearzero = o.eps, o.nearzero
     sp, mw, sm, suz, slz = states
-    dtemp = temp - p["tt"]
-    rain = precip * step_s(dtemp, eps)
-    snow = precip - rain
-    sp = sp + snow
-    melt = min_s(p["cfmax"] * relu_s(dtemp, eps), sp, eps)
-    sp = sp - melt
-    mw = mw + melt
-    refr = min_s(p["cfr"] * p["cfmax"] * relu_s(-dtemp, eps), mw, eps)
-    sp = sp + refr
-    mw = mw - refr
-    tosoil = relu_s(mw - p["cwh"] * sp, eps)
-    mw = mw - tosoil
+    sp, mw, rain, tosoil = degree_day_snow(sp, mw, precip, temp, p, eps)
     wet = clip1_s((sm / p["fc"]) ** p["beta"], eps)
     inflow = rain + tosoil
     recharge = inflow * wet
@@ -287,10 +276,6 @@ def uh_convolve(x: Tensor, weights: Tensor) -> Tensor:
     xp = torch.nn.functional.pad(x, (length - 1, 0)).unsqueeze(0)  # [1, N, T+L-1]
     w = weights.flip(-1).unsqueeze(1)  # [N, 1, L]
     return torch.nn.functional.conv1d(xp, w, groups=n).squeeze(0)[:, :t]
-
-
-#: temperature used when the forcing has none (°C): above every threshold, hence no snow
-NO_SNOW_TEMPERATURE_C = 50.0
 
 
 @register_runoff_model("hbv")

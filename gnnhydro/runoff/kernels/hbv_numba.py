@@ -46,6 +46,9 @@ from gnnhydro.runoff.hbv_layout import (
     NS,
     HBVOptions,
 )
+from gnnhydro.runoff.kernels.primitives import min_d as _min
+from gnnhydro.runoff.kernels.primitives import relu_d as _relu
+from gnnhydro.runoff.kernels.snow_numba import snow_fwd, snow_vjp
 
 __all__ = [
     "hbv_numba_apply",
@@ -67,51 +70,6 @@ _jit = njit(fastmath=False, error_model="numpy", forceinline=True)
 
 
 # ------------------------------------------------------------------ primitives (value, derivs)
-@_jit
-def _relu(x, eps):
-    if eps == 0.0:
-        if x >= 0.0:
-            return x, 1.0
-        return 0.0, 0.0
-    if x <= 0.0:
-        return 0.0, 0.0
-    if x < eps:
-        return x * x / (2.0 * eps), x / eps
-    return x - 0.5 * eps, 1.0
-
-
-@_jit
-def _step(x, eps):
-    if eps == 0.0:
-        if x >= 0.0:
-            return 1.0, 0.0
-        return 0.0, 0.0
-    u = x / eps + 0.5
-    if u <= 0.0:
-        return 0.0, 0.0
-    if u >= 1.0:
-        return 1.0, 0.0
-    return u * u * (3.0 - 2.0 * u), 6.0 * u * (1.0 - u) / eps
-
-
-@_jit
-def _min(a, b, eps):
-    if eps == 0.0:
-        if a < b:
-            return a, 1.0, 0.0
-        if a > b:
-            return b, 0.0, 1.0
-        return a, 0.5, 0.5
-    e2 = eps * eps
-    g = (a - b) * (a - b) + e2 * a * b
-    if g > 0.0:
-        r = np.sqrt(g)
-        dra = (2.0 * (a - b) + e2 * b) / (2.0 * r)
-        drb = (-2.0 * (a - b) + e2 * a) / (2.0 * r)
-        return 0.5 * (a + b - r), 0.5 * (1.0 - dra), 0.5 * (1.0 - drb)
-    return 0.5 * (a + b), 0.5, 0.5
-
-
 @_jit
 def _clip1(x, eps):
     if eps == 0.0:
@@ -166,20 +124,7 @@ def _step_fwd(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, fl):
     sm = s[2]
     suz = s[3]
     slz = s[4]
-    dtemp = ta - p[_TT]
-    fr, _ = _step(dtemp, eps)
-    rain = pr * fr
-    sp = sp + (pr - rain)
-    rm, _ = _relu(dtemp, eps)
-    melt, _, _ = _min(p[_CFMAX] * rm, sp, eps)
-    sp = sp - melt
-    mw = mw + melt
-    rf, _ = _relu(-dtemp, eps)
-    refr, _, _ = _min(p[_CFR] * p[_CFMAX] * rf, mw, eps)
-    sp = sp + refr
-    mw = mw - refr
-    tos, _ = _relu(mw - p[_CWH] * sp, eps)
-    mw = mw - tos
+    sp, mw, rain, tos = snow_fwd(sp, mw, pr, ta, p[_TT], p[_CFMAX], p[_CFR], p[_CWH], eps)
     inflow = rain + tos
     rech = 0.0
     if inflow != 0.0:  # dry steps skip the power (recharge is 0 whatever the wetness)
@@ -252,19 +197,7 @@ def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, 
     mw0 = s[1]
     sm0 = s[2]
     slz0 = s[4]
-    dtemp = ta - p[_TT]
-    fr, dfr = _step(dtemp, eps)
-    rain = pr * fr
-    sp1 = sp0 + (pr - rain)
-    rm, drm = _relu(dtemp, eps)
-    melt, dm_pm, dm_sp = _min(p[_CFMAX] * rm, sp1, eps)
-    sp2 = sp1 - melt
-    mw1 = mw0 + melt
-    rf, drf = _relu(-dtemp, eps)
-    refr, dr_pr, dr_mw = _min(p[_CFR] * p[_CFMAX] * rf, mw1, eps)
-    sp3 = sp2 + refr
-    mw2 = mw1 - refr
-    tos, dtos = _relu(mw2 - p[_CWH] * sp3, eps)
+    _, _, rain, tos = snow_fwd(sp0, mw0, pr, ta, p[_TT], p[_CFMAX], p[_CFR], p[_CWH], eps)
     x = sm0 / p[_FC]
     pw, dpw_x, dpw_b = _powd(x, p[_BETA])
     w, dw = _clip1(pw, eps)
@@ -383,28 +316,16 @@ def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, 
     a_p[_BETA] += a_pw * dpw_b
     a_sm0 += a_x / p[_FC]
     a_p[_FC] -= a_x * x / p[_FC]
-    a_rain = a_inflow
-    a_tos = g[7] + a_inflow - a_mw3
-    a_xs = a_tos * dtos
-    a_mw2 = a_mw3 + a_xs
-    a_sp3 = a_sp3 - a_xs * p[_CWH]
-    a_p[_CWH] -= a_xs * sp3
-    a_refr = a_sp3 - a_mw2
-    a_sp2 = a_sp3
-    a_pr = a_refr * dr_pr
-    a_mw1 = a_mw2 + a_refr * dr_mw
-    a_p[_CFR] += a_pr * p[_CFMAX] * rf
-    a_p[_CFMAX] += a_pr * p[_CFR] * rf
-    a_dt = -a_pr * p[_CFR] * p[_CFMAX] * drf
-    a_melt = a_mw1 - a_sp2
-    a_pm = a_melt * dm_pm
-    a_sp1 = a_sp2 + a_melt * dm_sp
-    a_p[_CFMAX] += a_pm * rm
-    a_dt += a_pm * p[_CFMAX] * drm
-    a_dt += (a_rain - a_sp1) * pr * dfr
-    a_p[_TT] -= a_dt
-    a_f[0] = a_sp1 + (a_rain - a_sp1) * fr  # rain = P·fr, snow = P − rain
-    a_f[1] = a_dt
+    a_sp1, a_mw1, a_prc, a_tmp, a_tt, a_cfmax, a_cfr, a_cwh = snow_vjp(
+        sp0, mw0, pr, ta, p[_TT], p[_CFMAX], p[_CFR], p[_CWH], eps, a_sp3, a_mw3, a_inflow,
+        g[7] + a_inflow,
+    )  # fmt: skip
+    a_f[0] = a_prc
+    a_f[1] = a_tmp
+    a_p[_TT] += a_tt
+    a_p[_CFMAX] += a_cfmax
+    a_p[_CFR] += a_cfr
+    a_p[_CWH] += a_cwh
     a_in[0] = a_sp1
     a_in[1] = a_mw1
     a_in[2] = a_sm0
