@@ -5,6 +5,13 @@ kernels over chunks of their outer loop.
 * :func:`njit` is ``numba.njit`` with an on-disk cache in :func:`cache_dir` (instead of numba's
   own choice), and, with ``kernel="HBV"``, a message the first time that kernel family is
   compiled for a dtype in this process.
+* How the kernels' helpers (``njit(forceinline=True)``: primitives and model steps) are inlined
+  into the kernels, the one switch being ``$GNNHYDRO_NUMBA_INLINE`` (read once, at import,
+  into :data:`INLINE`): ``llvm`` (default) compiles each helper once and lets LLVM inline it
+  (``alwaysinline``); ``numba`` uses numba's IR inlining (``inline="always"``: the helper is
+  re-typed and re-lowered inside every caller and dtype), kept to measure the difference
+  (``gnnhydro bench compile --inline both``).  The mode is not part of numba's cache key: a
+  cache filled in one mode serves the other, so measure each mode with an empty cache.
 * :func:`cache_dir`: ``$NUMBA_CACHE_DIR`` when set (numba's layout), else the ``__pycache__``
   next to the source file when writable (numba's default: development installs), else the
   user's cache directory (``~/.cache/gnnhydro/numba`` on Linux: wheels in a read-only
@@ -32,6 +39,10 @@ from numba.core import event
 
 __all__ = [
     "njit",
+    "INLINE",
+    "INLINE_ENV",
+    "INLINE_MODES",
+    "inline_mode",
     "cache_dir",
     "user_cache_dir",
     "cache_stats",
@@ -177,13 +188,45 @@ except ImportError:  # pragma: no cover
     _HAS_FORCEINLINE = False
 
 
+#: environment variable choosing how ``forceinline=True`` helpers are inlined
+INLINE_ENV = "GNNHYDRO_NUMBA_INLINE"
+#: its values: LLVM ``alwaysinline`` of helpers compiled once (default), numba-IR inlining
+INLINE_MODES = ("llvm", "numba")
+
+
+def inline_mode(environ=None) -> str:
+    """The inlining mode named by ``$GNNHYDRO_NUMBA_INLINE`` (``"llvm"`` when unset or empty).
+
+    Raises ``ValueError`` (one line) for any other value.
+    """
+    env = os.environ if environ is None else environ
+    mode = env.get(INLINE_ENV, "").strip().lower() or INLINE_MODES[0]
+    if mode not in INLINE_MODES:
+        raise ValueError(
+            f"{INLINE_ENV}={env.get(INLINE_ENV)!r}: expected one of {', '.join(INLINE_MODES)}"
+        )
+    return mode
+
+
+#: how the helpers of the kernels are inlined in this process (:func:`inline_mode` at import)
+INLINE = inline_mode()
+
+
 def njit(fn: Callable | None = None, *, kernel: str | None = None, **options):
     """``numba.njit(**options)`` cached in :func:`cache_dir`; with ``kernel`` (a family name
     such as ``"HBV"``) a one-line message is logged (logger ``gnnhydro``, INFO; stderr when
-    logging is not configured) the first time the family is compiled for a dtype."""
+    logging is not configured) the first time the family is compiled for a dtype.
+
+    ``forceinline=True`` (a helper inlined into its callers) means LLVM inlining of a function
+    compiled once, or numba's ``inline="always"`` when :data:`INLINE` is ``"numba"``.
+    """
     options.pop("cache", None)
-    if options.get("forceinline") and not _HAS_FORCEINLINE:  # pragma: no cover - old numba
-        options.pop("forceinline")
+    if options.get("forceinline"):
+        if INLINE == "numba":
+            options.pop("forceinline")
+            options["inline"] = "always"
+        elif not _HAS_FORCEINLINE:  # pragma: no cover - old numba
+            options.pop("forceinline")
 
     def deco(f: Callable):
         disp = numba.njit(**options)(f)

@@ -22,10 +22,25 @@ after the step.  ``area`` ``[N]`` (upstream area, km²) feeds the δHBV 2.0 grou
 
 Compilation: the primitives and the step (:func:`_step_fwd`, :func:`_step_vjp`) are typed and
 lowered once (float64) and inlined by LLVM into every kernel and dtype, and the kernels compile
-without numba's parallel pipeline, so the first call in a fresh cache costs seconds, not minutes
-(numba-IR inlining of the step into ``prange`` kernels took ~3.5 min for both dtypes on 2 cores);
-the kernels are compiled lazily for the forcing's dtype only, and cached on disk
-(:func:`gnnhydro._numba.cache_dir`).
+without numba's parallel pipeline; the kernels are compiled lazily for the forcing's dtype only,
+and cached on disk (:func:`gnnhydro._numba.cache_dir`).  Numba-IR inlining instead
+(``inline="always"``, ``GNNHYDRO_NUMBA_INLINE=numba``) re-types and re-lowers the step inside
+every kernel and dtype.  Measured 2026-12-01 on 2 cores (``python -m gnnhydro.bench.compile
+--inline both --timeout 900``: fresh processes, an empty cache per mode; tiny HBV float32 and
+float64, GR4J and SAC-SMA float32 forward and backward, Muskingum with gradients):
+
+====================  ===========  ====================
+inlining              LLVM         numba IR
+====================  ===========  ====================
+cold, whole workload  39.6 s       92.5 s (2.3×)
+cold, HBV f32 + f64   7.3 + 3.1 s  30.1 + 30.3 s (5.8×)
+cold, GR4J f32        11.8 s       10.7 s
+cold, SAC-SMA f32     7.3 s        11.0 s
+warm, whole workload  7.4 s        7.9 s
+====================  ===========  ====================
+
+One run of each (GR4J and SAC-SMA compute in float64 whatever the input).  The earlier ~3.5 min
+(not re-measured) was numba-IR inlining into the former ``prange`` kernels.
 """
 
 from __future__ import annotations
@@ -63,9 +78,10 @@ K = len(KERNEL_PARAMS)
  _AC) = range(K)  # fmt: skip
 
 # Primitives and the step: each compiled once (float64) and inlined by LLVM (``forceinline``:
-# ``alwaysinline``), not in numba's IR (``inline="always"`` re-typed and re-lowered the whole step
-# inside every kernel and dtype: minutes of compilation).  ``error_model="numpy"`` (no
-# division-by-zero checks) is what the former ``prange`` bodies were compiled with.
+# ``alwaysinline``), not in numba's IR (``inline="always"``, ``GNNHYDRO_NUMBA_INLINE=numba``,
+# re-types and re-lowers the whole step inside every kernel and dtype: 5.8× the HBV compile time,
+# see the module docstring).  ``error_model="numpy"`` (no division-by-zero checks) is what the
+# former ``prange`` bodies were compiled with.
 _jit = njit(fastmath=False, error_model="numpy", forceinline=True)
 
 
