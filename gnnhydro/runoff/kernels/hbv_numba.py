@@ -63,7 +63,7 @@ from gnnhydro.runoff.hbv_layout import (
 )
 from gnnhydro.runoff.kernels.primitives import min_d as _min
 from gnnhydro.runoff.kernels.primitives import relu_d as _relu
-from gnnhydro.runoff.kernels.snow_numba import snow_fwd, snow_vjp
+from gnnhydro.runoff.kernels.snow_numba import snow_lin, snow_reverse
 
 __all__ = [
     "hbv_numba_apply",
@@ -133,92 +133,30 @@ def _gwphi(area, ac):
 
 # ------------------------------------------------------------------------------ the step
 @_jit
-def _step_fwd(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, fl):
-    """Advance the 5 states ``s`` in place; write the NF = 11 fluxes into ``fl``."""
-    sp = s[0]
-    mw = s[1]
-    sm = s[2]
-    suz = s[3]
-    slz = s[4]
-    sp, mw, rain, tos = snow_fwd(sp, mw, pr, ta, p[_TT], p[_CFMAX], p[_CFR], p[_CWH], eps)
-    inflow = rain + tos
-    rech = 0.0
-    if inflow != 0.0:  # dry steps skip the power (recharge is 0 whatever the wetness)
-        pw, _, _ = _powd(sm / p[_FC], p[_BETA])
-        w, _ = _clip1(pw, eps)
-        rech = inflow * w
-    sm = sm + inflow - rech
-    exc, _ = _relu(sm - p[_FC], eps)
-    sm = sm - exc
-    ef, _ = _clip1(sm / (p[_LP] * p[_FC]), eps)
-    if betaet:
-        ef, _, _ = _powd(ef, p[_BETAET])
-    et, _, _ = _min(sm, pe * ef, eps)
-    sm, _ = _floor(sm - et, nz)
-    cr = 0.0
-    if cap:
-        cw, _ = _clip1(sm / p[_FC], eps)
-        cr, _, _ = _min(slz, p[_C] * slz * (1.0 - cw), eps)
-        sm, _ = _floor(sm + cr, nz)
-        slz, _ = _floor(slz - cr, nz)
-    suz = suz + rech + exc
-    perc, _, _ = _min(suz, p[_PERC], eps)
-    suz = suz - perc
-    slz = slz + perc
-    rq, _ = _relu(suz - p[_UZL], eps)
-    q0 = p[_K0] * rq
-    suz = suz - q0
-    q1 = p[_K1] * suz
-    suz = suz - q1
-    ex = 0.0
-    if gx:
-        phi, _ = _gwphi(area, p[_AC])
-        lf = p[_RT] * phi
-        gain, _ = _relu(lf, 0.0)
-        dem, _ = _relu(-lf, 0.0)
-        loss, _, _ = _min(slz, dem, eps)
-        ex = gain - loss
-        slz = slz + ex
-    q2 = p[_K2] * slz
-    slz = slz - q2
-    s[0] = sp
-    s[1] = mw
-    s[2] = sm
-    s[3] = suz
-    s[4] = slz
-    fl[0] = q0 + q1 + q2
-    fl[1] = q0
-    fl[2] = q1
-    fl[3] = q2
-    fl[4] = et
-    fl[5] = rech
-    fl[6] = exc
-    fl[7] = tos
-    fl[8] = perc
-    fl[9] = cr
-    fl[10] = ex
+def _step_lin(sp0, mw0, sm0, suz0, slz0, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, derivs):
+    """One step for one cell and the local derivatives of its reverse: the one definition of
+    the HBV step in numba (:func:`_step_fwd` and :func:`_step_vjp` are built on it).
 
-
-@_jit
-def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, a_p, a_f):
-    """Vector-Jacobian product of one step.
-
-    ``s``: states before the step; ``a_out``: adjoint of the states after it; ``g``: adjoint of
-    the NF = 11 fluxes.  Writes the adjoint of the states before the step into ``a_in`` and of the
-    step's forcing (precipitation, temperature, PET) into ``a_f``, and ADDS the parameter
-    adjoint into ``a_p``.
+    Returns ``(states, fluxes, lin, snow)``: the 5 states after the step, the NF = 11 fluxes,
+    the intermediates and local derivatives the reverse reads, and the snow routine's
+    :func:`~gnnhydro.runoff.kernels.snow_numba.snow_lin` tuple.  With ``derivs`` false (the
+    forward) dry steps skip the power of the recharge curve; derivatives the caller does not
+    read are dead code after inlining.
     """
-    # ---- forward, keeping what the reverse needs
-    sp0 = s[0]
-    mw0 = s[1]
-    sm0 = s[2]
-    slz0 = s[4]
-    _, _, rain, tos = snow_fwd(sp0, mw0, pr, ta, p[_TT], p[_CFMAX], p[_CFR], p[_CWH], eps)
-    x = sm0 / p[_FC]
-    pw, dpw_x, dpw_b = _powd(x, p[_BETA])
-    w, dw = _clip1(pw, eps)
+    sn = snow_lin(sp0, mw0, pr, ta, p[_TT], p[_CFMAX], p[_CFR], p[_CWH], eps)
+    rain = sn[2]
+    tos = sn[3]
     inflow = rain + tos
-    sm1 = sm0 + inflow - inflow * w
+    x = sm0 / p[_FC]
+    w = 0.0
+    dw = 0.0
+    dpw_x = 0.0
+    dpw_b = 0.0
+    if inflow != 0.0 or derivs:  # dry steps: recharge is 0 whatever the wetness
+        pw, dpw_x, dpw_b = _powd(x, p[_BETA])
+        w, dw = _clip1(pw, eps)
+    rech = inflow * w
+    sm1 = sm0 + inflow - rech
     exc, dexc = _relu(sm1 - p[_FC], eps)
     sm2 = sm1 - exc
     lpfc = p[_LP] * p[_FC]
@@ -231,6 +169,8 @@ def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, 
         ef, def_e0, def_b = _powd(ef0, p[_BETAET])
     et, det_sm, det_pa = _min(sm2, pe * ef, eps)
     sm3, dsm3 = _floor(sm2 - et, nz)
+    sm4 = sm3
+    cr = 0.0
     cw = 0.0
     dcw = 0.0
     dc_slz = 0.0
@@ -241,14 +181,18 @@ def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, 
     if cap:
         cw, dcw = _clip1(sm3 / p[_FC], eps)
         cr, dc_slz, dc_pc = _min(slz0, p[_C] * slz0 * (1.0 - cw), eps)
-        _, dsm4 = _floor(sm3 + cr, nz)
+        sm4, dsm4 = _floor(sm3 + cr, nz)
         slz1, dslz1 = _floor(slz0 - cr, nz)
-    suz1 = s[3] + inflow * w + exc
+    suz1 = suz0 + rech + exc
     perc, dp_suz, dp_perc = _min(suz1, p[_PERC], eps)
     suz2 = suz1 - perc
     slz2 = slz1 + perc
     rq, drq = _relu(suz2 - p[_UZL], eps)
-    suz3 = suz2 - p[_K0] * rq
+    q0 = p[_K0] * rq
+    suz3 = suz2 - q0
+    q1 = p[_K1] * suz3
+    suz4 = suz3 - q1
+    ex = 0.0
     slz2b = slz2
     phi = 0.0
     dphi = 0.0
@@ -262,7 +206,46 @@ def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, 
         gain, dgain = _relu(lf, 0.0)
         dem, ddem = _relu(-lf, 0.0)
         loss, dl_slz, dl_dem = _min(slz2, dem, eps)
-        slz2b = slz2 + gain - loss
+        ex = gain - loss
+        slz2b = slz2 + ex
+    q2 = p[_K2] * slz2b
+    states = (sn[0], sn[1], sm4, suz4, slz2b - q2)
+    fluxes = (q0 + q1 + q2, q0, q1, q2, et, rech, exc, tos, perc, cr, ex)
+    lin = (x, w, dw, dpw_x, dpw_b, inflow, dexc, lpfc, y, def0, ef, def_e0, def_b, det_sm,
+           det_pa, sm3, dsm3, cw, dcw, dc_slz, dc_pc, dsm4, dslz1, dp_suz, dp_perc, rq, drq,
+           suz3, slz2b, phi, dphi, dgain, ddem, dl_slz, dl_dem)  # fmt: skip
+    return states, fluxes, lin, sn
+
+
+@_jit
+def _step_fwd(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, fl):
+    """Advance the 5 states ``s`` in place; write the NF = 11 fluxes into ``fl``."""
+    states, fluxes, _, _ = _step_lin(
+        s[0], s[1], s[2], s[3], s[4], pr, ta, pe, p, eps, nz, betaet, cap, gx, area, False
+    )
+    for i in range(NS):
+        s[i] = states[i]
+    for i in range(NF):
+        fl[i] = fluxes[i]
+
+
+@_jit
+def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, a_p, a_f):
+    """Vector-Jacobian product of one step.
+
+    ``s``: states before the step; ``a_out``: adjoint of the states after it; ``g``: adjoint of
+    the NF = 11 fluxes.  Writes the adjoint of the states before the step into ``a_in`` and of the
+    step's forcing (precipitation, temperature, PET) into ``a_f``, and ADDS the parameter
+    adjoint into ``a_p``.  The intermediates come from :func:`_step_lin` (no copy of the
+    forward here).
+    """
+    slz0 = s[4]
+    _, _, lin, sn = _step_lin(
+        s[0], s[1], s[2], s[3], s[4], pr, ta, pe, p, eps, nz, betaet, cap, gx, area, True
+    )
+    (x, w, dw, dpw_x, dpw_b, inflow, dexc, lpfc, y, def0, ef, def_e0, def_b, det_sm, det_pa,
+     sm3, dsm3, cw, dcw, dc_slz, dc_pc, dsm4, dslz1, dp_suz, dp_perc, rq, drq, suz3, slz2b,
+     phi, dphi, dgain, ddem, dl_slz, dl_dem) = lin  # fmt: skip
     # ---- reverse
     a_sp3 = a_out[0]
     a_mw3 = a_out[1]
@@ -332,10 +315,9 @@ def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, 
     a_p[_BETA] += a_pw * dpw_b
     a_sm0 += a_x / p[_FC]
     a_p[_FC] -= a_x * x / p[_FC]
-    a_sp1, a_mw1, a_prc, a_tmp, a_tt, a_cfmax, a_cfr, a_cwh = snow_vjp(
-        sp0, mw0, pr, ta, p[_TT], p[_CFMAX], p[_CFR], p[_CWH], eps, a_sp3, a_mw3, a_inflow,
-        g[7] + a_inflow,
-    )  # fmt: skip
+    a_sp1, a_mw1, a_prc, a_tmp, a_tt, a_cfmax, a_cfr, a_cwh = snow_reverse(
+        sn, pr, p[_CFMAX], p[_CFR], p[_CWH], a_sp3, a_mw3, a_inflow, g[7] + a_inflow
+    )
     a_f[0] = a_prc
     a_f[1] = a_tmp
     a_p[_TT] += a_tt

@@ -1,8 +1,10 @@
 """The degree-day snow step in numba (:mod:`gnnhydro.runoff.snow`), and a fused snow pass.
 
-* :func:`snow_fwd` / :func:`snow_vjp`: one step and its vector-Jacobian product for one cell
-  (float64 scalars).  HBV's fused kernels (:mod:`gnnhydro.runoff.kernels.hbv_numba`) call them
-  inside their step; like HBV's other primitives they are compiled once and inlined by LLVM.
+* :func:`snow_lin`: one step for one cell (float64 scalars) with the local derivatives its
+  reverse needs, the one definition of the step; :func:`snow_fwd` (the step) and
+  :func:`snow_reverse` / :func:`snow_vjp` (its vector-Jacobian product) are built on it.
+  HBV's fused kernels (:mod:`gnnhydro.runoff.kernels.hbv_numba`) call them inside their step;
+  like HBV's other primitives they are compiled once and inlined by LLVM.
 * :class:`SnowFused`: the snow routine over time for every node (one snowpack per node), as a
   pass in front of a model that reads liquid water as its precipitation (GR4J and SAC-SMA with
   ``snow=True``): a numba forward and a hand-written adjoint over the daily stores, which the
@@ -23,53 +25,55 @@ from gnnhydro._numba import njit, run_chunks
 from gnnhydro.runoff.kernels.primitives import min_d, relu_d, step_d
 from gnnhydro.runoff.snow import SNOW_PARAMS, SNOW_STATES
 
-__all__ = ["snow_fwd", "snow_vjp", "SnowFused", "snow_numba_apply"]
+__all__ = ["snow_lin", "snow_fwd", "snow_reverse", "snow_vjp", "SnowFused", "snow_numba_apply"]
 
 _jit = njit(fastmath=False, error_model="numpy", forceinline=True)
 _kjit = njit(fastmath=False, error_model="numpy", nogil=True, kernel="snow")
 
 
 @_jit
-def snow_fwd(sp, mw, pr, ta, tt, cfmax, cfr, cwh, eps):
-    """One step: returns snowpack, meltwater after it (mm), rain and tosoil (mm/step)."""
-    dtemp = ta - tt
-    fr, _ = step_d(dtemp, eps)
-    rain = pr * fr
-    sp = sp + (pr - rain)
-    rm, _ = relu_d(dtemp, eps)
-    melt, _, _ = min_d(cfmax * rm, sp, eps)
-    sp = sp - melt
-    mw = mw + melt
-    rf, _ = relu_d(-dtemp, eps)
-    refr, _, _ = min_d(cfr * cfmax * rf, mw, eps)
-    sp = sp + refr
-    mw = mw - refr
-    tos, _ = relu_d(mw - cwh * sp, eps)
-    mw = mw - tos
-    return sp, mw, rain, tos
+def snow_lin(sp, mw, pr, ta, tt, cfmax, cfr, cwh, eps):
+    """One step and the local derivatives of its reverse (the one definition of the step).
 
-
-@_jit
-def snow_vjp(sp0, mw0, pr, ta, tt, cfmax, cfr, cwh, eps, a_sp, a_mw, a_rain, a_tos):
-    """Adjoint of :func:`snow_fwd` at the states ``sp0``, ``mw0`` before the step.
-
-    ``a_sp``, ``a_mw``: adjoints of the states after the step; ``a_rain``, ``a_tos``: of the two
-    outputs.  Returns the adjoints of ``sp0``, ``mw0``, precipitation, temperature and of
-    ``tt``, ``cfmax``, ``cfr``, ``cwh``.
+    Returns ``(sp, mw, rain, tos, fr, dfr, rm, drm, dm_pm, dm_sp, rf, drf, dr_pr, dr_mw, sp3,
+    dtos)``: the stores after the step (mm), rain and tosoil (mm/step), then the rain fraction,
+    the melt and refreezing drivers and the derivatives of the three thresholds (unused ones are
+    dead code after inlining, so :func:`snow_fwd` costs the forward only).
     """
     dtemp = ta - tt
     fr, dfr = step_d(dtemp, eps)
     rain = pr * fr
-    sp1 = sp0 + (pr - rain)
+    sp1 = sp + (pr - rain)
     rm, drm = relu_d(dtemp, eps)
     melt, dm_pm, dm_sp = min_d(cfmax * rm, sp1, eps)
     sp2 = sp1 - melt
-    mw1 = mw0 + melt
+    mw1 = mw + melt
     rf, drf = relu_d(-dtemp, eps)
     refr, dr_pr, dr_mw = min_d(cfr * cfmax * rf, mw1, eps)
     sp3 = sp2 + refr
-    _, dtos = relu_d(mw1 - refr - cwh * sp3, eps)
-    # reverse
+    mw2 = mw1 - refr
+    tos, dtos = relu_d(mw2 - cwh * sp3, eps)
+    return (sp3, mw2 - tos, rain, tos, fr, dfr, rm, drm, dm_pm, dm_sp, rf, drf, dr_pr, dr_mw,
+            sp3, dtos)  # fmt: skip
+
+
+@_jit
+def snow_fwd(sp, mw, pr, ta, tt, cfmax, cfr, cwh, eps):
+    """One step: returns snowpack, meltwater after it (mm), rain and tosoil (mm/step)."""
+    lin = snow_lin(sp, mw, pr, ta, tt, cfmax, cfr, cwh, eps)
+    return lin[0], lin[1], lin[2], lin[3]
+
+
+@_jit
+def snow_reverse(lin, pr, cfmax, cfr, cwh, a_sp, a_mw, a_rain, a_tos):
+    """Reverse of the step from its :func:`snow_lin` tuple ``lin``.
+
+    ``a_sp``, ``a_mw``: adjoints of the stores after the step; ``a_rain``, ``a_tos``: of the two
+    outputs.  Returns the adjoints of the stores before it, of precipitation, temperature and
+    of ``tt``, ``cfmax``, ``cfr``, ``cwh``.
+    """
+    fr, dfr, rm, drm, dm_pm, dm_sp = lin[4], lin[5], lin[6], lin[7], lin[8], lin[9]
+    rf, drf, dr_pr, dr_mw, sp3, dtos = lin[10], lin[11], lin[12], lin[13], lin[14], lin[15]
     a_xs = (a_tos - a_mw) * dtos
     a_mw2 = a_mw + a_xs
     a_sp3 = a_sp - a_xs * cwh
@@ -88,6 +92,14 @@ def snow_vjp(sp0, mw0, pr, ta, tt, cfmax, cfr, cwh, eps, a_sp, a_mw, a_rain, a_t
     a_dt += (a_rain - a_sp1) * pr * dfr
     a_prc = a_sp1 + (a_rain - a_sp1) * fr  # rain = P·fr, snow = P − rain
     return a_sp1, a_mw1, a_prc, a_dt, -a_dt, a_cfmax, a_cfr, a_cwh
+
+
+@_jit
+def snow_vjp(sp0, mw0, pr, ta, tt, cfmax, cfr, cwh, eps, a_sp, a_mw, a_rain, a_tos):
+    """Adjoint of :func:`snow_fwd` at the stores ``sp0``, ``mw0`` before the step (arguments
+    and results as :func:`snow_reverse`)."""
+    lin = snow_lin(sp0, mw0, pr, ta, tt, cfmax, cfr, cwh, eps)
+    return snow_reverse(lin, pr, cfmax, cfr, cwh, a_sp, a_mw, a_rain, a_tos)
 
 
 @_kjit
