@@ -53,6 +53,7 @@ CV_DEFAULTS: dict[str, Any] = {
     "jobs": "auto",
     "threads": 1,
     "bootstrap": 2000,
+    "plots": False,
 }
 #: overrides that ``cv`` sets for every run itself
 _OWN_KEYS = ("parameterizer", "seed", "dataset.holdout", "run_dir", "torch_threads", "overwrite")
@@ -71,6 +72,7 @@ class CVOptions:
     jobs: int
     threads: int
     bootstrap: int
+    plots: bool = False
 
     @classmethod
     def parse(cls, dotlist: list[str]) -> CVOptions:
@@ -117,6 +119,7 @@ class CVOptions:
             jobs=jobs,
             threads=threads,
             bootstrap=int(values["bootstrap"]),
+            plots=bool(values["plots"]),
         )
 
 
@@ -141,6 +144,11 @@ def _runs(root: Path, options: CVOptions) -> list[_Run]:
     ]
 
 
+def _given(overrides: list[str], key: str) -> bool:
+    """Whether the train overrides set ``key`` themselves."""
+    return any(o.lstrip("+~").split("=", 1)[0] == key for o in overrides)
+
+
 def _command(run: _Run, overrides: list[str], options: CVOptions) -> list[str]:
     holdout = {
         "k": options.folds,
@@ -150,12 +158,16 @@ def _command(run: _Run, overrides: list[str], options: CVOptions) -> list[str]:
         "downstream_closed": str(options.downstream_closed).lower(),
         "gauge_ids": "null",
     }
+    # each run's own plots (hydrographs, maps: ~15 s per run on 2 cores) only when asked for;
+    # the cross-validation draws its own CDF plot, and a run's plots can be drawn later
+    plots = [] if options.plots or _given(overrides, "export.plots") else ["export.plots=false"]
     return [
         sys.executable,
         "-m",
         "gnnhydro",
         "train",
         *overrides,
+        *plots,
         f"parameterizer={run.parameterizer}",
         f"seed={run.seed}",
         *(f"dataset.holdout.{k}={v}" for k, v in holdout.items()),

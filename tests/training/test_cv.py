@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gnnhydro.training.cv import CVOptions, bootstrap_median, summarize_cv
+from gnnhydro.training.cv import CVOptions, _command, _runs, bootstrap_median, summarize_cv
 
 
 def test_options_defaults_and_errors():
@@ -23,6 +23,16 @@ def test_options_defaults_and_errors():
         CVOptions.parse(["fold=3"])
     with pytest.raises(ValueError, match="at least 2"):
         CVOptions.parse(["folds=1"])
+
+
+def test_runs_skip_their_plots_unless_asked(tmp_path):
+    """A fold run draws no plots by default; ``cv.plots=true`` or the user's own
+    ``export.plots=`` override keeps them (and the user's value is not overridden)."""
+    run = _runs(tmp_path, CVOptions.parse(["folds=2"]))[0]
+    assert "export.plots=false" in _command(run, ["trainer.epochs=1"], CVOptions.parse([]))
+    assert not any("export.plots" in a for a in _command(run, [], CVOptions.parse(["plots=true"])))
+    cmd = _command(run, ["export.plots=true"], CVOptions.parse([]))
+    assert [a for a in cmd if "export.plots" in a] == ["export.plots=true"]
 
 
 def test_summary_medians_intervals_and_paired_differences():
