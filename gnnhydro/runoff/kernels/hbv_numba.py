@@ -1,7 +1,10 @@
 """Fused CPU time loops for HBV (numba): forward, hand-written adjoint, forward sensitivities.
 
 The step is exactly :func:`gnnhydro.runoff.hbv.hbv_step` written for one cell (node × component)
-in float64.  Three kernels, each serial over a range of nodes and sequential in time, run in
+in float64, once: :func:`_step_lin` computes the step and the local derivatives its reverse
+needs; :func:`_step_fwd` (the step) and :func:`_step_vjp` (its vector-Jacobian product) are
+built on it, and its snow part is the shared routine of
+:mod:`gnnhydro.runoff.kernels.snow_numba`.  Three kernels, each serial over a range of nodes and sequential in time, run in
 parallel over chunks of nodes on a thread pool (:func:`gnnhydro._numba.run_chunks`):
 
 * :func:`_forward_kernel`: states and per-step outputs (means over components).
@@ -20,7 +23,7 @@ rt, ac.  Output order (F = 16): runoff, surface_flow, interflow, baseflow, evapo
 recharge, excess, tosoil, percolation, capillary_rise, groundwater_exchange, then the 5 states
 after the step.  ``area`` ``[N]`` (upstream area, km²) feeds the δHBV 2.0 groundwater exchange.
 
-Compilation: the primitives and the step (:func:`_step_fwd`, :func:`_step_vjp`) are typed and
+Compilation: the primitives and the step (:func:`_step_lin`, :func:`_step_fwd`, :func:`_step_vjp`) are typed and
 lowered once (float64) and inlined by LLVM into every kernel and dtype, and the kernels compile
 without numba's parallel pipeline; the kernels are compiled lazily for the forcing's dtype only,
 and cached on disk (:func:`gnnhydro._numba.cache_dir`).  Numba-IR inlining instead
