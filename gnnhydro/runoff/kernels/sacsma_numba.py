@@ -1,9 +1,13 @@
 """Fused CPU time loop for SAC-SMA (numba): forward and hand-written adjoint (exact reverse mode).
 
 The day is exactly :func:`gnnhydro.runoff.sacsma.sacsma_step` written for one cell (node ×
-component) in float64, in three parts: :func:`_pre` (phases A–D: evapotranspiration,
-lower-zone resupply, excess over tension water, increment count), :func:`_inc` (one increment,
-phase E) and the channel-inflow sums (phase F, inline).  Two kernels, each serial over a range
+component) in float64, in three parts: phases A–D (evapotranspiration, lower-zone resupply,
+excess over tension water, increment count), one increment (phase E) and the channel-inflow
+sums (phase F, inline).  Each of the first two has one definition, :func:`_pre_lin` and
+:func:`_inc_lin`, which returns the forward values and the intermediates and branch flags of
+its reverse; the forward parts :func:`_pre`, :func:`_inc` and the reverse parts
+:func:`_pre_vjp`, :func:`_inc_vjp` are built on it (as HBV's ``_step_lin``), and everything
+the forward does not read is dead code after LLVM inlining.  Two kernels, each serial over a range
 of nodes and sequential in time, run in parallel over chunks of nodes on a thread pool
 (:func:`gnnhydro._numba.run_chunks`):
 
@@ -57,60 +61,86 @@ _jit = njit(fastmath=False, error_model="numpy", forceinline=True)
 
 # ---------------------------------------------------------------------------- forward parts
 @_jit
-def _pre(ut, uf, lt, ls, lp, ad, P, E, p):
-    """Phases A–D.  Returns the stores after them, (e1, e2, e3, e5, roimp), the increment
-    count, pinc, duz, dlzp, dlzs."""
+def _pre_lin(ut0, uf0, lt0, ls0, lp0, ad0, P, E, p):
+    """Phases A–D and the values their reverse reads: the one definition of phases A–D in numba
+    (:func:`_pre` and :func:`_pre_vjp` are built on it).
+
+    Returns ``(outs, lin)``: ``outs`` as :func:`_pre`; ``lin`` the intermediates and branch
+    flags of :func:`_pre_vjp` (unused ones are dead code after inlining, so :func:`_pre` costs
+    the forward only).
+    """
     uztwm = p[UZTWM]
     uzfwm = p[UZFWM]
     lztwm = p[LZTWM]
     lzfsm = p[LZFSM]
     lzfpm = p[LZFPM]
-    e1 = E * ut / uztwm
-    red = E - e1
-    ut = ut - e1
+    # (A) upper-zone evapotranspiration
+    e1_0 = E * ut0 / uztwm
+    e1 = e1_0
+    red = E - e1_0
+    ut = ut0 - e1_0
+    uf = uf0
     e2 = 0.0
-    skip = False
-    if ut < 0.0:
-        e1 = e1 + ut
+    a1 = ut < 0.0  # tension water exhausted
+    a1a = False  # … and free water too (no transfer)
+    if a1:
+        e1 = e1_0 + ut
         ut = 0.0
         red = E - e1
-        if uf < red:
-            e2 = uf
+        if uf0 < red:
+            e2 = uf0
             uf = 0.0
             red = red - e2
-            skip = True
+            a1a = True
         else:
             e2 = red
-            uf = uf - red
+            uf = uf0 - red
             red = 0.0
-    if not skip and ut / uztwm < uf / uzfwm:
+    # (A′) free to tension water transfer
+    uzrat = 0.0
+    tr = (not a1a) and ut / uztwm < uf / uzfwm
+    if tr:
         uzrat = (ut + uf) / (uztwm + uzfwm)
         ut = uztwm * uzrat
         uf = uzfwm * uzrat
+    # (B) lower-zone evapotranspiration and resupply
     w = uztwm + lztwm
-    e3 = red * lt / w
-    lt = lt - e3
-    if lt < 0.0:
-        e3 = e3 + lt
+    e3_0 = red * lt0 / w
+    e3 = e3_0
+    lt = lt0 - e3_0
+    bneg = lt < 0.0
+    if bneg:
+        e3 = e3_0 + lt
         lt = 0.0
     ratlzt = lt / lztwm
     saved = p[RSERV] * (lzfpm + lzfsm)
-    ratlz = (lt + lp + ls - saved) / (lztwm + lzfpm + lzfsm - saved)
-    if ratlzt < ratlz:
+    dd = lztwm + lzfpm + lzfsm - saved
+    ratlz = (lt + lp0 + ls0 - saved) / dd
+    ls = ls0
+    lp = lp0
+    rs = ratlzt < ratlz
+    neg2 = False
+    if rs:
         dl = (ratlz - ratlzt) * lztwm
         lt = lt + dl
-        ls = ls - dl
-        if ls < 0.0:
-            lp = lp + ls
+        ls = ls0 - dl
+        neg2 = ls < 0.0
+        if neg2:
+            lp = lp0 + ls
             ls = 0.0
-    e5 = e1 + (red + e2) * ((ad - e1 - ut) / w)
-    ad = ad - e5
-    if ad < 0.0:
-        e5 = e5 + ad
+    # (C) ADIMP evapotranspiration
+    X = ad0 - e1 - ut
+    e5c = e1 + (red + e2) * (X / w)
+    ad = ad0 - e5c
+    cneg = ad < 0.0
+    if cneg:
+        e5c = e5c + ad
         ad = 0.0
-    e5 = e5 * p[ADIMP]
+    e5 = e5c * p[ADIMP]
+    # (D) excess over tension water, increments
     twx = P + ut - uztwm
-    if twx < 0.0:
+    dneg = twx < 0.0
+    if dneg:
         ut = ut + P
         twx = 0.0
     else:
@@ -123,7 +153,22 @@ def _pre(ut, uf, lt, ls, lp, ad, P, E, p):
     duz = 1.0 - (1.0 - p[UZK]) ** dinc
     dlzp = 1.0 - (1.0 - p[LZPK]) ** dinc
     dlzs = 1.0 - (1.0 - p[LZSK]) ** dinc
-    return ut, uf, lt, ls, lp, ad, e1, e2, e3, e5, roimp, int(ninc), pinc, duz, dlzp, dlzs
+    # d(duz)/d(uzk) = dinc · (1 − uzk)^(dinc − 1), and the like
+    puz = (1.0 - p[UZK]) ** (dinc - 1.0)
+    plzp = (1.0 - p[LZPK]) ** (dinc - 1.0)
+    plzs = (1.0 - p[LZSK]) ** (dinc - 1.0)
+    outs = (ut, uf, lt, ls, lp, ad, e1, e2, e3, e5, roimp, int(ninc), pinc, duz, dlzp, dlzs)
+    lin = (e1_0, a1, a1a, tr, uzrat, red, e2, w, e3_0, bneg, ratlzt, ratlz, dd, rs, neg2, X,
+           e5c, cneg, dneg, ninc, dinc, puz, plzp, plzs)  # fmt: skip
+    return outs, lin
+
+
+@_jit
+def _pre(ut, uf, lt, ls, lp, ad, P, E, p):
+    """Phases A–D.  Returns the stores after them, (e1, e2, e3, e5, roimp), the increment
+    count, pinc, duz, dlzp, dlzs."""
+    outs, _ = _pre_lin(ut, uf, lt, ls, lp, ad, P, E, p)
+    return outs
 
 
 @_jit
@@ -141,9 +186,13 @@ def _fracp(lp, ls, lzfpm, lzfsm):
 
 
 @_jit
-def _inc(uf, lt, ls, lp, ad, ut, pinc, duz, dlzp, dlzs, p):
-    """One increment (phase E).  Returns the new (UZFWC, LZTWC, LZFSC, LZFPC, ADIMC) and the
-    increment's (bfp, bfs, perc, intf, ssur, sdro)."""
+def _inc_lin(uf0, lt0, ls0, lp0, ad0, ut, pinc, duz, dlzp, dlzs, p):
+    """One increment (phase E) and the values its reverse reads: the one definition of the
+    increment in numba (:func:`_inc` and :func:`_inc_vjp` are built on it).
+
+    Returns ``(outs, lin)``: ``outs`` as :func:`_inc`; ``lin`` the intermediates and branch
+    flags of :func:`_inc_vjp` (unused ones are dead code after inlining).
+    """
     uzfwm = p[UZFWM]
     lztwm = p[LZTWM]
     lzfsm = p[LZFSM]
@@ -151,77 +200,117 @@ def _inc(uf, lt, ls, lp, ad, ut, pinc, duz, dlzp, dlzs, p):
     pfree = p[PFREE]
     adimp = p[ADIMP]
     parea = 1.0 - adimp - p[PCTIM]
-    r = (ad - ut) / lztwm
-    if r < 0.0:
+    r = (ad0 - ut) / lztwm
+    rneg = r < 0.0
+    if rneg:
         r = 0.0
-    addro = pinc * (r * r)
-    bp = lp * dlzp
-    lp = lp - bp
-    if lp <= DRAIN_MM:
-        bp = bp + lp
-        lp = 0.0
-    bs = ls * dlzs
-    ls = ls - bs
-    if ls <= DRAIN_MM:
-        bs = bs + ls
-        ls = 0.0
+    addro0 = pinc * (r * r)
+    # drains of the lower-zone free stores
+    bp = lp0 * dlzp
+    lp1 = lp0 - bp
+    zp = lp1 <= DRAIN_MM
+    if zp:
+        bp = bp + lp1
+        lp1 = 0.0
+    bs = ls0 * dlzs
+    ls1 = ls0 - bs
+    zs = ls1 <= DRAIN_MM
+    if zs:
+        bs = bs + ls1
+        ls1 = 0.0
+    uf = uf0
+    lt = lt0
+    ls = ls1
+    lp = lp1
     perc = 0.0
     intf = 0.0
     ssur = 0.0
     adsur = 0.0
-    if pinc + uf <= DRY_MM:
-        uf = uf + pinc
+    sur = 0.0
+    ra = 0.0
+    # values of the wet branch (defined on every path for the compiler)
+    lzm = percm = q = L = defr = dp = gg = uf1 = 0.0
+    percf = fracp = hpl = u = den = fr0 = 1.0
+    dpos = cap = over = tov = fcap = so = po = sov = False
+    dry = pinc + uf0 <= DRY_MM
+    if dry:
+        uf = uf0 + pinc
     else:
         lzm = lztwm + lzfpm + lzfsm
         percm = lzfpm * dlzp + lzfsm * dlzs
-        defr = 1.0 - (lt + lp + ls) / lzm
-        if not defr > 0.0:
+        q = uf0 / uzfwm
+        L = lt0 + lp1 + ls1
+        defr = 1.0 - L / lzm
+        dpos = defr > 0.0
+        if not dpos:
             defr = 0.0
-        perc = percm * (uf / uzfwm)
-        perc = perc * (1.0 + p[ZPERC] * defr ** p[REXP])
-        if perc >= uf:
-            perc = uf
-        uf = uf - perc
-        chk = lt + lp + ls + perc - lzm
-        if chk > 0.0:
+        dp = defr ** p[REXP]
+        gg = 1.0 + p[ZPERC] * dp
+        perc = percm * q
+        perc = perc * gg
+        cap = perc >= uf0
+        if cap:
+            perc = uf0
+        uf1 = uf0 - perc
+        chk = lt0 + lp1 + ls1 + perc - lzm
+        over = chk > 0.0
+        if over:
             perc = perc - chk
-            uf = uf + chk
-        intf = uf * duz
-        uf = uf - intf
+            uf1 = uf1 + chk
+        intf = uf1 * duz
+        uf = uf1 - intf
         perct = perc * (1.0 - pfree)
-        if perct + lt > lztwm:
-            percf = perct + lt - lztwm
+        tov = perct + lt0 > lztwm
+        if tov:
+            percf = perct + lt0 - lztwm
             lt = lztwm
         else:
             percf = 0.0
-            lt = lt + perct
+            lt = lt0 + perct
         percf = percf + perc * pfree
-        fracp, _, _, _, _, _ = _fracp(lp, ls, lzfpm, lzfsm)
-        percp = percf * fracp
-        percs = percf - percp
-        ls1 = ls + percs
-        if ls1 > lzfsm:
-            percs = percs - ls1 + lzfsm
-            ls1 = lzfsm
-        lp1 = lp + (percf - percs)
-        if lp1 > lzfpm:
-            lt = lt + (lp1 - lzfpm)
-            lp1 = lzfpm
-        ls = ls1
-        lp = lp1
-        if pinc != 0.0 and pinc + uf > uzfwm:
+        fracp, hpl, u, den, fr0, fcap = _fracp(lp1, ls1, lzfpm, lzfsm)
+        percs = percf - percf * fracp
+        ls2 = ls1 + percs
+        so = ls2 > lzfsm
+        if so:
+            percs = percs - ls2 + lzfsm
+            ls2 = lzfsm
+        lp2 = lp1 + (percf - percs)
+        po = lp2 > lzfpm
+        if po:
+            lt = lt + (lp2 - lzfpm)
+            lp2 = lzfpm
+        ls = ls2
+        lp = lp2
+        sov = pinc != 0.0 and pinc + uf > uzfwm
+        if sov:
             sur = pinc + uf - uzfwm
             uf = uzfwm
-            adsur = sur * (1.0 - addro / pinc)
+            ra = addro0 / pinc
+            adsur = sur * (1.0 - ra)
             ssur = sur * parea + adsur * adimp
         else:
             uf = uf + pinc
-    ad = ad + pinc - addro - adsur
+    ad1 = ad0 + pinc - addro0 - adsur
     admax = p[UZTWM] + lztwm
-    if ad > admax:
-        addro = addro + ad - admax
+    addro = addro0
+    ad = ad1
+    if ad1 > admax:
+        addro = addro0 + ad1 - admax
         ad = admax
-    return uf, lt, ls, lp, ad, bp, bs, perc, intf, ssur, addro * adimp
+    outs = (uf, lt, ls, lp, ad, bp, bs, perc, intf, ssur, addro * adimp)
+    lin = (r, rneg, addro0, lp1, ls1, zp, zs, dry, lzm, percm, q, L, defr, dpos, dp, gg, cap,
+           uf1, over, perc, tov, percf, fracp, hpl, u, den, fr0, fcap, so, po, sov, sur, ra, adsur,
+           ad1, admax)  # fmt: skip
+    return outs, lin
+
+
+@_jit
+def _inc(uf, lt, ls, lp, ad, ut, pinc, duz, dlzp, dlzs, p):
+    """One increment (phase E).  Returns the new (UZFWC, LZTWC, LZFSC, LZFPC, ADIMC) and the
+    increment's (bfp, bfs, perc, intf, ssur, sdro)."""
+    outs, _ = _inc_lin(uf, lt, ls, lp, ad, ut, pinc, duz, dlzp, dlzs, p)
+    return outs
 
 
 # ---------------------------------------------------------------------------- reverse parts
@@ -238,21 +327,11 @@ def _inc_vjp(uf0, lt0, ls0, lp0, ad0, ut, pinc, duz, dlzp, dlzs, p, ga,
     pfree = p[PFREE]
     adimp = p[ADIMP]
     parea = 1.0 - adimp - p[PCTIM]
-    # ---- forward recomputation (values and branches)
-    r = (ad0 - ut) / lztwm
-    rneg = r < 0.0
-    if rneg:
-        r = 0.0
-    addro0 = pinc * (r * r)
-    lp1 = lp0 - lp0 * dlzp
-    zp = lp1 <= DRAIN_MM
-    if zp:
-        lp1 = 0.0
-    ls1 = ls0 - ls0 * dlzs
-    zs = ls1 <= DRAIN_MM
-    if zs:
-        ls1 = 0.0
-    dry = pinc + uf0 <= DRY_MM
+    # ---- values and branches of the increment (its one definition)
+    _, lin = _inc_lin(uf0, lt0, ls0, lp0, ad0, ut, pinc, duz, dlzp, dlzs, p)
+    (r, rneg, addro0, lp1, ls1, zp, zs, dry, lzm, percm, q, L, defr, dpos, dp, gg, cap, uf1,
+     over, perc, tov, percf, fracp, hpl, u, den, fr0, fcap, so, po, sov, sur, ra, adsur, ad1,
+     admax) = lin  # fmt: skip
     # ---- reverse of the ADIMP balance
     a_addro = a_sdro * adimp
     g_adimp = 0.0
@@ -271,55 +350,6 @@ def _inc_vjp(uf0, lt0, ls0, lp0, ad0, ut, pinc, duz, dlzp, dlzs, p, ga,
     a_lt0 = 0.0
     a_ls1 = 0.0
     a_lp1 = 0.0
-    adsur = 0.0
-    sur = 0.0
-    ra = 0.0
-    sov = False
-    # values of the wet branch (defined on every path for the compiler)
-    lzm = percm = q = L = defr = dp = gg = uf1 = perc = 0.0
-    percf = fracp = hpl = u = den = fr0 = 1.0
-    dpos = cap = over = tov = fcap = so = po = False
-    if not dry:
-        lzm = lztwm + lzfpm + lzfsm
-        percm = lzfpm * dlzp + lzfsm * dlzs
-        q = uf0 / uzfwm
-        L = lt0 + lp1 + ls1
-        defr = 1.0 - L / lzm
-        dpos = defr > 0.0
-        if not dpos:
-            defr = 0.0
-        dp = defr ** p[REXP]
-        gg = 1.0 + p[ZPERC] * dp
-        perc0 = percm * q
-        perc0 = perc0 * gg
-        cap = perc0 >= uf0
-        perc1 = uf0 if cap else perc0
-        uf1 = uf0 - perc1
-        chk = lt0 + lp1 + ls1 + perc1 - lzm
-        over = chk > 0.0
-        perc = perc1
-        if over:
-            perc = perc1 - chk
-            uf1 = uf1 + chk
-        intf = uf1 * duz
-        uf2 = uf1 - intf
-        perct = perc * (1.0 - pfree)
-        tov = perct + lt0 > lztwm
-        percf = (perct + lt0 - lztwm if tov else 0.0) + perc * pfree
-        fracp, hpl, u, den, fr0, fcap = _fracp(lp1, ls1, lzfpm, lzfsm)
-        percs0 = percf - percf * fracp
-        ls2 = ls1 + percs0
-        so = ls2 > lzfsm
-        percs = percs0 - ls2 + lzfsm if so else percs0
-        lp2 = lp1 + (percf - percs)
-        po = lp2 > lzfpm
-        sov = pinc != 0.0 and pinc + uf2 > uzfwm
-        if sov:
-            sur = pinc + uf2 - uzfwm
-            ra = addro0 / pinc
-            adsur = sur * (1.0 - ra)
-    ad1 = ad0 + pinc - addro0 - adsur
-    admax = p[UZTWM] + lztwm
     g_admax = 0.0
     a_ad1 = a_ad
     if ad1 > admax:
@@ -486,60 +516,10 @@ def _pre_vjp(ut0, uf0, lt0, ls0, lp0, ad0, P, E, p, ga, a_ut, a_uf, a_lt, a_ls, 
     lzfsm = p[LZFSM]
     lzfpm = p[LZFPM]
     adimp = p[ADIMP]
-    # ---- forward recomputation
-    e1_0 = E * ut0 / uztwm
-    ut1pre = ut0 - e1_0
-    a1 = ut1pre < 0.0
-    e1 = e1_0
-    red = E - e1_0
-    e2 = 0.0
-    ut = ut1pre
-    uf = uf0
-    a1a = False
-    if a1:
-        e1 = e1_0 + ut1pre
-        ut = 0.0
-        red1 = E - e1
-        red = red1
-        if uf0 < red1:
-            a1a = True
-            e2 = uf0
-            uf = 0.0
-            red = red1 - e2
-        else:
-            e2 = red1
-            uf = uf0 - red1
-            red = 0.0
-    tr = (not a1a) and ut / uztwm < uf / uzfwm
-    uzrat = (ut + uf) / (uztwm + uzfwm)
-    if tr:
-        ut = uztwm * uzrat
-        uf = uzfwm * uzrat
-    w = uztwm + lztwm
-    e3_0 = red * lt0 / w
-    lt1pre = lt0 - e3_0
-    bneg = lt1pre < 0.0
-    lt1 = 0.0 if bneg else lt1pre
-    ratlzt = lt1 / lztwm
-    saved = p[RSERV] * (lzfpm + lzfsm)
-    dd = lztwm + lzfpm + lzfsm - saved
-    ratlz = (lt1 + lp0 + ls0 - saved) / dd
-    rs = ratlzt < ratlz
-    neg2 = False
-    if rs:
-        dl = (ratlz - ratlzt) * lztwm
-        neg2 = ls0 - dl < 0.0
-    X = ad0 - e1 - ut
-    e5_0 = e1 + (red + e2) * (X / w)
-    ad1pre = ad0 - e5_0
-    cneg = ad1pre < 0.0
-    e5c = e5_0 + ad1pre if cneg else e5_0
-    twx = P + ut - uztwm
-    dneg = twx < 0.0
-    if dneg:
-        twx = 0.0
-    ninc = np.floor(1.0 + NINC_RATE * (uf + twx))
-    dinc = 1.0 / ninc
+    # ---- values and branches of phases A–D (their one definition)
+    _, lin = _pre_lin(ut0, uf0, lt0, ls0, lp0, ad0, P, E, p)
+    (e1_0, a1, a1a, tr, uzrat, red, e2, w, e3_0, bneg, ratlzt, ratlz, dd, rs, neg2, X, e5c,
+     cneg, dneg, ninc, dinc, puz, plzp, plzs) = lin  # fmt: skip
     # ---- reverse
     g_uztwm = 0.0
     g_uzfwm = 0.0
@@ -550,9 +530,9 @@ def _pre_vjp(ut0, uf0, lt0, ls0, lp0, ad0, P, E, p, ga, a_ut, a_uf, a_lt, a_ls, 
     a_P = a_roimp * p[PCTIM]
     ga[PCTIM] += a_roimp * P
     a_E = 0.0
-    ga[UZK] += a_duz * dinc * (1.0 - p[UZK]) ** (dinc - 1.0)
-    ga[LZPK] += a_dlzp * dinc * (1.0 - p[LZPK]) ** (dinc - 1.0)
-    ga[LZSK] += a_dlzs * dinc * (1.0 - p[LZSK]) ** (dinc - 1.0)
+    ga[UZK] += a_duz * dinc * puz
+    ga[LZPK] += a_dlzp * dinc * plzp
+    ga[LZSK] += a_dlzs * dinc * plzs
     a_twx = a_pinc / ninc
     # ad = ad_c + P − twx
     a_adc = a_ad
