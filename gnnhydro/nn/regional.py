@@ -40,6 +40,9 @@ __all__ = ["RegionalParameterizer", "GlobalParameterizer", "DonorParameterizer"]
 
 #: columns a regional parameterizer adds to the attributes: signatures and availability
 GAUGE_INPUT_CHANNELS = len(SIGNATURE_NAMES) + 1
+#: with ``proximity``: the signatures transferred from the nearest other training basins and the
+#: log10 distance to the nearest (:func:`gnnhydro.training.gauge_context.proximity_signatures`)
+PROXIMITY_INPUT_CHANNELS = len(SIGNATURE_NAMES) + 1
 
 
 def _require(batch: Any, key: str, name: str) -> Tensor:
@@ -72,6 +75,10 @@ class RegionalParameterizer(GATv2Parameterizer):
             probability in every step (default 0.5), so the model learns to predict a basin
             whose own gauge it does not see — the situation of every held-out basin; without
             it the model leans on each training gauge's own signatures and transfers poorly.
+        proximity: also feed every node the signatures of the nearest training gauges whose basin
+            does not hold it (inverse-squared-distance weighted) and the distance to the nearest
+            (default ``False``): classical proximity transfer as an input, the same in training
+            and at held-out basins, which the message passing then refines.
         heads: attention heads per layer (averaged).
 
     ``direction`` is fixed (the edge set holds both directions, told apart by the relation
@@ -98,6 +105,7 @@ class RegionalParameterizer(GATv2Parameterizer):
         max_distance_km: float = 100.0,
         signatures: bool = True,
         signature_dropout: float = 0.5,
+        proximity: bool = False,
         heads: int = 2,
         edge_dim: int | None = None,
         direction: str = "downstream",
@@ -117,7 +125,9 @@ class RegionalParameterizer(GATv2Parameterizer):
         self.signatures = bool(signatures)
         self.signature_dropout = float(signature_dropout)
         self.attribute_channels = int(in_channels)
+        self.proximity = bool(proximity)
         extra = GAUGE_INPUT_CHANNELS if self.signatures else 0
+        extra += PROXIMITY_INPUT_CHANNELS if self.proximity else 0
         super().__init__(
             in_channels + extra,
             specs,
@@ -160,6 +170,10 @@ class RegionalParameterizer(GATv2Parameterizer):
                 keep = (torch.rand(mask.shape, device=x.device) >= self.signature_dropout).to(x)
                 signatures, mask = signatures * keep.unsqueeze(-1), mask * keep
             x = torch.cat([x, signatures, mask.unsqueeze(-1)], dim=-1)
+        if self.proximity:
+            near = _require(batch, "proximity_signatures", "regional").to(x)
+            distance = _require(batch, "proximity_distance", "regional").to(x)
+            x = torch.cat([x, near, distance.unsqueeze(-1)], dim=-1)
         return {
             "x": x,
             "edge_index": edge_index.to(x.device),
@@ -171,7 +185,7 @@ class RegionalParameterizer(GATv2Parameterizer):
             super().extra_repr()
             + f", river_edges={self.river_edges}, spatial_edges={self.spatial_edges}, "
             f"k_neighbours={self.k_neighbours}, max_distance_km={self.max_distance_km:g}, "
-            f"signatures={self.signatures}"
+            f"signatures={self.signatures}, proximity={self.proximity}"
         )
 
 

@@ -14,7 +14,10 @@ is evaluated leaks into the inputs. The table is saved in the run directory
   enough observations;
 * ``donor_row`` / ``donor_weight`` ``[N, k]``: the training basin each node lies in (the
   nearest training gauge downstream of it, weight 1), or else the ``k`` training basins with the
-  nearest centroids, weighted by inverse squared distance.
+  nearest centroids, weighted by inverse squared distance;
+* ``proximity_signatures`` ``[N, 8]`` / ``proximity_distance`` ``[N]``: the signatures of the
+  ``k`` nearest training gauges whose basin does not hold the node, inverse-squared-distance
+  weighted, and the log10 distance to the nearest (:func:`proximity_signatures`).
 """
 
 from __future__ import annotations
@@ -30,7 +33,13 @@ from gnnhydro.datasets.signatures import SIGNATURE_NAMES, hydrological_signature
 from gnnhydro.graph.regional import drainage_area, great_circle_km
 from gnnhydro.graph.topology import NodeWalker
 
-__all__ = ["gauge_table", "attach_gauge_context", "needs_gauge_context", "GAUGE_TABLE"]
+__all__ = [
+    "gauge_table",
+    "attach_gauge_context",
+    "proximity_signatures",
+    "needs_gauge_context",
+    "GAUGE_TABLE",
+]
 
 GAUGE_TABLE = "gauge_table.csv"
 #: signatures standardised in log10 (positive, skewed)
@@ -192,7 +201,65 @@ def attach_gauge_context(graph: Any, table: pd.DataFrame, donors: int = 4) -> An
     donor_row.clamp_(min=0)  # unused slots (weight 0) point at a valid row
     graph.donor_row = donor_row
     graph.donor_weight = donor_weight
+    graph.proximity_signatures, graph.proximity_distance = proximity_signatures(
+        graph, table, signatures, rows, k=int(donors)
+    )
     return graph
+
+
+def proximity_signatures(
+    graph: Any,
+    table: pd.DataFrame,
+    signatures: np.ndarray,
+    rows: list[tuple[int, int]],
+    *,
+    k: int = 4,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Signatures transferred by spatial proximity, as a held-out basin would see them.
+
+    For every node: the inverse-squared-distance weighted mean of the standardised signatures of
+    the ``k`` nearest available training gauges (by basin centroid) whose basin does **not**
+    contain the node, and the log10 distance (km) to the nearest of them.  A training gauge's
+    own record never enters its own nodes' value, so in training every node sees what a
+    held-out node sees (Oudin et al. 2008's proximity transfer, as an input that the message
+    passing refines).  Without node positions or donors both are zero.
+
+    Shapes:
+        signatures ``[G, 8]`` (:func:`standardised_signatures`); rows ``(table row, node)``
+        of the gauges on the graph → ``[N, 8]`` float32, ``[N]`` float32.
+    """
+    n = int(graph.num_nodes)
+    out = torch.zeros(n, signatures.shape[1])
+    distance_out = torch.zeros(n)
+    pos = getattr(graph, "pos", None)
+    centroids = table[["lon", "lat"]].to_numpy(dtype=np.float64)
+    available = table["available"].to_numpy(dtype=bool)
+    if pos is None or not available.any() or not np.isfinite(centroids[available]).all():
+        return out, distance_out
+    donors = np.flatnonzero(available)
+    inside = np.zeros((len(donors), n), dtype=bool)  # donor's basin holds the node
+    node_of = dict(rows)
+    walker = NodeWalker(graph.edge_index, n)
+    for i, row in enumerate(donors):
+        if row in node_of:
+            inside[i, walker.upstream(node_of[row]).numpy()] = True
+    lonlat = np.asarray(pos, dtype=np.float64)
+    distance = great_circle_km(
+        np.repeat(lonlat[:, None, :], len(donors), axis=1),
+        np.broadcast_to(centroids[donors], (n, len(donors), 2)),
+    ).clip(_MIN_DISTANCE_KM, None)
+    distance[inside.T] = np.inf
+    k = min(int(k), len(donors))
+    nearest = np.argsort(distance, axis=1, kind="stable")[:, :k]
+    d = np.take_along_axis(distance, nearest, axis=1)
+    w = np.where(np.isfinite(d), 1.0 / d**2, 0.0)
+    total = w.sum(axis=1, keepdims=True)
+    has = total[:, 0] > 0
+    w = np.divide(w, total, out=np.zeros_like(w), where=total > 0)
+    values = (w[..., None] * signatures[donors][nearest]).sum(axis=1)
+    out[torch.from_numpy(has)] = torch.from_numpy(values[has]).float()
+    distance_out[torch.from_numpy(has)] = torch.from_numpy(np.log10(d[has, 0])).float()
+    return out, distance_out
 
 
 def save_gauge_table(table: pd.DataFrame, run_dir: str | Path) -> Path:

@@ -78,6 +78,35 @@ def test_gauge_context_donor_weights_and_signatures():
     )
 
 
+def test_proximity_signatures_come_from_other_basins_only():
+    """Each node gets the 1/d²-weighted signatures of the nearest gauges whose basin does not hold
+    it: nodes in G1's basin see G2 only (and vice versa), the others both; never their own."""
+    g = attach_gauge_context(_chain_graph(), _table(), donors=2)
+    sig = g.gauge_signatures[[2, 4]]  # standardised signatures of G1, G2
+    centroids = np.array([[0.0, 0.1], [0.5, 0.05]])
+    for node in range(7):
+        d = great_circle_km(np.repeat(g.pos[node].numpy()[None], 2, 0), centroids).clip(1.0)
+        own = {0: 0, 1: 0, 2: 0, 3: 1, 4: 1}.get(node)
+        w = 1.0 / d**2
+        if own is not None:
+            w[own] = 0.0
+        expected = (w[:, None] * sig.numpy()).sum(0) / w.sum()
+        assert np.allclose(g.proximity_signatures[node].numpy(), expected, atol=1e-6), node
+        nearest = d[w > 0].min()
+        assert np.isclose(float(g.proximity_distance[node]), np.log10(nearest), atol=1e-5)
+    # one available gauge: its own basin has no donor (zeros), every other node gets it
+    g = attach_gauge_context(_chain_graph(), _table((True, False)))
+    assert g.proximity_signatures[[0, 1, 2]].abs().sum() == 0
+    assert torch.allclose(g.proximity_signatures[5], g.gauge_signatures[2])
+    # the regional parameterizer reads them only with proximity=true
+    net = build_parameterizer(
+        "regional", in_channels=3, specs=SPECS, nmul=None, proximity=True, hidden_channels=8
+    )
+    inputs = net.graph_inputs(g, g.x)
+    assert inputs["x"].shape[1] == 3 + 2 * (len(SIGNATURE_NAMES) + 1)
+    assert torch.equal(inputs["x"][:, -9:-1], g.proximity_signatures)
+
+
 def test_global_gives_one_parameter_set_and_donor_the_basins_own():
     g = attach_gauge_context(_chain_graph(), _table(), donors=2)
     glob = build_parameterizer("global", in_channels=3, specs=SPECS, nmul=None)
