@@ -55,8 +55,15 @@ CV_DEFAULTS: dict[str, Any] = {
     "bootstrap": 2000,
     "plots": False,
 }
-#: overrides that ``cv`` sets for every run itself
-_OWN_KEYS = ("parameterizer", "seed", "dataset.holdout", "run_dir", "torch_threads", "overwrite")
+#: overrides that ``cv`` sets for every run itself (``parameterizer.<option>`` stays the user's:
+#: it applies to every parameterizer of the cross-validation)
+_OWN_KEYS = ("parameterizer", "seed", "run_dir", "torch_threads", "overwrite")
+_OWN_PREFIXES = ("dataset.holdout",)
+
+
+def _is_own(override: str) -> bool:
+    key = override.lstrip("+~").split("=", 1)[0]
+    return key in _OWN_KEYS or any(key == p or key.startswith(p + ".") for p in _OWN_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -177,11 +184,12 @@ def _command(run: _Run, overrides: list[str], options: CVOptions) -> list[str]:
     ]
 
 
-def _check(overrides: list[str]) -> Path:
-    """The cross-validation's folder (``run_dir=``) and a check of the train overrides."""
+def _check(overrides: list[str], parameterizers: tuple[str, ...] = ()) -> Path:
+    """The cross-validation's folder (``run_dir=``) and a check of the train overrides (with
+    each of the ``parameterizers``, whose options they may set)."""
     from gnnhydro.config import check_overrides
 
-    own = [o for o in overrides if o.lstrip("+~").split("=", 1)[0].startswith(_OWN_KEYS)]
+    own = [o for o in overrides if _is_own(o)]
     root = [o.split("=", 1)[1] for o in own if o.split("=", 1)[0] == "run_dir"]
     own = [o for o in own if o.split("=", 1)[0] != "run_dir"]
     if own:
@@ -191,7 +199,9 @@ def _check(overrides: list[str]) -> Path:
         )
     if not root:
         raise ValueError("cv needs run_dir=PATH (the folder of the cross-validation)")
-    check_overrides([o for o in overrides if not o.startswith("run_dir=")])
+    train = [o for o in overrides if not o.startswith("run_dir=")]
+    for name in parameterizers or (None,):
+        check_overrides(train if name is None else [*train, f"parameterizer={name}"])
     return Path(root[0])
 
 
@@ -205,7 +215,7 @@ def run_cv(argv: list[str], *, log: Any = print) -> Path:
     cv_args = [a[3:] for a in argv if a.startswith("cv.")]
     overrides = [a for a in argv if not a.startswith("cv.")]
     options = CVOptions.parse(cv_args)
-    root = _check(overrides)
+    root = _check(overrides, options.parameterizers)
     train_overrides = [o for o in overrides if not o.startswith("run_dir=")]
     # prepare the dataset once (parallel runs would race to write its cache) and check the folds
     cfg = compose(train_overrides)

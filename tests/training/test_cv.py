@@ -82,8 +82,13 @@ def test_cv_refuses_overrides_it_sets_itself(tmp_path):
 
     with pytest.raises(ValueError, match="cv sets parameterizer"):
         run_cv(["parameterizer=mlp", f"run_dir={tmp_path}"])
+    with pytest.raises(ValueError, match="cv sets dataset.holdout.k"):
+        run_cv(["dataset.holdout.k=3", f"run_dir={tmp_path}"])
     with pytest.raises(ValueError, match="run_dir"):
         run_cv(["trainer.epochs=1"])
+    # a parameterizer option is the user's, checked against every parameterizer of the cv
+    with pytest.raises(ValueError, match="proximity"):
+        run_cv(["parameterizer.proximity=true", "cv.parameterizers=[mlp]", f"run_dir={tmp_path}"])
 
 
 @pytest.mark.slow
