@@ -218,7 +218,7 @@ def run_cv(argv: list[str], *, log: Any = print) -> Path:
     root = _check(overrides, options.parameterizers)
     train_overrides = [o for o in overrides if not o.startswith("run_dir=")]
     # prepare the dataset once (parallel runs would race to write its cache) and check the folds
-    cfg = compose(train_overrides)
+    cfg = compose([*train_overrides, f"parameterizer={options.parameterizers[0]}"])
     graph = as_single_graph(build_dataset(cfg.dataset))
     _check_folds(graph, options)
     del graph
