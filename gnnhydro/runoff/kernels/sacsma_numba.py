@@ -2,13 +2,14 @@
 
 The day is exactly :func:`gnnhydro.runoff.sacsma.sacsma_step` written for one cell (node ×
 component) in float64, in three parts: phases A–D (evapotranspiration, lower-zone resupply,
-excess over tension water, increment count), one increment (phase E) and the channel-inflow
-sums (phase F, inline).  Each of the first two has one definition, :func:`_pre_lin` and
-:func:`_inc_lin`, which returns the forward values and the intermediates and branch flags of
-its reverse; the forward parts :func:`_pre`, :func:`_inc` and the reverse parts
-:func:`_pre_vjp`, :func:`_inc_vjp` are built on it (as HBV's ``_step_lin``), and everything
-the forward does not read is dead code after LLVM inlining.  Two kernels, each serial over a range
-of nodes and sequential in time, run in parallel over chunks of nodes on a thread pool
+excess over tension water, increment count), one increment (phase E) and the channel inflow
+(phase F: the sums, riparian ET, the ADIMC check and the storage).  Each part has one
+definition, :func:`_pre_lin`, :func:`_inc_lin` and :func:`_post_lin`, which returns the forward
+values and the intermediates and branch flags of its reverse; the forward parts :func:`_pre`,
+:func:`_inc` and the forward kernel's phase F, and the reverse parts :func:`_pre_vjp`,
+:func:`_inc_vjp`, :func:`_post_vjp` are built on it (as HBV's ``_step_lin``), and everything
+the forward does not read is dead code after LLVM inlining.  Two kernels, each serial over a
+range of nodes and sequential in time, run in parallel over chunks of nodes on a thread pool
 (:func:`gnnhydro._numba.run_chunks`):
 
 * :func:`_forward_kernel`: stores and per-step outputs (means over components); with gradients
@@ -16,9 +17,9 @@ of nodes and sequential in time, run in parallel over chunks of nodes on a threa
 * :func:`_adjoint_kernel`: reverse sweep over the days from the tape (no re-run of the time
   loop).  Per day it re-derives that day's increments from the stored start (the increment
   count and the increment start states, a local buffer of ``n × 5``) and applies the
-  vector-Jacobian products of phase F, the increments in reverse (:func:`_inc_vjp`) and phases
-  D–A (:func:`_pre_vjp`).  Gradients with respect to the 16 parameters, the initial stores and
-  the forcing.
+  vector-Jacobian products of phase F (:func:`_post_vjp`), the increments in reverse
+  (:func:`_inc_vjp`) and phases D–A (:func:`_pre_vjp`).  Gradients with respect to the 16
+  parameters, the initial stores and the forcing.
 
 Parameter order (K = 16): :data:`gnnhydro.runoff.sacsma.PARAM_NAMES`.  Output order
 (NOUT = 19): :data:`gnnhydro.runoff.sacsma.SACSMA_OUTPUTS`.  Every array is float64 (one
@@ -313,7 +314,131 @@ def _inc(uf, lt, ls, lp, ad, ut, pinc, duz, dlzp, dlzs, p):
     return outs
 
 
+@_jit
+def _post_lin(ut, uf, lt, ls, lp, ad, e1, e2, e3, e5, roimp, spbf, sbs, sperc, sintf, ssur, sdro,
+              E, p):  # fmt: skip
+    """Phase F (channel inflow, riparian ET, the ADIMC check, the storage) and the values its
+    reverse reads: the one definition of phase F in numba (the forward kernel and
+    :func:`_post_vjp` are built on it).  Arguments: the stores after the increments, phase A–D's
+    (e1, e2, e3, e5, roimp), the increment sums (bfp, bfs, perc, intf, ssur, sdro) and the PET.
+
+    Returns ``(outs, lin)``: ``outs`` the day's outputs in the kernel's order from ``runoff`` to
+    ``storage`` (:data:`gnnhydro.runoff.sacsma.SACSMA_OUTPUTS` but ``impervious_runoff``,
+    ``direct_runoff``, ``surface_runoff``, which are ``roimp``, ``sdro``, ``ssur``) and ADIMC
+    after the check; ``lin`` the intermediates and branch flags of :func:`_post_vjp`.
+    """
+    adimp = p[ADIMP]
+    parea = 1.0 - adimp - p[PCTIM]
+    side1 = 1.0 + p[SIDE]
+    wside = 1.0 / side1
+    sif = sintf * parea
+    tbf = (spbf + sbs) * parea
+    bfcc = tbf * wside
+    bfp = spbf * parea / side1
+    bfs = bfcc - bfp
+    bneg = bfs < 0.0
+    if bneg:
+        bfs = 0.0
+    tci = roimp + sdro + ssur + sif + bfcc
+    eused = e1 + e2 + e3
+    e4 = (E - eused) * p[RIVA]
+    tci = tci - e4
+    tneg = tci < 0.0
+    if tneg:
+        e4 = e4 + tci
+        tci = 0.0
+    adj = 0.0
+    low = ad < ut
+    ad_f = ad
+    if low:
+        adj = (ut - ad) * adimp
+        ad_f = ut
+    tet = eused * parea + e5 + e4
+    storage = parea * (ut + uf + lt + ls + lp) + adimp * ad_f
+    outs = (tci, sif, bfp, bfs, tbf - bfcc, tet, e4, sperc * parea, adj, storage, ad_f)
+    lin = (parea, side1, wside, tbf, bfp, eused, bneg, tneg, low)
+    return outs, lin
+
+
 # ---------------------------------------------------------------------------- reverse parts
+@_jit
+def _post_vjp(ut, uf, lt, ls, lp, ad, e1, e2, e3, e5, roimp, spbf, sbs, sperc, sintf, ssur, sdro,
+              E, p, ga, g, a_s):  # fmt: skip
+    """Reverse of phase F (:func:`_post_lin`, same arguments): given the adjoints of the day's
+    outputs ``g`` (:data:`gnnhydro.runoff.sacsma.SACSMA_OUTPUTS`, divided by ``m``) and of the
+    stores at the end of the day ``a_s`` (the next day's), returns the adjoints of (ut, uf, lt,
+    ls, lp, ad), of e1 + e2 + e3, e5, roimp, sdro, ssur, sintf, of the baseflow sums Σ(bfp + bfs)
+    and Σbfp, of sperc and of E, and ADDS the parameter adjoints into ``ga``."""
+    adimp = p[ADIMP]
+    # ---- values and branches of phase F (its one definition)
+    outs, lin = _post_lin(ut, uf, lt, ls, lp, ad, e1, e2, e3, e5, roimp, spbf, sbs, sperc, sintf,
+                          ssur, sdro, E, p)  # fmt: skip
+    ad_f = outs[10]
+    parea, side1, wside, tbf, bfp, eused, bneg, tneg, low = lin
+    # ---- reverse
+    a_ut = a_s[0] + g[OUT_STORES]
+    a_uf = a_s[1] + g[OUT_STORES + 1]
+    a_lt = a_s[2] + g[OUT_STORES + 2]
+    a_ls = a_s[3] + g[OUT_STORES + 3]
+    a_lp = a_s[4] + g[OUT_STORES + 4]
+    a_adf = a_s[5] + g[OUT_STORES + 5]
+    gs = g[12]
+    a_ut += gs * parea
+    a_uf += gs * parea
+    a_lt += gs * parea
+    a_ls += gs * parea
+    a_lp += gs * parea
+    a_adf += gs * adimp
+    g_parea = gs * (ut + uf + lt + ls + lp)
+    g_adimp = gs * ad_f
+    if low:
+        g_adimp += g[11] * (ut - ad)
+        a_ut += a_adf + g[11] * adimp
+        a_ad = -g[11] * adimp
+    else:
+        a_ad = a_adf
+    a_e4 = g[8] + g[9]
+    a_e5 = g[8]
+    a_eused = g[8] * parea
+    g_parea += g[8] * eused
+    if tneg:
+        a_e4_0 = a_e4
+        a_tci = a_e4
+    else:
+        a_e4_0 = a_e4
+        a_tci = g[0]
+    a_e4_0 -= a_tci
+    a_E = a_e4_0 * p[RIVA]
+    a_eused -= a_e4_0 * p[RIVA]
+    ga[RIVA] += a_e4_0 * (E - eused)
+    a_roimp = a_tci + g[1]
+    a_sdro = a_tci + g[2]
+    a_ssur = a_tci + g[3]
+    a_sif = a_tci + g[4]
+    a_bfcc = a_tci
+    a_bfp = g[5]
+    if not bneg:
+        a_bfcc += g[6]
+        a_bfp -= g[6]
+    a_tbf = g[7]
+    a_bfcc -= g[7]
+    a_tbf += a_bfcc * wside
+    ga[SIDE] -= a_bfcc * tbf * wside * wside
+    a_spbf = a_bfp * parea / side1
+    g_parea += a_bfp * spbf / side1
+    ga[SIDE] -= a_bfp * bfp / side1
+    a_sbf = a_tbf * parea
+    g_parea += a_tbf * (spbf + sbs)
+    a_sintf = a_sif * parea
+    g_parea += a_sif * sintf
+    a_sperc = g[10] * parea
+    g_parea += g[10] * sperc
+    ga[ADIMP] += g_adimp - g_parea
+    ga[PCTIM] -= g_parea
+    return (a_ut, a_uf, a_lt, a_ls, a_lp, a_ad, a_eused, a_e5, a_roimp, a_sdro, a_ssur, a_sintf,
+            a_sbf, a_spbf, a_sperc, a_E)  # fmt: skip
+
+
 @_jit
 def _inc_vjp(uf0, lt0, ls0, lp0, ad0, ut, pinc, duz, dlzp, dlzs, p, ga,
              a_uf, a_lt, a_ls, a_lp, a_ad, a_bp, a_bs, a_perc, a_intf, a_ssur, a_sdro):  # fmt: skip
@@ -701,26 +826,9 @@ def _forward_kernel(n0, n1, prc, pet, prm, s0, out, s_fin, tape):
                     sintf += it
                     ssur += su
                     sdro += dr
-                adimp = p[ADIMP]
-                parea = 1.0 - adimp - p[PCTIM]
-                sif = sintf * parea
-                tbf = (spbf + sbs) * parea
-                bfcc = tbf * (1.0 / (1.0 + p[SIDE]))
-                bfp = spbf * parea / (1.0 + p[SIDE])
-                bfs = bfcc - bfp
-                if bfs < 0.0:
-                    bfs = 0.0
-                tci = roimp + sdro + ssur + sif + bfcc
-                eused = e1 + e2 + e3
-                e4 = (E - eused) * p[RIVA]
-                tci = tci - e4
-                if tci < 0.0:
-                    e4 = e4 + tci
-                    tci = 0.0
-                adj = 0.0
-                if ad < ut:
-                    adj = (ut - ad) * adimp
-                    ad = ut
+                outs, _ = _post_lin(ut, uf, lt, ls, lp, ad, e1, e2, e3, e5, roimp, spbf, sbs,
+                                    sperc, sintf, ssur, sdro, E, p)  # fmt: skip
+                tci, sif, bfp, bfs, bfncc, tet, e4, perc, adj, storage, ad = outs
                 acc[0] += tci
                 acc[1] += roimp
                 acc[2] += sdro
@@ -728,12 +836,12 @@ def _forward_kernel(n0, n1, prc, pet, prm, s0, out, s_fin, tape):
                 acc[4] += sif
                 acc[5] += bfp
                 acc[6] += bfs
-                acc[7] += tbf - bfcc
-                acc[8] += eused * parea + e5 + e4
+                acc[7] += bfncc
+                acc[8] += tet
                 acc[9] += e4
-                acc[10] += sperc * parea
+                acc[10] += perc
                 acc[11] += adj
-                acc[12] += parea * (ut + uf + lt + ls + lp) + adimp * ad
+                acc[12] += storage
                 st[j, 0] = ut
                 st[j, 1] = uf
                 st[j, 2] = lt
@@ -785,6 +893,7 @@ def _adjoint_kernel(n0, n1, prc, pet, prm, tape, gout, gidx, gs_fin, gprm, gs0, 
                 ls0 = tape[n, t, j, 3]
                 lp0 = tape[n, t, j, 4]
                 ad0 = tape[n, t, j, 5]
+                # ---- the day's increments again, from its start on the tape
                 ut, uf, lt, ls, lp, ad, e1, e2, e3, e5, roimp, ninc, pinc, duz, dlzp, dlzs = _pre(
                     ut0, uf0, lt0, ls0, lp0, ad0, P, E, p
                 )
@@ -811,80 +920,12 @@ def _adjoint_kernel(n0, n1, prc, pet, prm, tape, gout, gidx, gs_fin, gprm, gs0, 
                     sintf += it
                     ssur += su
                     sdro += dr
-                adimp = p[ADIMP]
-                parea = 1.0 - adimp - p[PCTIM]
-                side1 = 1.0 + p[SIDE]
-                wside = 1.0 / side1
-                sif = sintf * parea
-                tbf = (spbf + sbs) * parea
-                bfcc = tbf * wside
-                bfp = spbf * parea / side1
-                tci = roimp + sdro + ssur + sif + bfcc
-                eused = e1 + e2 + e3
-                e4_0 = (E - eused) * p[RIVA]
-                tneg = tci - e4_0 < 0.0
-                low = ad < ut
-                ad_f = ut if low else ad
                 # ---- reverse of phase F
-                a_ut = a_s[j, 0] + g[OUT_STORES]
-                a_uf = a_s[j, 1] + g[OUT_STORES + 1]
-                a_lt = a_s[j, 2] + g[OUT_STORES + 2]
-                a_ls = a_s[j, 3] + g[OUT_STORES + 3]
-                a_lp = a_s[j, 4] + g[OUT_STORES + 4]
-                a_adf = a_s[j, 5] + g[OUT_STORES + 5]
-                gs = g[12]
-                a_ut += gs * parea
-                a_uf += gs * parea
-                a_lt += gs * parea
-                a_ls += gs * parea
-                a_lp += gs * parea
-                a_adf += gs * adimp
-                g_parea = gs * (ut + uf + lt + ls + lp)
-                g_adimp = gs * ad_f
-                if low:
-                    g_adimp += g[11] * (ut - ad)
-                    a_ut += a_adf + g[11] * adimp
-                    a_ad = -g[11] * adimp
-                else:
-                    a_ad = a_adf
-                a_e4 = g[8] + g[9]
-                a_e5 = g[8]
-                a_eused = g[8] * parea
-                g_parea += g[8] * eused
-                if tneg:
-                    a_e4_0 = a_e4
-                    a_tci = a_e4
-                else:
-                    a_e4_0 = a_e4
-                    a_tci = g[0]
-                a_e4_0 -= a_tci
-                a_E = a_e4_0 * p[RIVA]
-                a_eused -= a_e4_0 * p[RIVA]
-                gj[RIVA] += a_e4_0 * (E - eused)
-                a_roimp = a_tci + g[1]
-                a_sdro = a_tci + g[2]
-                a_ssur = a_tci + g[3]
-                a_sif = a_tci + g[4]
-                a_bfcc = a_tci
-                a_bfp = g[5]
-                if not bfcc - bfp < 0.0:
-                    a_bfcc += g[6]
-                    a_bfp -= g[6]
-                a_tbf = g[7]
-                a_bfcc -= g[7]
-                a_tbf += a_bfcc * wside
-                gj[SIDE] -= a_bfcc * tbf * wside * wside
-                a_spbf = a_bfp * parea / side1
-                g_parea += a_bfp * spbf / side1
-                gj[SIDE] -= a_bfp * bfp / side1
-                a_sbf = a_tbf * parea
-                g_parea += a_tbf * (spbf + sbs)
-                a_sintf = a_sif * parea
-                g_parea += a_sif * sintf
-                a_sperc = g[10] * parea
-                g_parea += g[10] * sperc
-                gj[ADIMP] += g_adimp - g_parea
-                gj[PCTIM] -= g_parea
+                (a_ut, a_uf, a_lt, a_ls, a_lp, a_ad, a_eused, a_e5, a_roimp, a_sdro, a_ssur,
+                 a_sintf, a_sbf, a_spbf, a_sperc, a_E) = _post_vjp(
+                    ut, uf, lt, ls, lp, ad, e1, e2, e3, e5, roimp, spbf, sbs, sperc, sintf, ssur,
+                    sdro, E, p, gj, g, a_s[j],
+                )  # fmt: skip
                 # ---- increments in reverse
                 a_pinc = 0.0
                 a_duz = 0.0
