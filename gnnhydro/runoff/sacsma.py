@@ -105,8 +105,14 @@ that changes nothing (``percf = 0``, ``pinc = 0``), both backends take the expre
 gives the same value and the one-sided derivative of the continuous formula.
 
 Default initial states: every store at ``initial_fill`` (0.5) of its capacity, ADIMC at
-``initial_fill·(UZTWM + LZTWM)`` (hydromad's default).  All parameters are static per node and
-component (``nmul`` parallel parameter sets per node, runoff averaged).
+``initial_fill·(UZTWM + LZTWM)`` (hydromad's default).  Parameters are per node and component
+(``nmul`` parallel parameter sets per node, runoff averaged).  **Dynamic parameters**: the rates
+and shapes :data:`DYNAMIC_CAPABLE` (UZK, LZSK, LZPK, ZPERC, REXP, PFREE, RIVA, SIDE, RSERV) may
+vary in time (``dynamic=``, values ``[N, T, m]``, day ``t`` using its own value): they move
+water between the stores and out of them but define no store, so the stores stay within their
+capacities and the water balance above holds day by day.  The capacities (UZTWM, UZFWM, LZTWM,
+LZFSM, LZFPM) and the area fractions (PCTIM, ADIMP) define the stores and the storage sum
+``S`` and are static.
 
 Backends: ``"torch"`` (:func:`sacsma_torch_loop`, a per-step PyTorch loop differentiated by
 autograd: the reference), ``"numba"`` (fused CPU kernel with an exact hand-written adjoint over
@@ -127,6 +133,7 @@ from gnnhydro.runoff.stepping import TorchStepper, run_steps
 from gnnhydro.spec import ParamSpec
 
 __all__ = [
+    "DYNAMIC_CAPABLE",
     "SACSMA",
     "SACSMA_PARAM_SPECS",
     "SACSMA_OUTPUTS",
@@ -162,6 +169,15 @@ SACSMA_PARAM_SPECS: dict[str, ParamSpec] = {
     ]
 }
 PARAM_NAMES: tuple[str, ...] = tuple(SACSMA_PARAM_SPECS)
+#: parameters that may vary in time (rates and shapes, in the kernel's order); the capacities and
+#: the area fractions define the stores and the storage sum and are static
+DYNAMIC_CAPABLE: tuple[str, ...] = (
+    "uzk", "riva", "zperc", "rexp", "lzsk", "lzpk", "pfree", "side", "rserv",
+)  # fmt: skip
+#: the static parameters: capacities (mm) and area fractions
+CAPACITIES: tuple[str, ...] = ("uztwm", "uzfwm", "lztwm", "lzfsm", "lzfpm")
+AREA_FRACTIONS: tuple[str, ...] = ("pctim", "adimp")
+assert set(PARAM_NAMES) == set(DYNAMIC_CAPABLE) | set(CAPACITIES) | set(AREA_FRACTIONS)
 #: stores (mm): UZTWC, UZFWC, LZTWC, LZFSC, LZFPC over the pervious area, ADIMC over ADIMP
 SACSMA_STATES: tuple[str, ...] = ("uztwc", "uzfwc", "lztwc", "lzfsc", "lzfpc", "adimc")
 #: capacity of each store (ADIMC: UZTWM + LZTWM)
@@ -472,8 +488,11 @@ class SACSMA(FusedRunoffModel):
         backend: ``"auto"`` (numba on CPU, torch on CUDA), ``"torch"`` or ``"numba"``.
         gradient: ``"autograd"`` (exact reverse mode) or ``"sensitivity"`` (forward
             sensitivities, memory flat in T: :mod:`gnnhydro.runoff.sensitivity`).
-        dynamic: time-varying parameters; none are supported (all 16 are static): a non-empty
-            value raises.
+        dynamic: names among :data:`DYNAMIC_CAPABLE` (``uzk``, ``riva``, ``zperc``,
+            ``rexp``, ``lzsk``, ``lzpk``, ``pfree``, ``side``, ``rserv``) that may be given
+            time-varying ``[N, T, m]``; the capacities ``uztwm``, ``uzfwm``, ``lztwm``,
+            ``lzfsm``, ``lzfpm`` and the area fractions ``pctim``, ``adimp`` are static (they
+            define the stores and the storage sum).  Not with ``gradient="sensitivity"``.
         initial_fill: default initial stores as a fraction of their capacities (0.5).
         snow: put HBV's degree-day snow routine in front (:mod:`gnnhydro.runoff.snow`; as
             :class:`~gnnhydro.runoff.GR4J`'s ``snow``).
@@ -481,7 +500,7 @@ class SACSMA(FusedRunoffModel):
     Shapes:
         forcing ``precipitation``, ``pet`` ``[N, T]`` or ``[B, N, T]`` mm/day (a ``[B, T]``
         batch of basins is ``N = B``); params ``[N, m]`` (or ``[N]``, the same for every
-        component); ``out["runoff"]`` ``[N, T]`` mm/day.
+        component; ``[N, T, m]`` dynamic); ``out["runoff"]`` ``[N, T]`` mm/day.
     """
 
     forcing_names = ("precipitation", "pet")
@@ -503,21 +522,34 @@ class SACSMA(FusedRunoffModel):
         snow: bool = False,
     ) -> None:
         super().__init__(nmul)
-        if dynamic:
+        if isinstance(dynamic, str):
+            dynamic = (dynamic,)
+        bad = sorted(set(dynamic) - set(DYNAMIC_CAPABLE))
+        if bad:
             raise ValueError(
-                f"SACSMA: dynamic parameter(s) {sorted(dynamic)} not supported (all SAC-SMA "
-                "parameters are static)"
+                f"SACSMA: parameter(s) {bad} cannot be dynamic (time-varying: "
+                f"{list(DYNAMIC_CAPABLE)}; the capacities {list(CAPACITIES)} and the area "
+                f"fractions {list(AREA_FRACTIONS)} define the stores and the storage sum and "
+                "are static)"
             )
         if not 0.0 <= float(initial_fill) <= 1.0:
             raise ValueError(f"SACSMA: initial_fill must be in [0, 1], got {initial_fill}")
+        self.dynamic: tuple[str, ...] = tuple(dict.fromkeys(dynamic))
         self._set_backend(backend, gradient)
-        self.dynamic: tuple[str, ...] = ()
         self.initial_fill = float(initial_fill)
-        self.param_spec = dict(SACSMA_PARAM_SPECS)
+        self.param_spec = {
+            n: ParamSpec(
+                s.name, s.units, s.low, s.high, s.default, n in self.dynamic, s.description
+            )
+            for n, s in SACSMA_PARAM_SPECS.items()
+        }
         self._set_snow(snow)
 
     def extra_repr(self) -> str:
-        return f"nmul={self.nmul}, backend={self.backend!r}, snow={self.snow}"
+        return (
+            f"nmul={self.nmul}, backend={self.backend!r}, dynamic={list(self.dynamic)}, "
+            f"snow={self.snow}"
+        )
 
     # ------------------------------------------------------------------ states
     def init_states(

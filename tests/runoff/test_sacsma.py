@@ -13,7 +13,7 @@ import torch
 
 from gnnhydro.runoff import SACSMA, get_runoff_model
 from gnnhydro.runoff.kernels.sacsma_numba import SACSMAFused
-from gnnhydro.runoff.sacsma import PARAM_NAMES, SACSMA_OUTPUTS, SACSMA_STATES
+from gnnhydro.runoff.sacsma import DYNAMIC_CAPABLE, PARAM_NAMES, SACSMA_OUTPUTS, SACSMA_STATES
 
 
 # ------------------------------------------------------------------ independent reference
@@ -325,23 +325,37 @@ def test_matches_independent_reference(backend):
         assert hits[branch] > 0, branch
 
 
-def _case(days=320, seed=0):
-    """The parameter sets in pairs as two components per node (every branch is reached)."""
+def _dynamic(params, names, days):
+    """``params`` with ``names`` varying in time ``[N, T, m]``: each value times
+    ``1 + 0.3·sin(…)`` (its own period and phase), clipped to the bounds."""
+    spec = SACSMA().param_spec
+    t = torch.arange(days, dtype=torch.float64)
+    out = dict(params)
+    for i, k in enumerate(names):
+        wave = 1.0 + 0.3 * torch.sin(2 * math.pi * t / (37.0 + 11.0 * i) + i)
+        v = params[k][:, None, :] * wave[None, :, None]
+        out[k] = v.clamp(spec[k].low, spec[k].high)
+    return out
+
+
+def _case(days=320, seed=0, dynamic=()):
+    """The parameter sets in pairs as two components per node (every branch is reached);
+    ``dynamic`` of them varying in time."""
     n = len(PARAM_SETS)
     prec, pet = synthetic_forcing(n, days, seed)
     prec[:, ::19] = 0.0
     sets = [PARAM_SETS[i] for i in range(n)]
     others = [PARAM_SETS[(i + 2) % n] for i in range(n)]
     params = {k: torch.stack([_params(sets)[k], _params(others)[k]], -1) for k in PARAM_NAMES}
-    return {"precipitation": prec, "pet": pet}, params
+    return {"precipitation": prec, "pet": pet}, _dynamic(params, dynamic, days)
 
 
-def _grads(backend, forcing, params, nmul, batch=False):
+def _grads(backend, forcing, params, nmul, batch=False, dynamic=()):
     f = {k: v.clone().requires_grad_() for k, v in forcing.items()}
     if batch:  # [B, N, T] forcing: two members with scaled precipitation
         f = {k: torch.stack([v, 0.7 * v]).detach().requires_grad_() for k, v in forcing.items()}
     p = {k: v.clone().requires_grad_() for k, v in params.items()}
-    model = SACSMA(nmul, backend=backend)
+    model = SACSMA(nmul, backend=backend, dynamic=dynamic)
     out = model(f, p, warmup_steps=10, return_states=True)
     w = torch.linspace(0.5, 1.5, out["runoff"].shape[-1], dtype=torch.float64)
     loss = (out["runoff"] * w).sum() + 0.3 * out["evapotranspiration"].sum()
@@ -352,17 +366,25 @@ def _grads(backend, forcing, params, nmul, batch=False):
     return out, grads
 
 
-@pytest.mark.parametrize("batch", [False, True])
-def test_numba_matches_torch_loop(batch):
-    forcing, params = _case()
-    out_t, g_t = _grads("torch", forcing, params, 2, batch)
-    out_n, g_n = _grads("numba", forcing, params, 2, batch)
+@pytest.mark.parametrize(
+    ("dynamic", "batch"),
+    [((), False), ((), True), (DYNAMIC_CAPABLE, False), (("uzk", "rexp", "side"), True)],
+)
+def test_numba_matches_torch_loop(dynamic, batch):
+    forcing, params = _case(dynamic=dynamic)
+    out_t, g_t = _grads("torch", forcing, params, 2, batch, dynamic)
+    out_n, g_n = _grads("numba", forcing, params, 2, batch, dynamic)
     assert out_n.keys() == out_t.keys()
     for k in out_t:
         torch.testing.assert_close(out_n[k], out_t[k], rtol=1e-10, atol=1e-10)
     for k in g_t:
         torch.testing.assert_close(g_n[k], g_t[k], rtol=1e-10, atol=1e-10)
         assert g_t[k].abs().max() > 0, k  # every parameter and forcing matters here
+        if k in params:
+            assert g_n[k].shape == params[k].shape, k
+    for k in dynamic:  # per-day gradients [N, T, m], non-zero on most days
+        assert g_n[k].shape == (len(PARAM_SETS), 320, 2)
+        assert (g_n[k].abs().amax(dim=(0, 2))[:300] > 0).float().mean() > 0.5, k
 
 
 def test_gradcheck_fused_kernel():
@@ -385,6 +407,70 @@ def test_gradcheck_fused_kernel():
         return SACSMAFused.apply(*a)  # every output and the final stores
 
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_gradcheck_fused_kernel_dynamic():
+    """Finite differences with per-day values of every time-varying parameter."""
+    n, t, m = 2, 12, 2
+    g = torch.Generator().manual_seed(3)
+    prec = (torch.rand(n, t, generator=g, dtype=torch.float64) < 0.6) * torch.rand(
+        n, t, generator=g, dtype=torch.float64
+    ) * 40  # fmt: skip
+    pet = torch.rand(n, t, generator=g, dtype=torch.float64) * 5
+    spec = SACSMA().param_spec
+    params = {}
+    for k, s in spec.items():
+        shape = (n, t, m) if k in DYNAMIC_CAPABLE else (n, m)
+        params[k] = (
+            s.low + (0.05 + 0.9 * torch.rand(shape, generator=g, dtype=torch.float64)) * s.span
+        )
+    st = SACSMA(m).init_states(n, dtype=torch.float64, params=params)
+    s0 = torch.stack([st[k] for k in SACSMA_STATES])
+    zero = torch.zeros(n, m, dtype=torch.float64)
+    prm = torch.stack([zero if k in DYNAMIC_CAPABLE else params[k] for k in PARAM_NAMES], -1)
+    pdyn = torch.stack([params[k] for k in PARAM_NAMES if k in DYNAMIC_CAPABLE])
+    idx = tuple(PARAM_NAMES.index(k) for k in PARAM_NAMES if k in DYNAMIC_CAPABLE)
+    inputs = tuple(x.clone().requires_grad_() for x in (prec, pet, s0, prm, pdyn))
+
+    def fn(*a):
+        return SACSMAFused.apply(*a, idx)
+
+    assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_time_constant_dynamic_equals_static(backend):
+    """Dynamic parameters constant in time: the same run as static ones (bitwise), and their
+    per-day gradients sum to the static gradient."""
+    forcing, params = _case(days=200, seed=2)
+    dyn = ("uzk", "zperc", "rexp", "lzpk", "pfree", "riva", "rserv")
+    const = params | {k: params[k][:, None, :].expand(-1, 200, -1) for k in dyn}
+    out_s, g_s = _grads(backend, forcing, params, 2)
+    out_d, g_d = _grads(backend, forcing, const, 2, dynamic=dyn)
+    for k in out_s:
+        assert torch.equal(out_d[k], out_s[k]), k
+    for k in g_s:
+        got = g_d[k].sum(1) if k in dyn else g_d[k]
+        torch.testing.assert_close(got, g_s[k], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_mass_balance_dynamic(backend):
+    """Time-varying rates and shapes move water between the stores and out: the balance still
+    closes (wide variations, every parameter of DYNAMIC_CAPABLE)."""
+    prec, pet = synthetic_forcing(len(PARAM_SETS), 2 * 365, seed=5)
+    forcing = {"precipitation": prec, "pet": pet}
+    model = SACSMA(backend=backend, dynamic=DYNAMIC_CAPABLE)
+    g = torch.Generator().manual_seed(7)
+    params = _params(PARAM_SETS)
+    params = {k: v[:, None] for k, v in params.items()}
+    for k in DYNAMIC_CAPABLE:  # uniform in the bounds, new values every day
+        s = model.param_spec[k]
+        u = torch.rand(len(PARAM_SETS), 2 * 365, 1, generator=g, dtype=torch.float64)
+        params[k] = s.low + u * s.span
+    out = model(forcing, params)
+    assert model.mass_balance(out, forcing).abs().max() < 1e-4
+    assert out["runoff"].sum() > 0 and (out["baseflow_nonchannel"] > 0).any()
 
 
 @pytest.mark.parametrize("backend", ["numba", "torch"])
@@ -474,8 +560,19 @@ def test_errors_name_the_variable():
         model({"precipitation": prec, "pet": pet}, {k: v for k, v in params.items() if k != "rexp"})
     with pytest.raises(ValueError, match="'uzk'.*shape"):
         model({"precipitation": prec, "pet": pet}, params | {"uzk": torch.full((2, 20), 0.3)})
-    with pytest.raises(ValueError, match="uzk"):
-        SACSMA(dynamic=("uzk",))
+    for name in ("uztwm", "lzfpm", "adimp", "pctim", "nope"):
+        with pytest.raises(ValueError, match=rf"\['{name}'\] cannot be dynamic") as err:
+            SACSMA(dynamic=("uzk", name))
+        assert "\n" not in str(err.value) and "define the stores" in str(err.value)
+    with pytest.raises(ValueError, match="static parameters only"):
+        SACSMA(dynamic=("uzk",), gradient="sensitivity")
+    with pytest.raises(
+        ValueError, match="'uztwm'.*not declared dynamic"
+    ):  # [N, T, m] of a static one
+        SACSMA(dynamic=("uzk",))(
+            {"precipitation": prec, "pet": pet},
+            params | {"uzk": torch.full((2, 20, 1), 0.3), "uztwm": torch.full((2, 20, 1), 50.0)},
+        )
     with pytest.raises(ValueError, match="gradient must be one of"):
         SACSMA(gradient="adjoint")
     with pytest.raises(ValueError, match="initial state 'adimc'"):
@@ -493,6 +590,10 @@ def test_registry_and_spec():
     assert (spec["lzpk"].low, spec["lzpk"].high, spec["lzpk"].units) == (0.001, 0.05, "1/day")
     assert spec["pctim"].high + spec["adimp"].high <= 0.5  # the pervious area stays ≥ 50 %
     assert not any(s.dynamic for s in spec.values())
+    dyn = SACSMA(dynamic=DYNAMIC_CAPABLE).param_spec
+    assert {k for k, s in dyn.items() if s.dynamic} == set(DYNAMIC_CAPABLE)
+    assert set(DYNAMIC_CAPABLE) == {"uzk", "lzsk", "lzpk", "zperc", "rexp", "pfree", "riva",
+                                    "side", "rserv"}  # fmt: skip
 
 
 def test_bench_sacsma_agrees():

@@ -18,12 +18,19 @@ range of nodes and sequential in time, run in parallel over chunks of nodes on a
   loop).  Per day it re-derives that day's increments from the stored start (the increment
   count and the increment start states, a local buffer of ``n × 5``) and applies the
   vector-Jacobian products of phase F (:func:`_post_vjp`), the increments in reverse
-  (:func:`_inc_vjp`) and phases D–A (:func:`_pre_vjp`).  Gradients with respect to the 16
-  parameters, the initial stores and the forcing.
+  (:func:`_inc_vjp`) and phases D–A (:func:`_pre_vjp`).  Gradients with respect to the
+  parameters (static: summed over the days; dynamic: per day), the initial stores and the
+  forcing.
 
-Parameter order (K = 16): :data:`gnnhydro.runoff.sacsma.PARAM_NAMES`.  Output order
-(NOUT = 19): :data:`gnnhydro.runoff.sacsma.SACSMA_OUTPUTS`.  Every array is float64 (one
-compiled specialisation; the glue converts), and the kernels are cached on disk
+Parameters (K = 16, order :data:`gnnhydro.runoff.sacsma.PARAM_NAMES`): ``prm`` ``[N, m, K]``
+and, for the dynamic ones (:data:`gnnhydro.runoff.sacsma.DYNAMIC_CAPABLE`), ``pdyn``
+``[D, N, T, m]`` with their indices ``dyn_idx`` ``[D]`` (HBV's layout): each cell keeps its
+parameter row in a local buffer and overwrites the dynamic entries with the day's values, in
+the forward and in the reverse sweep alike; the adjoint zeroes their entries before each day's
+VJPs and writes them to ``gdyn`` ``[D, N, T, m]`` after.  Without dynamic parameters ``D = 0``
+(the same compiled kernels).  Output order (NOUT = 19):
+:data:`gnnhydro.runoff.sacsma.SACSMA_OUTPUTS`.  Every array is float64 (one compiled
+specialisation; the glue converts), and the kernels are cached on disk
 (:func:`gnnhydro._numba.cache_dir`).
 """
 
@@ -39,6 +46,7 @@ from gnnhydro._numba import njit, run_chunks
 from gnnhydro.runoff.sacsma import (
     DRAIN_MM,
     DRY_MM,
+    DYNAMIC_CAPABLE,
     NINC_RATE,
     PARAM_NAMES,
     SACSMA_OUTPUTS,
@@ -784,26 +792,33 @@ _kjit = njit(fastmath=False, error_model="numpy", nogil=True, kernel="SAC-SMA")
 
 
 @_kjit
-def _forward_kernel(n0, n1, prc, pet, prm, s0, out, s_fin, tape):
+def _forward_kernel(n0, n1, prc, pet, prm, pdyn, dyn_idx, s0, out, s_fin, tape):
     """Forward over the cells of nodes ``n0 … n1−1``; ``tape`` ``[N, T, m, 6]`` (or empty):
-    the stores at the start of every day."""
+    the stores at the start of every day.  The parameters are ``prm`` ``[N, m, K]``, but those
+    of ``dyn_idx`` ``[D]``, which are ``pdyn`` ``[D, N, T, m]`` (day by day)."""
     n_steps = prc.shape[1]
     m = prm.shape[1]
     inv_m = 1.0 / m
+    nd = dyn_idx.shape[0]
     want_tape = tape.shape[0] > 0
     acc = np.empty(NOUT)
     st = np.empty((m, NS))
+    pl = np.empty((m, K))
     for n in range(n0, n1):
         for j in range(m):
             for k in range(NS):
                 st[j, k] = s0[k, n, j]
+            for k in range(K):
+                pl[j, k] = prm[n, j, k]
         for t in range(n_steps):
             for i in range(NOUT):
                 acc[i] = 0.0
             P = prc[n, t]
             E = pet[n, t]
             for j in range(m):
-                p = prm[n, j]
+                p = pl[j]
+                for d in range(nd):
+                    p[dyn_idx[d]] = pdyn[d, n, t, j]
                 if want_tape:
                     for k in range(NS):
                         tape[n, t, j, k] = st[j, k]
@@ -858,18 +873,23 @@ def _forward_kernel(n0, n1, prc, pet, prm, s0, out, s_fin, tape):
 
 
 @_kjit
-def _adjoint_kernel(n0, n1, prc, pet, prm, tape, gout, gidx, gs_fin, gprm, gs0, gforce):
+def _adjoint_kernel(n0, n1, prc, pet, prm, pdyn, dyn_idx, tape, gout, gidx, gs_fin, gprm, gdyn,
+                    gs0, gforce):  # fmt: skip
     """Reverse sweep over the cells of nodes ``n0 … n1−1`` from the tape of daily stores.
-    With a non-empty ``gforce`` ``[2, N, T]`` the forcing adjoint (summed over components) is
-    written there too."""
+    Parameters as :func:`_forward_kernel`; their adjoints go to ``gprm`` ``[N, m, K]`` (summed
+    over the days; zero at ``dyn_idx``) and ``gdyn`` ``[D, N, T, m]`` (day by day).  With a
+    non-empty ``gforce`` ``[2, N, T]`` the forcing adjoint (summed over components) is written
+    there too."""
     n_steps = prc.shape[1]
     m = prm.shape[1]
     inv_m = 1.0 / m
+    nd = dyn_idx.shape[0]
     ng = gidx.shape[0]
     want_forcing = gforce.shape[0] > 0
     g = np.zeros(NOUT)
     a_s = np.empty((m, NS))
     ga = np.zeros((m, K))
+    pl = np.empty((m, K))
     buf = np.empty((64, 5))
     for n in range(n0, n1):
         for j in range(m):
@@ -877,6 +897,7 @@ def _adjoint_kernel(n0, n1, prc, pet, prm, tape, gout, gidx, gs_fin, gprm, gs0, 
                 a_s[j, k] = gs_fin[k, n, j]
             for k in range(K):
                 ga[j, k] = 0.0
+                pl[j, k] = prm[n, j, k]
         for t in range(n_steps - 1, -1, -1):
             for c in range(ng):
                 g[gidx[c]] = gout[c, n, t] * inv_m
@@ -885,8 +906,11 @@ def _adjoint_kernel(n0, n1, prc, pet, prm, tape, gout, gidx, gs_fin, gprm, gs0, 
             gp = 0.0
             ge = 0.0
             for j in range(m):
-                p = prm[n, j]
+                p = pl[j]
                 gj = ga[j]
+                for d in range(nd):
+                    p[dyn_idx[d]] = pdyn[d, n, t, j]
+                    gj[dyn_idx[d]] = 0.0
                 ut0 = tape[n, t, j, 0]
                 uf0 = tape[n, t, j, 1]
                 lt0 = tape[n, t, j, 2]
@@ -957,6 +981,8 @@ def _adjoint_kernel(n0, n1, prc, pet, prm, tape, gout, gidx, gs_fin, gprm, gs0, 
                 a_s[j, 5] = a_ad0
                 gp += a_P
                 ge += a_E + a_E2
+                for d in range(nd):
+                    gdyn[d, n, t, j] = gj[dyn_idx[d]]
             if want_forcing:
                 gforce[0, n, t] = gp
                 gforce[1, n, t] = ge
@@ -965,6 +991,8 @@ def _adjoint_kernel(n0, n1, prc, pet, prm, tape, gout, gidx, gs_fin, gprm, gs0, 
                 gs0[k, n, j] = a_s[j, k]
             for k in range(K):
                 gprm[n, j, k] = ga[j, k]
+            for d in range(nd):
+                gprm[n, j, dyn_idx[d]] = 0.0
 
 
 # ------------------------------------------------------------------------ torch glue
@@ -981,16 +1009,27 @@ class SACSMAFused(torch.autograd.Function):
 
     Inputs: precipitation, PET ``[N, T]``; initial stores ``[6, N, m]``
     (:data:`gnnhydro.runoff.sacsma.SACSMA_STATES`); parameters ``[N, m, 16]``
-    (:data:`gnnhydro.runoff.sacsma.PARAM_NAMES`).  Outputs: the 19 per-step outputs ``[N, T]``
-    and the final stores ``[6, N, m]``.  Gradients with respect to every input; the forward
+    (:data:`gnnhydro.runoff.sacsma.PARAM_NAMES`); optionally the dynamic parameters ``pdyn``
+    ``[D, N, T, m]`` and their indices ``dyn_idx`` (``D`` ints, among
+    :data:`gnnhydro.runoff.sacsma.DYNAMIC_CAPABLE`), whose entries in ``prm`` are not read.
+    Outputs: the 19 per-step outputs ``[N, T]`` and the final stores ``[6, N, m]``.  Gradients
+    with respect to every tensor input (zero at the dynamic entries of ``prm``); the forward
     keeps a tape of the daily stores (``48·N·T·m`` bytes) when any input needs a gradient.
     """
 
     @staticmethod
-    def forward(ctx, prc, pet, s0, prm):
+    def forward(ctx, prc, pet, s0, prm, pdyn=None, dyn_idx=()):
         n, t = prc.shape
         m = s0.shape[-1]
-        arrays = (_np(prc), _np(pet), _np(prm))
+        ctx.has_dyn = pdyn is not None
+        dyn = np.array(dyn_idx, dtype=np.int64).reshape(-1)
+        pd = _np(pdyn) if pdyn is not None else np.empty((0, n, t, m))
+        if pd.shape != (dyn.shape[0], n, t, m):
+            raise ValueError(
+                f"SACSMAFused: pdyn has shape {list(pd.shape)}, expected "
+                f"{[dyn.shape[0], n, t, m]} (one [N, T, m] per index of dyn_idx)"
+            )
+        arrays = (_np(prc), _np(pet), _np(prm), pd, dyn)
         out = np.empty((NOUT, n, t))
         s_fin = np.empty((NS, n, m))
         want = any(ctx.needs_input_grad)
@@ -1003,7 +1042,7 @@ class SACSMAFused(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
-        prc, pet, prm = ctx.arrays
+        prc, pet, prm, pd, dyn = ctx.arrays
         n, t = prc.shape
         m = prm.shape[1]
         idx = [i for i in range(NOUT) if grads[i] is not None]
@@ -1013,15 +1052,20 @@ class SACSMAFused(torch.autograd.Function):
         gidx = np.array(idx, dtype=np.int64)
         gs_fin = _np(grads[NOUT]) if grads[NOUT] is not None else np.zeros((NS, n, m))
         gprm = np.zeros((n, m, K))
+        gdyn = np.zeros(pd.shape)
         gs0 = np.zeros((NS, n, m))
         want_forcing = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         gforce = np.zeros((2, n, t)) if want_forcing else np.zeros((0, n, t))
         run_chunks(
-            _adjoint_kernel, n, prc, pet, prm, ctx.tape, gout, gidx, gs_fin, gprm, gs0, gforce
-        )
+            _adjoint_kernel, n, prc, pet, prm, pd, dyn, ctx.tape, gout, gidx, gs_fin, gprm, gdyn,
+            gs0, gforce,
+        )  # fmt: skip
         like = next(g for g in grads if g is not None)
         gf = [_from_np(gforce[i], like) if ctx.needs_input_grad[i] else None for i in range(2)]
-        return (*gf, _from_np(gs0, like), _from_np(gprm, like))
+        res = (*gf, _from_np(gs0, like), _from_np(gprm, like))
+        if ctx.has_dyn:
+            res = (*res, _from_np(gdyn, like), None)
+        return res
 
 
 def sacsma_numba_apply(
@@ -1030,11 +1074,23 @@ def sacsma_numba_apply(
     """Fused SAC-SMA on CPU with the exact adjoint (same outputs as ``sacsma_torch_loop``).
 
     Shapes:
-        prc, pet ``[N, T]``; params ``[N, m]`` each; states ``{name: [N, m]}``.
+        prc, pet ``[N, T]``; params ``[N, m]`` each, or ``[N, T, m]`` (dynamic: those of
+        :data:`gnnhydro.runoff.sacsma.DYNAMIC_CAPABLE`); states ``{name: [N, m]}``.
     """
-    prm = torch.stack([params[k] for k in PARAM_NAMES], dim=-1)
     s0 = torch.stack([states[k] for k in SACSMA_STATES])
-    res = SACSMAFused.apply(prc, pet, s0, prm)
+    dyn = [k for k in PARAM_NAMES if params[k].dim() == 3]
+    if not dyn:
+        prm = torch.stack([params[k] for k in PARAM_NAMES], dim=-1)
+        res = SACSMAFused.apply(prc, pet, s0, prm)
+    else:
+        bad = sorted(set(dyn) - set(DYNAMIC_CAPABLE))
+        if bad:
+            raise ValueError(f"SAC-SMA numba: parameter(s) {bad} must be static [N, m]")
+        like = params[dyn[0]]
+        zero = like.new_zeros(like.shape[0], like.shape[2])  # not read: the kernel takes pdyn
+        prm = torch.stack([zero if k in dyn else params[k] for k in PARAM_NAMES], dim=-1)
+        pdyn = torch.stack([params[k] for k in dyn])
+        res = SACSMAFused.apply(prc, pet, s0, prm, pdyn, tuple(PARAM_NAMES.index(k) for k in dyn))
     out = dict(zip(SACSMA_OUTPUTS, res[:NOUT], strict=True))
     for k, name in enumerate(SACSMA_STATES):
         out[f"final_{name}"] = res[NOUT][k]
