@@ -92,13 +92,12 @@ class CVOptions:
         seeds = tuple(range(int(seeds))) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
         names = values["parameterizers"]
         names = (names,) if isinstance(names, str) else tuple(str(n) for n in names)
-        from gnnhydro.nn import list_parameterizers
+        from gnnhydro.config import group_options
 
-        bad = sorted(set(names) - set(list_parameterizers()))
+        presets = group_options("parameterizer")  # each run takes parameterizer=<name>
+        bad = sorted(set(names) - set(presets))
         if bad:
-            raise ValueError(
-                f"cv.parameterizers: unknown {bad}; registered: {list_parameterizers()}"
-            )
+            raise ValueError(f"cv.parameterizers: unknown {bad}; parameterizer configs: {presets}")
         if len(set(names)) != len(names) or not names:
             raise ValueError(
                 f"cv.parameterizers must name distinct parameterizers, got {list(names)}"

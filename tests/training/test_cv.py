@@ -17,6 +17,10 @@ def test_options_defaults_and_errors():
     options = CVOptions.parse(["folds=3", "seeds=2", "parameterizers=[mlp,global]", "jobs=1"])
     assert options.seeds == (0, 1) and options.parameterizers == ("mlp", "global")
     assert CVOptions.parse(["seeds=[3,7]"]).seeds == (3, 7)
+    assert CVOptions.parse(["parameterizers=[regional,regional_proximity]"]).parameterizers == (
+        "regional",
+        "regional_proximity",
+    )  # a parameterizer config (preset) that is a variant of a registered parameterizer
     with pytest.raises(ValueError, match="unknown \\['sage2'\\]"):
         CVOptions.parse(["parameterizers=[mlp,sage2]"])
     with pytest.raises(ValueError, match="unknown cv option"):
