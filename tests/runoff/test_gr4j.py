@@ -169,6 +169,18 @@ def test_numba_matches_torch_loop(dynamic, batch):
         torch.testing.assert_close(g_n[k], g_t[k], rtol=1e-9, atol=1e-10)
 
 
+def test_recorded_tape_and_replay_give_the_same_gradients(monkeypatch):
+    """The backward over the forward's recorded tape equals the one that re-runs the forward."""
+    from gnnhydro.runoff.kernels import gr4j_numba
+
+    forcing, params = _case(dynamic=("x3",))
+    _, recorded = _grads("numba", forcing, params, 2, ("x3",))
+    monkeypatch.setattr(gr4j_numba, "RECORD_TAPE", False)
+    _, replayed = _grads("numba", forcing, params, 2, ("x3",))
+    for k in recorded:
+        torch.testing.assert_close(recorded[k], replayed[k], rtol=0, atol=0)
+
+
 def test_gradcheck_fused_kernel():
     n, t, m = 2, 12, 2
     g = torch.Generator().manual_seed(3)
