@@ -85,9 +85,10 @@ class ForwardSensitivity(torch.autograd.Function):
     @staticmethod
     def forward(ctx, stepper, fast, fnames, pnames, snames, *tensors):
         nf, npar = len(fnames), len(pnames)
-        forcing = dict(zip(fnames, tensors[:nf], strict=True))
-        params = dict(zip(pnames, tensors[nf : nf + npar], strict=True))
-        states = dict(zip(snames, tensors[nf + npar :], strict=True))
+        plain = [t.detach() for t in tensors]  # the fast path records no tape for a backward
+        forcing = dict(zip(fnames, plain[:nf], strict=True))
+        params = dict(zip(pnames, plain[nf : nf + npar], strict=True))
+        states = dict(zip(snames, plain[nf + npar :], strict=True))
         with torch.no_grad():
             out = fast(forcing, params, states)
         ctx.stepper = stepper

@@ -181,6 +181,29 @@ def test_recorded_tape_and_replay_give_the_same_gradients(monkeypatch):
         torch.testing.assert_close(recorded[k], replayed[k], rtol=0, atol=0)
 
 
+def test_tape_only_when_gradients_may_follow(monkeypatch):
+    """The forward records the adjoint's tape with autograd on, not under no_grad (inference)
+    nor for the forward-sensitivity mode (whose backward does not read it)."""
+    from gnnhydro.runoff.kernels import gr4j_numba
+
+    tapes = []
+    run = gr4j_numba.run_chunks
+
+    def spy(kernel, n, *args):
+        if kernel is gr4j_numba._forward_kernel:
+            tapes.append(args[-1].size)
+        return run(kernel, n, *args)
+
+    monkeypatch.setattr(gr4j_numba, "run_chunks", spy)
+    forcing, params = _case()
+    params = {k: v.requires_grad_() for k, v in params.items()}
+    GR4J(2)(forcing, params)
+    with torch.no_grad():
+        GR4J(2)(forcing, params)
+    GR4J(2, gradient="sensitivity")(forcing, params)["runoff"].sum().backward()
+    assert tapes[0] > 0 and tapes[1:] == [0, 0]
+
+
 def test_gradcheck_fused_kernel():
     n, t, m = 2, 12, 2
     g = torch.Generator().manual_seed(3)
