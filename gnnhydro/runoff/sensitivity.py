@@ -45,10 +45,15 @@ def _directions(x: Tensor) -> int:
     return n
 
 
+def _replicate(x: Tensor, n_rep: int) -> Tensor:
+    """``x`` ``[R, …]`` repeated ``n_rep`` times along the rows ``[n_rep·R, …]``."""
+    return x.repeat((n_rep,) + (1,) * (x.dim() - 1))
+
+
 def _seed(x: Tensor, q0: int, count: int, n_rep: int) -> Tensor:
     """Replicate ``x`` ``[R, c, *rest]`` ``n_rep`` times along rows, as a dual tensor whose
     replica ``q0 + d`` has tangent one at trailing index ``d`` (every row and component)."""
-    rep = x.detach().repeat((n_rep,) + (1,) * (x.dim() - 1))
+    rep = _replicate(x.detach(), n_rep)
     rows, c = x.shape[0], x.shape[1]
     tan = torch.zeros_like(rep)
     flat = tan.view(n_rep, rows, c, count)
@@ -146,7 +151,6 @@ def _sensitivities(
                    *(("s:" + k, c) for k, c in counts_s.items())]:  # fmt: skip
         offsets[key] = q
         q += c
-    rep = (n_rep,)
     acc = torch.zeros((n_rep * rows, m), dtype=next(iter(params.values())).dtype)
     with fwad.dual_level():
         p_rep = {}
@@ -155,26 +159,26 @@ def _sensitivities(
                 seeded = _seed(_as_packed(v), offsets["p:" + k], counts_p[k], n_rep)
                 p_rep[k] = seeded.reshape((n_rep * v.shape[0], *v.shape[1:]))
             else:
-                p_rep[k] = _zero_dual(v.repeat(rep + (1,) * (v.dim() - 1)))
+                p_rep[k] = _zero_dual(_replicate(v, n_rep))
         st = []
         for k in stepper.states:
             v = packed[k]
             if k in counts_s:
                 st.append(_seed(v, offsets["s:" + k], counts_s[k], n_rep))
             else:
-                st.append(_zero_dual(v.repeat(rep + (1,) * (v.dim() - 1))))
+                st.append(_zero_dual(_replicate(v, n_rep)))
         st = tuple(st)
         prepared = stepper.prepare(p_rep)
         f_rep = {k: forcing[k] for k in stepper.forcing}
         n_steps = f_rep[stepper.forcing[0]].shape[1]
         seeds = {k: g for k, g in g_out.items() if g is not None}
         for t in range(n_steps):
-            ft = {k: _zero_dual(v[:, t : t + 1].repeat(n_rep, 1)) for k, v in f_rep.items()}
+            ft = {k: _zero_dual(_replicate(v[:, t : t + 1], n_rep)) for k, v in f_rep.items()}
             st, out = stepper.step(st, ft, prepared)
             for k, g in seeds.items():
                 tan = _tangent(out[k])
                 if tan is not None:
-                    acc += tan * (g[:, t].repeat(n_rep) / m).unsqueeze(-1)
+                    acc += tan * (_replicate(g[:, t], n_rep) / m).unsqueeze(-1)
         final = dict(zip(stepper.states, st, strict=True))
         g_packed = {}
         if any(g is not None for g in g_fin.values()):
@@ -189,7 +193,7 @@ def _sensitivities(
             tan = _tangent(final[k])
             if tan is None:
                 continue
-            g = g_packed[k].repeat(rep + (1,) * (g_packed[k].dim() - 1))
+            g = _replicate(g_packed[k], n_rep)
             contrib = (tan * g).reshape(n_rep * rows, tan.shape[1], -1).sum(-1)
             if contrib.shape[1] == m:
                 acc += contrib
