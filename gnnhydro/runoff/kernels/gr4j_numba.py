@@ -607,6 +607,9 @@ class GR4JFused(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, prc, pet, s0, u10, u20, o1, o2, x1, x2, x3):
+        # unused outputs reach the backward as None, not as materialised zero tensors (one
+        # [N, T] seed each, read by the adjoint)
+        ctx.set_materialize_grads(False)
         n, t = prc.shape
         m = s0.shape[-1]
         arrays = (

@@ -672,6 +672,9 @@ class HBVFused(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, prc, tmp, pet, area, options, grad_enabled, names, init, *ptensors):
+        # unused outputs reach the backward as None, not as materialised zero tensors (one
+        # [N, T] seed each, read by the adjoint)
+        ctx.set_materialize_grads(False)
         arrays = _prepare(prc, tmp, pet, area, names, init, ptensors)
         # no tape when the caller runs without autograd (inference, a checkpoint's first pass)
         record = (
@@ -739,6 +742,9 @@ class HBVSensitivity(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, prc, tmp, pet, area, options, grad_enabled, names, init, *ptensors):
+        # unused outputs reach the backward as None, not as materialised zero tensors (one
+        # [N, T] seed each, read by the adjoint)
+        ctx.set_materialize_grads(False)
         if any(p.dim() == 3 for p in ptensors):
             raise ValueError("sensitivity gradients support static parameters only")
         arrays = _prepare(prc, tmp, pet, area, names, init, ptensors)

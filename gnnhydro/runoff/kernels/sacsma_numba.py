@@ -1019,6 +1019,9 @@ class SACSMAFused(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, prc, pet, s0, prm, pdyn=None, dyn_idx=()):
+        # unused outputs reach the backward as None, not as materialised zero tensors (one
+        # [N, T] seed each, read by the adjoint)
+        ctx.set_materialize_grads(False)
         n, t = prc.shape
         m = s0.shape[-1]
         ctx.has_dyn = pdyn is not None

@@ -177,6 +177,9 @@ class SnowFused(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, prc, tmp, eps, prm, s0):
+        # unused outputs reach the backward as None, not as materialised zero tensors (one
+        # [N, T] seed each, read by the adjoint)
+        ctx.set_materialize_grads(False)
         n, t = prc.shape
         arrays = (_np(prc), _np(tmp), _np(prm), _np(s0))
         out = np.empty((3, n, t))
