@@ -261,8 +261,17 @@ def _check_folds(graph: Any, options: CVOptions) -> None:
             raise ValueError(f"cv fold {k} has no training gauge")
 
 
+def run_environment(options: CVOptions) -> dict[str, str]:
+    """The environment of every fold run: its share of the cores, ``cv.threads``, for torch
+    (``OMP_NUM_THREADS``, with ``torch_threads=``) and for the CPU kernels' thread pool
+    (``NUMBA_NUM_THREADS``; by default it has a thread per core, so ``cv.jobs`` runs side by
+    side would each split their kernels over every core)."""
+    threads = str(options.threads)
+    return {**os.environ, "OMP_NUM_THREADS": threads, "NUMBA_NUM_THREADS": threads}
+
+
 def _execute(todo: list[_Run], overrides: list[str], options: CVOptions, log: Any) -> None:
-    env = {**os.environ, "OMP_NUM_THREADS": str(options.threads)}
+    env = run_environment(options)
     waiting = list(todo)
     running: list[tuple[_Run, subprocess.Popen, Any, Path, float]] = []
     failed: list[tuple[_Run, int, Path]] = []

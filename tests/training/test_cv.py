@@ -10,7 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from gnnhydro.training.cv import CVOptions, _command, _runs, bootstrap_median, summarize_cv
+from gnnhydro.training.cv import (
+    CVOptions,
+    _command,
+    _runs,
+    bootstrap_median,
+    run_environment,
+    summarize_cv,
+)
 
 
 def test_options_defaults_and_errors():
@@ -27,6 +34,15 @@ def test_options_defaults_and_errors():
         CVOptions.parse(["fold=3"])
     with pytest.raises(ValueError, match="at least 2"):
         CVOptions.parse(["folds=1"])
+
+
+def test_each_run_gets_its_share_of_the_cores():
+    options = CVOptions.parse(["threads=1", "jobs=2"])
+    env = run_environment(options)
+    # torch's threads and the CPU kernels' pool alike: two runs side by side on two cores do
+    # not each split their kernels over both
+    assert env["OMP_NUM_THREADS"] == env["NUMBA_NUM_THREADS"] == "1"
+    assert run_environment(CVOptions.parse(["threads=2"]))["NUMBA_NUM_THREADS"] == "2"
 
 
 def test_runs_skip_their_plots_unless_asked(tmp_path):
