@@ -226,13 +226,8 @@ class HydroModel(nn.Module):
         if steps <= 0:
             return None
         with torch.no_grad():
-            head = {
-                k: (v[..., :steps] if v.dim() >= 2 and k != "upstream_area_km2" else v)
-                for k, v in forcing.items()
-            }
-            head_params = {
-                k: (v[:, :steps] if v.dim() == 3 else v).detach() for k, v in params.items()
-            }
+            head, head_params = _time_slice(forcing, params, 0, steps)
+            head_params = {k: v.detach() for k, v in head_params.items()}
             states = None
             for _ in range(self.spinup_cycles):
                 out = self.runoff(head, head_params, states=states, return_states=True)
@@ -293,8 +288,12 @@ class HydroModel(nn.Module):
         states: dict[str, Tensor] | None,
         *,
         return_states: bool = False,
+        detach_steps: int = 0,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Runoff of every node from ``states`` (``None``: empty stores) and its lateral inflow.
+
+        ``detach_steps`` > 0 (with autograd on): the first ``detach_steps`` steps run without
+        gradient and their final states start the rest (:meth:`_runoff_after_detached_head`).
 
         Returns ``(lateral_inflow, result)``: ``lateral_inflow`` ``[N, T]`` m³/s (runoff after the
         model's own unit hydrograph when it has one, × ``batch.area_km2`` / step) and the runoff
@@ -302,14 +301,71 @@ class HydroModel(nn.Module):
         """
         step_seconds = float(_first(getattr(batch, "step_seconds", 86400.0)))
         runoff_params = {name: params[name] for name in self.runoff_specs(self.runoff)}
+        if int(detach_steps) > 0 and torch.is_grad_enabled():
+            result = self._runoff_after_detached_head(
+                forcing, runoff_params, states, int(detach_steps), return_states
+            )
+        else:
+            result = self._runoff(forcing, runoff_params, states, return_states)
+        runoff = result.get("runoff_routed", result["runoff"])
+        return mm_per_step_to_m3s(runoff, batch.area_km2.to(runoff.dtype), step_seconds), result
+
+    def _runoff(
+        self,
+        forcing: dict[str, Tensor],
+        params: dict[str, Tensor],
+        states: dict[str, Tensor] | None,
+        return_states: bool,
+    ) -> dict[str, Tensor]:
         n = next(iter(forcing.values())).shape[0]
         chunk = self.checkpoint_nodes
         if chunk and n > chunk and torch.is_grad_enabled() and not return_states:
-            result = {"runoff": self._checkpointed_runoff(forcing, runoff_params, states, chunk)}
-        else:
-            result = self.runoff(forcing, runoff_params, states=states, return_states=return_states)
-        runoff = result.get("runoff_routed", result["runoff"])
-        return mm_per_step_to_m3s(runoff, batch.area_km2.to(runoff.dtype), step_seconds), result
+            return {"runoff": self._checkpointed_runoff(forcing, params, states, chunk)}
+        return self.runoff(forcing, params, states=states, return_states=return_states)
+
+    def _runoff_after_detached_head(
+        self,
+        forcing: dict[str, Tensor],
+        params: dict[str, Tensor],
+        states: dict[str, Tensor] | None,
+        steps: int,
+        return_states: bool,
+    ) -> dict[str, Tensor]:
+        """The runoff model's outputs over the whole forcing, its first ``steps`` steps run
+        without autograd (a training window's warm-up, as δHBV trains) and the rest, with
+        gradients, from the states they reach: the backward (and the adjoint's tape) covers
+        the loss period only.  The values equal one run over the whole period; the gradient
+        leaves out the parameters' influence through the warm-up's final states.
+
+        Shapes:
+            forcing ``[N, T]`` per variable; result ``[N, T]`` per flux (the first ``steps``
+            detached), ``final_<state>`` as :meth:`runoff_lateral`.
+        """
+        total = next(v for v in forcing.values() if v.dim() >= 2).shape[-1]
+        if not 0 < steps < total:
+            raise ValueError(f"detach_steps must be in [1, {total}) for {total} steps, got {steps}")
+        head_forcing, head_params = _time_slice(forcing, params, 0, steps)
+        with torch.no_grad():
+            head = self.runoff(head_forcing, head_params, states=states, return_states=True)
+        seed = {k: v.reshape(-1, v.shape[-1]) for k, v in self.runoff.final_states(head).items()}
+        tail_forcing, tail_params = _time_slice(forcing, params, steps, total)
+        tail = self._runoff(tail_forcing, tail_params, seed, return_states)
+        if "runoff_routed" in head and "runoff_routed" not in tail:
+            raise ValueError(
+                "trainer.warmup_gradient=false cannot combine an in-model unit hydrograph with "
+                "model.runoff.checkpoint_nodes; set one of them off"
+            )
+        result: dict[str, Tensor] = {}
+        for key, val in tail.items():
+            if key == "storage_initial":
+                result[key] = head[key]
+            elif key.startswith("final_") or key not in head or key == "runoff_routed":
+                result[key] = val
+            else:
+                result[key] = torch.cat([head[key], val], dim=-1)
+        if "runoff_routed" in result:  # the unit hydrograph spans both parts
+            result["runoff_routed"] = self.runoff.routed_runoff(result["runoff"], params)
+        return result
 
     def _checkpointed_runoff(
         self,
@@ -396,7 +452,13 @@ class HydroModel(nn.Module):
         return self.reference_fraction * total[..., 0]
 
     # ------------------------------------------------------------------ forward
-    def forward(self, batch: Any, *, warmup_steps: int = 0) -> dict[str, Any]:
+    def forward(self, batch: Any, *, detach_steps: int = 0) -> dict[str, Any]:
+        """Parameters, runoff, lateral inflow and routed discharge of ``batch``.
+
+        ``detach_steps``: with autograd on, the runoff model's first ``detach_steps`` steps (a
+        training window's warm-up) run without gradient (``trainer.warmup_gradient=false``);
+        the outputs are the same.
+        """
         params, graph = self.parameters_of(batch)
         out: dict[str, Any] = {"params": params}
         if graph is not batch:
@@ -407,7 +469,9 @@ class HydroModel(nn.Module):
                 out["forcing"] = forcing
             runoff_params = {name: params[name] for name in self.runoff_specs(self.runoff)}
             states = self.spun_up_states(forcing, runoff_params)
-            lateral, result = self.runoff_lateral(graph, forcing, params, states)
+            lateral, result = self.runoff_lateral(
+                graph, forcing, params, states, detach_steps=detach_steps
+            )
             out["runoff"] = result.get("runoff_routed", result["runoff"])
             out["fluxes"] = result
         else:
@@ -428,6 +492,19 @@ class HydroModel(nn.Module):
             out["reservoir_spill"] = res.spill
         out["discharge"] = routed
         return out
+
+
+def _time_slice(
+    forcing: dict[str, Tensor], params: dict[str, Tensor], start: int, stop: int
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """Steps ``start … stop−1`` of the forcing series (``[…, T]``; ``upstream_area_km2`` is
+    static) and of the time-varying parameters (``[N, T, m]``); static ones unchanged."""
+    f = {
+        k: (v[..., start:stop] if v.dim() >= 2 and k != "upstream_area_km2" else v)
+        for k, v in forcing.items()
+    }
+    p = {k: (v[:, start:stop] if v.dim() == 3 else v) for k, v in params.items()}
+    return f, p
 
 
 def _forcing_names(batch: Any) -> list[str]:

@@ -495,8 +495,15 @@ class HBV(RunoffModel):
         out["storage_initial"] = sum(states[s] for s in HBV_STATES).mean(dim=1)
         out["swe"] = out["snowpack"] + out["meltwater"]
         if self.unit_hydrograph:
-            a = torch.relu(params["route_a"]) + 0.1
-            th = torch.relu(params["route_b"]) + 0.5
-            w = gamma_unit_hydrograph(a, th, self.uh_length)
-            out["runoff_routed"] = uh_convolve(out["runoff"], w)
+            out["runoff_routed"] = self.routed_runoff(out["runoff"], params)
         return out
+
+    def routed_runoff(self, runoff: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """``runoff`` through the gamma unit hydrograph of ``route_a``, ``route_b`` (mm/step).
+
+        Shapes:
+            runoff ``[N, T]``; ``route_a``, ``route_b`` ``[N]``; result ``[N, T]``.
+        """
+        a = torch.relu(params["route_a"]) + 0.1
+        th = torch.relu(params["route_b"]) + 0.5
+        return uh_convolve(runoff, gamma_unit_hydrograph(a, th, self.uh_length))

@@ -488,8 +488,10 @@ class Trainer:
 
     def _train_step(self, batch: Any) -> float:
         batch = batch.to(self.exp.device)
-        out = self.model(batch)
         warm = _warmup_of(batch)
+        # without gradient through the warm-up, the runoff model's adjoint covers the loss period
+        detach = 0 if self.tcfg.get("warmup_gradient", True) else warm
+        out = self.model(batch, detach_steps=detach) if detach else self.model(batch)
         scale = 1.0
         if self.shares_basins:  # this rank's share of a global batch: the global batch's loss
             stand_in = bool(torch.as_tensor(batch.stand_in).any())

@@ -12,7 +12,7 @@ from gnnhydro.config import compose
 from gnnhydro.datasets.synthetic import generate_synthetic_basin
 from gnnhydro.datasets.windows import WindowSamples
 from gnnhydro.training.experiment import Experiment
-from gnnhydro.training.trainer import Trainer, _windows
+from gnnhydro.training.trainer import Trainer, _masked_loss, _windows
 from tests.training.reference import disjoint_union
 
 
@@ -147,3 +147,35 @@ def test_lazy_generic_dataset_trains_like_the_in_memory_one(tmp_path):
         metrics.append(pd.read_csv(run_dir / "metrics.csv"))
     pd.testing.assert_frame_equal(logs[0], logs[1])
     pd.testing.assert_frame_equal(metrics[0], metrics[1])
+
+
+def test_training_without_gradient_through_the_warmup(graph, tmp_path):
+    """``trainer.warmup_gradient=false``: the step's weight gradient is that of the loss with the
+    warm-up run detached (``detach_steps``); ``true`` (default) keeps the exact one."""
+    grads = {}
+    for flag in ("true", "false"):
+        exp = _exp(
+            graph,
+            tmp_path / flag,
+            f"trainer.warmup_gradient={flag}",
+            "trainer.clip_grad_norm=null",
+            "parameterizer.dropout=0.0",
+        )
+        torch.manual_seed(0)
+        model = exp.build_model()
+        trainer = Trainer(exp, model)
+        batch = next(iter(trainer._get_data_loader()))
+        trainer.optimizer.step = lambda: None  # keep the weights: compare the gradients
+        trainer._train_step(batch)
+        grads[flag] = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+        for detach in (0, exp.warmup):
+            model.zero_grad()
+            out = model(batch, detach_steps=detach)
+            _masked_loss(trainer.loss_fn, out, batch, exp.warmup, "train_gauge_mask").backward()
+            grads[flag, detach] = [p.grad.clone() for p in model.parameters() if p.grad is not None]
+    for flag, detach in (("true", 0), ("false", exp.warmup)):
+        for a, b in zip(grads[flag], grads[flag, detach], strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+    assert not all(
+        torch.allclose(a, b, rtol=1e-3) for a, b in zip(grads["true"], grads["false"], strict=True)
+    )
