@@ -9,7 +9,8 @@ parallel over chunks of nodes on a thread pool (:func:`gnnhydro._numba.run_chunk
 
 * :func:`_forward_kernel`: states and per-step outputs (means over components).
 * :func:`_adjoint_kernel`: reverse mode.  The forward records the states before every step
-  (``[N, m, T, 5]`` in the forcing's dtype, see :data:`RECORD_TAPE`); the backward sweeps back
+  and the step's recharge power ``(sm/fc)**beta`` and ``log(sm/fc)`` (``[N, m, T, 7]`` in the
+  forcing's dtype, see :data:`RECORD_TAPE`); the backward sweeps back
   in time with the vector-Jacobian product of the step (:func:`_step_vjp`).  Without the tape it
   re-runs the forward per cell into a local buffer first (memory O(threads · T), one more
   forward pass).
@@ -86,6 +87,15 @@ K = len(KERNEL_PARAMS)
 # see the module docstring).  ``error_model="numpy"`` (no division-by-zero checks) is what the
 # former ``prange`` bodies were compiled with.
 _jit = njit(fastmath=False, error_model="numpy", forceinline=True)
+#: positions of the recharge curve's power and of log(sm/fc) in :func:`_step_lin`'s ``lin``
+_LPW, _LLX = 35, 36
+#: values per step and cell on the adjoint's tape: the states before the step, then those two
+#: (so the reverse needs no ``log``/``exp``: 0.08 of its 0.30 s at 1200 × 730 × nmul 4)
+NTAPE = NS + 2
+#: ``rec`` of :func:`_step_fwd` as typed booleans: a literal ``True`` would compile the step a
+#: second time (numba specialises on ``Literal[bool]``)
+_EVERY_STEP = np.bool_(True)
+_DRY_SHORTCUT = np.bool_(False)
 
 
 # ------------------------------------------------------------------ primitives (value, derivs)
@@ -110,10 +120,18 @@ def _floor(x, nz):
 
 @_jit
 def _powd(x, b):
-    """x**b for x ≥ 0 with d/dx and d/db (0 where x ≤ 0)."""
+    """x**b for x ≥ 0 with d/dx and d/db (0 where x ≤ 0), and log(x) (0 there)."""
     if x > 0.0:
         lx = np.log(x)
         v = np.exp(b * lx)
+        return v, b * v / x, v * lx, lx
+    return 0.0, 0.0, 0.0, 0.0
+
+
+@_jit
+def _powd_given(x, b, v, lx):
+    """:func:`_powd` from its value ``v = x**b`` and ``lx = log(x)`` (the tape's)."""
+    if x > 0.0:
         return v, b * v / x, v * lx
     return 0.0, 0.0, 0.0
 
@@ -136,15 +154,19 @@ def _gwphi(area, ac):
 
 # ------------------------------------------------------------------------------ the step
 @_jit
-def _step_lin(sp0, mw0, sm0, suz0, slz0, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, derivs):
+def _step_lin(
+    sp0, mw0, sm0, suz0, slz0, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, derivs, pw_in, lx_in
+):  # fmt: skip
     """One step for one cell and the local derivatives of its reverse: the one definition of
     the HBV step in numba (:func:`_step_fwd` and :func:`_step_vjp` are built on it).
 
     Returns ``(states, fluxes, lin, snow)``: the 5 states after the step, the NF = 11 fluxes,
-    the intermediates and local derivatives the reverse reads, and the snow routine's
-    :func:`~gnnhydro.runoff.kernels.snow_numba.snow_lin` tuple.  With ``derivs`` false (the
-    forward) dry steps skip the power of the recharge curve; derivatives the caller does not
-    read are dead code after inlining.
+    the intermediates and local derivatives the reverse reads (the recharge curve's power
+    ``(sm/fc)**beta`` and ``log(sm/fc)`` last), and the snow routine's
+    :func:`~gnnhydro.runoff.kernels.snow_numba.snow_lin` tuple.  With ``derivs`` false dry steps
+    skip that power (the plain forward); ``pw_in ≥ 0`` gives it, with ``lx_in``, from the tape
+    instead of ``log`` and ``exp``.  Derivatives the caller does not read are dead code after
+    inlining.
     """
     sn = snow_lin(sp0, mw0, pr, ta, p[_TT], p[_CFMAX], p[_CFR], p[_CWH], eps)
     rain = sn[2]
@@ -155,8 +177,15 @@ def _step_lin(sp0, mw0, sm0, suz0, slz0, pr, ta, pe, p, eps, nz, betaet, cap, gx
     dw = 0.0
     dpw_x = 0.0
     dpw_b = 0.0
-    if inflow != 0.0 or derivs:  # dry steps: recharge is 0 whatever the wetness
-        pw, dpw_x, dpw_b = _powd(x, p[_BETA])
+    pw = 0.0
+    lx = 0.0
+    if pw_in >= 0.0:
+        pw = pw_in
+        lx = lx_in
+        pw, dpw_x, dpw_b = _powd_given(x, p[_BETA], pw, lx)
+        w, dw = _clip1(pw, eps)
+    elif inflow != 0.0 or derivs:  # dry steps: recharge is 0 whatever the wetness
+        pw, dpw_x, dpw_b, lx = _powd(x, p[_BETA])
         w, dw = _clip1(pw, eps)
     rech = inflow * w
     sm1 = sm0 + inflow - rech
@@ -169,7 +198,7 @@ def _step_lin(sp0, mw0, sm0, suz0, slz0, pr, ta, pe, p, eps, nz, betaet, cap, gx
     def_e0 = 1.0
     def_b = 0.0
     if betaet:
-        ef, def_e0, def_b = _powd(ef0, p[_BETAET])
+        ef, def_e0, def_b, _ = _powd(ef0, p[_BETAET])
     et, det_sm, det_pa = _min(sm2, pe * ef, eps)
     sm3, dsm3 = _floor(sm2 - et, nz)
     sm4 = sm3
@@ -216,39 +245,48 @@ def _step_lin(sp0, mw0, sm0, suz0, slz0, pr, ta, pe, p, eps, nz, betaet, cap, gx
     fluxes = (q0 + q1 + q2, q0, q1, q2, et, rech, exc, tos, perc, cr, ex)
     lin = (x, w, dw, dpw_x, dpw_b, inflow, dexc, lpfc, y, def0, ef, def_e0, def_b, det_sm,
            det_pa, sm3, dsm3, cw, dcw, dc_slz, dc_pc, dsm4, dslz1, dp_suz, dp_perc, rq, drq,
-           suz3, slz2b, phi, dphi, dgain, ddem, dl_slz, dl_dem)  # fmt: skip
+           suz3, slz2b, phi, dphi, dgain, ddem, dl_slz, dl_dem, pw, lx)  # fmt: skip
     return states, fluxes, lin, sn
 
 
 @_jit
-def _step_fwd(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, fl):
-    """Advance the 5 states ``s`` in place; write the NF = 11 fluxes into ``fl``."""
-    states, fluxes, _, _ = _step_lin(
-        s[0], s[1], s[2], s[3], s[4], pr, ta, pe, p, eps, nz, betaet, cap, gx, area, False
-    )
+def _step_fwd(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, fl, rec):
+    """Advance the 5 states ``s`` in place; write the NF = 11 fluxes into ``fl``.  Returns the
+    recharge curve's power and ``log(sm/fc)`` (computed on every step with ``rec``, for the
+    tape; dry steps skip them otherwise)."""
+    states, fluxes, lin, _ = _step_lin(
+        s[0], s[1], s[2], s[3], s[4], pr, ta, pe, p, eps, nz, betaet, cap, gx, area, rec, -1.0,
+        0.0,
+    )  # fmt: skip
     for i in range(NS):
         s[i] = states[i]
     for i in range(NF):
         fl[i] = fluxes[i]
+    return lin[_LPW], lin[_LLX]
 
 
 @_jit
 def _step_vjp(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, area, a_out, g, a_in, a_p, a_f):
     """Vector-Jacobian product of one step.
 
-    ``s``: states before the step; ``a_out``: adjoint of the states after it; ``g``: adjoint of
+    ``s``: states before the step (``NS`` values, or ``NS + 2`` with the recharge curve's power
+    and ``log(sm/fc)`` of the step from the tape); ``a_out``: adjoint of the states after it;
+    ``g``: adjoint of
     the NF = 11 fluxes.  Writes the adjoint of the states before the step into ``a_in`` and of the
     step's forcing (precipitation, temperature, PET) into ``a_f``, and ADDS the parameter
     adjoint into ``a_p``.  The intermediates come from :func:`_step_lin` (no copy of the
     forward here).
     """
     slz0 = s[4]
+    pw_in = np.float64(s[NS]) if s.shape[0] > NS else -1.0
+    lx_in = np.float64(s[NS + 1]) if s.shape[0] > NS else 0.0
     _, _, lin, sn = _step_lin(
-        s[0], s[1], s[2], s[3], s[4], pr, ta, pe, p, eps, nz, betaet, cap, gx, area, True
-    )
+        s[0], s[1], s[2], s[3], s[4], pr, ta, pe, p, eps, nz, betaet, cap, gx, area, True, pw_in,
+        lx_in,
+    )  # fmt: skip
     (x, w, dw, dpw_x, dpw_b, inflow, dexc, lpfc, y, def0, ef, def_e0, def_b, det_sm, det_pa,
      sm3, dsm3, cw, dcw, dc_slz, dc_pc, dsm4, dslz1, dp_suz, dp_perc, rq, drq, suz3, slz2b,
-     phi, dphi, dgain, ddem, dl_slz, dl_dem) = lin  # fmt: skip
+     phi, dphi, dgain, ddem, dl_slz, dl_dem, _, _) = lin  # fmt: skip
     # ---- reverse
     a_sp3 = a_out[0]
     a_mw3 = a_out[1]
@@ -345,8 +383,9 @@ def _forward_kernel(
     n0, n1, prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, eps, nz, betaet, cap, gx, out,
     final, traj,
 ):  # fmt: skip
-    """Forward over the cells of nodes ``n0 … n1−1``; with ``traj`` ``[N, m, T, 5]`` non-empty it
-    also records the states before every step (the tape of the adjoint)."""
+    """Forward over the cells of nodes ``n0 … n1−1``; with ``traj`` ``[N, m, T, NTAPE]`` non-empty
+    it also records the states before every step and the step's recharge power and log wetness
+    (the tape of the adjoint)."""
     n_steps = prc.shape[1]
     m = pstat.shape[1]
     inv_m = 1.0 / m
@@ -377,7 +416,10 @@ def _forward_kernel(
                 if rec:
                     for i in range(NS):
                         traj[n, j, t, i] = sj[i]
-                _step_fwd(sj, pr, ta, pe, pj, eps, nz, betaet, cap, gx, ar, fl)
+                pw, lx = _step_fwd(sj, pr, ta, pe, pj, eps, nz, betaet, cap, gx, ar, fl, rec)
+                if rec:
+                    traj[n, j, t, NS] = pw
+                    traj[n, j, t, NS + 1] = lx
                 for i in range(NF):
                     acc[i] += fl[i]
                 for i in range(NS):
@@ -407,7 +449,7 @@ def _adjoint_kernel(
     want_forcing = gforce.shape[0] > 0
     for n in range(n0, n1):
         a_f = np.zeros(3)
-        buf = np.empty((n_steps, NS))
+        buf = np.empty((n_steps, NTAPE))
         s = np.empty(NS)
         fl = np.empty(NF)
         p = np.empty(K)
@@ -422,7 +464,7 @@ def _adjoint_kernel(
                 a_p[k] = 0.0
             if have:
                 for t in range(n_steps):
-                    for i in range(NS):
+                    for i in range(NTAPE):
                         buf[t, i] = traj[n, j, t, i]
             else:
                 for i in range(NS):
@@ -432,10 +474,12 @@ def _adjoint_kernel(
                         p[dyn_idx[d]] = pdyn[d, n, t, j]
                     for i in range(NS):
                         buf[t, i] = s[i]
-                    _step_fwd(
+                    pw, lx = _step_fwd(
                         s, np.float64(prc[n, t]), np.float64(tmp[n, t]), np.float64(pet[n, t]),
-                        p, eps, nz, betaet, cap, gx, ar, fl,
+                        p, eps, nz, betaet, cap, gx, ar, fl, _EVERY_STEP,
                     )  # fmt: skip
+                    buf[t, NS] = pw
+                    buf[t, NS + 1] = lx
             for i in range(NS):
                 a_s[i] = gfinal[i, n, j]
             for t in range(n_steps - 1, -1, -1):
@@ -541,7 +585,7 @@ def _sensitivity_kernel(
                 for r in range(NS):
                     for q in range(nq):
                         sens[r, q] = new[r, q]
-                _step_fwd(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, ar, fl)
+                _step_fwd(s, pr, ta, pe, p, eps, nz, betaet, cap, gx, ar, fl, _DRY_SHORTCUT)
             for q in range(nq):
                 v = acc[q]
                 for i in range(NS):
@@ -590,7 +634,9 @@ def _run_forward(prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, options, recor
     m = pstat.shape[1]
     out = np.empty((NOUT, n, t), dtype=prc.dtype)
     final = np.empty((NS, n, m))
-    traj = _take_tape((n, m, t, NS), prc.dtype) if record else np.empty((0, 0, 0, NS), prc.dtype)
+    traj = (
+        _take_tape((n, m, t, NTAPE), prc.dtype) if record else np.empty((0, 0, 0, NTAPE), prc.dtype)
+    )
     run_chunks(
         _forward_kernel, n, prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, *options.scalars(),
         out, final, traj,
@@ -598,10 +644,14 @@ def _run_forward(prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, options, recor
     return out, final, traj
 
 
-#: Whether the forward records the states before every step for the adjoint (``[N, m, T, 5]`` in
-#: the forcing's dtype: float32 inputs give a float32 tape) instead of the backward re-running
-#: the forward cell by cell.  Measured on 2 cores, 1200 × 730 × nmul 4, float32: backward
-#: 0.45 → 0.39 s (recorded), equal gradients to 2e-8 relative (exactly equal in float64).
+#: Whether the forward records, for the adjoint, the states before every step and the step's
+#: recharge power ``(sm/fc)**beta`` and ``log(sm/fc)`` (``[N, m, T, NTAPE]`` in the forcing's
+#: dtype: float32 inputs give a float32 tape) instead of the backward re-running the forward
+#: cell by cell.  Measured on 2 cores, 1200 × 730 × nmul 4, float32: backward 0.45 → 0.39 s
+#: (states recorded), equal gradients to 2e-8 relative (exactly equal in float64).  With the
+#: power on the tape the reverse computes no ``log``/``exp`` (one core, the kernels alone, best
+#: of 7, three alternating runs each: forward 0.13 → 0.15 s, as it then takes the power on dry
+#: steps too; adjoint 0.32 → 0.24 s).
 RECORD_TAPE = True
 
 
@@ -675,6 +725,7 @@ class HBVFused(torch.autograd.Function):
         # unused outputs reach the backward as None, not as materialised zero tensors (one
         # [N, T] seed each, read by the adjoint)
         ctx.set_materialize_grads(False)
+        ctx.num_inputs = 8 + len(ptensors)
         arrays = _prepare(prc, tmp, pet, area, names, init, ptensors)
         # no tape when the caller runs without autograd (inference, a checkpoint's first pass)
         record = (
@@ -695,6 +746,8 @@ class HBVFused(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
+        if all(g is None for g in grads):  # no output reaches the loss
+            return (None,) * ctx.num_inputs
         prc, tmp, pet, area, pstat, pdyn, dyn_idx, init = ctx.arrays
         prc, tmp, pet = (np.asarray(a, dtype=np.float64) for a in (prc, tmp, pet))
         n, t = prc.shape
@@ -712,7 +765,7 @@ class HBVFused(torch.autograd.Function):
         )  # fmt: skip
         # hand the tape to the next forward; a second backward (retain_graph) re-runs the forward
         _give_back_tape(ctx.traj)
-        ctx.traj = np.empty((0, 0, 0, NS), ctx.traj.dtype)
+        ctx.traj = np.empty((0, 0, 0, NTAPE), ctx.traj.dtype)
         like = next(g for g in grads if g is not None)
         dt, dev = like.dtype, like.device
         dyn_list = [KERNEL_PARAMS[i] for i in dyn_idx]
@@ -745,6 +798,7 @@ class HBVSensitivity(torch.autograd.Function):
         # unused outputs reach the backward as None, not as materialised zero tensors (one
         # [N, T] seed each, read by the adjoint)
         ctx.set_materialize_grads(False)
+        ctx.num_inputs = 8 + len(ptensors)
         if any(p.dim() == 3 for p in ptensors):
             raise ValueError("sensitivity gradients support static parameters only")
         arrays = _prepare(prc, tmp, pet, area, names, init, ptensors)
@@ -756,6 +810,8 @@ class HBVSensitivity(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, *grads):
+        if all(g is None for g in grads):  # no output reaches the loss
+            return (None,) * ctx.num_inputs
         prc, tmp, pet, area, pstat, _, _, init = ctx.arrays
         prc, tmp, pet = (np.asarray(a, dtype=np.float64) for a in (prc, tmp, pet))
         n, t = prc.shape
