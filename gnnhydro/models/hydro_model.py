@@ -317,6 +317,7 @@ class HydroModel(nn.Module):
         states: dict[str, Tensor] | None,
         return_states: bool,
     ) -> dict[str, Tensor]:
+        """One run of the runoff model (node chunks under checkpointing when configured)."""
         n = next(iter(forcing.values())).shape[0]
         chunk = self.checkpoint_nodes
         if chunk and n > chunk and torch.is_grad_enabled() and not return_states:
@@ -332,7 +333,7 @@ class HydroModel(nn.Module):
         return_states: bool,
     ) -> dict[str, Tensor]:
         """The runoff model's outputs over the whole forcing, its first ``steps`` steps run
-        without autograd (a training window's warm-up, as δHBV trains) and the rest, with
+        without autograd (a training window's warm-up) and the rest, with
         gradients, from the states they reach: the backward (and the adjoint's tape) covers
         the loss period only.  The values equal one run over the whole period; the gradient
         leaves out the parameters' influence through the warm-up's final states.
