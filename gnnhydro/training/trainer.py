@@ -11,11 +11,14 @@ directory have passed validation (see :mod:`gnnhydro.training.rundir`).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -528,6 +531,7 @@ class Trainer:
         for batch in bar:
             losses.append(self._train_step(batch))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            _stop_if_interrupted()
         if self.scheduler is not None:
             self.scheduler.step()
         return float(np.mean(losses)) if losses else math.nan
@@ -614,6 +618,12 @@ class Trainer:
                 csv.writer(f).writerow(["epoch", "train_loss", "validation_loss", "lr", "seconds"])
         if self.is_main and "validation" not in exp.periods:
             log.info("no validation period: the best checkpoint is the one of lowest training loss")
+        with _interrupt_flag():
+            self._epochs(epochs, writer, log_path, ckpt_dir)
+
+    def _epochs(self, epochs: int, writer: Any, log_path: Path, ckpt_dir: Path) -> None:
+        """The epoch loop of :meth:`fit`: train, validate, checkpoint and log each epoch."""
+        tcfg, state = self.tcfg, self.state
         for epoch in range(state["epoch"], epochs):
             if state["bad_epochs"] >= int(tcfg.early_stopping_patience) > 0:
                 log.info("early stopping at epoch %d", epoch)
@@ -655,6 +665,7 @@ class Trainer:
                 val_text,
                 seconds,
             )
+            _stop_if_interrupted()
         if writer is not None:
             writer.close()
 
@@ -672,6 +683,42 @@ def _partial(spec: Any, key: str) -> Any:
         return instantiate(plain)
     except InstantiationException as err:
         raise ValueError(f"{key}: {str(err).splitlines()[0]}") from err
+
+
+#: set by :func:`_interrupt_flag`'s SIGINT handler
+_INTERRUPTED = threading.Event()
+
+
+@contextlib.contextmanager
+def _interrupt_flag():
+    """Ctrl-C (SIGINT) while training: raise ``KeyboardInterrupt`` where the signal lands, as
+    Python does, and also set a flag that the training loop checks after every step.  Python
+    swallows (reports as unraisable) an interrupt that lands in a finaliser — a ``__del__``,
+    such as a data file's close — and training would go on; the flag stops it at the end of
+    that step.  Only in the main thread and over Python's own handler (a caller's is kept)."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        _INTERRUPTED.set()
+        raise KeyboardInterrupt
+
+    _INTERRUPTED.clear()
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        _INTERRUPTED.clear()
+
+
+def _stop_if_interrupted() -> None:
+    if _INTERRUPTED.is_set():
+        raise KeyboardInterrupt
 
 
 def _warmup_of(batch: Any) -> int:

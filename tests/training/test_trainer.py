@@ -4,6 +4,9 @@ shares of the windows under data parallelism, and an overridden loss hook."""
 
 from __future__ import annotations
 
+import os
+import signal
+
 import numpy as np
 import pytest
 import torch
@@ -179,3 +182,33 @@ def test_training_without_gradient_through_the_warmup(graph, tmp_path):
     assert not all(
         torch.allclose(a, b, rtol=1e-3) for a, b in zip(grads["true"], grads["false"], strict=True)
     )
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_ctrl_c_in_a_finaliser_still_stops_training(graph, tmp_path):
+    """Python swallows a KeyboardInterrupt raised inside ``__del__`` (a data file's close, say);
+    the training loop's flag stops training after that step all the same."""
+
+    class ClosesAFile:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(10000):  # the handler runs here, inside the finaliser
+                pass
+
+    exp = _exp(graph, tmp_path, "trainer.epochs=3")
+    (tmp_path / "checkpoints").mkdir()
+    trainer = Trainer(exp, exp.build_model())
+    steps = []
+    step = trainer._train_step
+
+    def interrupted_step(batch):
+        steps.append(1)
+        if len(steps) == 2:
+            ClosesAFile()  # made and finalised at once
+        return step(batch)
+
+    trainer._train_step = interrupted_step
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    assert len(steps) == 2 and trainer.state["epoch"] == 0
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
