@@ -133,7 +133,14 @@ def test_ctrl_c_says_how_to_resume_and_resume_finishes(tmp_path):
     args += [f"dataset.root={data}", *SMALL, "trainer.epochs=400", "trainer.steps_per_epoch=1"]
     args += ["trainer.early_stopping_patience=0"]
     proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ}
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+        # as from a terminal: a shell's background job (CI started with `&`) ignores SIGINT, and
+        # a child would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     log = run_dir / "train_log.csv"
     deadline = time.monotonic() + 300

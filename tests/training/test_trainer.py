@@ -208,7 +208,12 @@ def test_ctrl_c_in_a_finaliser_still_stops_training(graph, tmp_path):
         return step(batch)
 
     trainer._train_step = interrupted_step
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit()
+    # Python's own handler, as in a terminal (a shell's background job inherits SIGINT ignored)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            trainer.fit()
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert len(steps) == 2 and trainer.state["epoch"] == 0
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
