@@ -610,7 +610,6 @@ class GR4JFused(torch.autograd.Function):
         # unused outputs reach the backward as None, not as materialised zero tensors (one
         # [N, T] seed each, read by the adjoint)
         ctx.set_materialize_grads(False)
-        ctx.num_inputs = 10
         n, t = prc.shape
         m = s0.shape[-1]
         arrays = (
@@ -635,7 +634,7 @@ class GR4JFused(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         if all(g is None for g in grads):  # no output reaches the loss
-            return (None,) * ctx.num_inputs
+            return (None,) * len(ctx.needs_input_grad)
         prc, pet, x1, x2, x3, o1, o2, s0, u10, u20 = ctx.arrays
         n, t = prc.shape
         m = s0.shape[-1]

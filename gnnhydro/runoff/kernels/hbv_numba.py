@@ -119,21 +119,21 @@ def _floor(x, nz):
 
 
 @_jit
-def _powd(x, b):
-    """x**b for x ≥ 0 with d/dx and d/db (0 where x ≤ 0), and log(x) (0 there)."""
-    if x > 0.0:
-        lx = np.log(x)
-        v = np.exp(b * lx)
-        return v, b * v / x, v * lx, lx
-    return 0.0, 0.0, 0.0, 0.0
-
-
-@_jit
 def _powd_given(x, b, v, lx):
-    """:func:`_powd` from its value ``v = x**b`` and ``lx = log(x)`` (the tape's)."""
+    """x**b for x ≥ 0 with d/dx and d/db (0 where x ≤ 0), from its value ``v`` and
+    ``lx = log(x)`` (computed by :func:`_powd`, or read from the tape)."""
     if x > 0.0:
         return v, b * v / x, v * lx
     return 0.0, 0.0, 0.0
+
+
+@_jit
+def _powd(x, b):
+    """:func:`_powd_given` computing ``x**b`` and ``log(x)`` (0 where x ≤ 0), which it returns
+    too."""
+    lx = np.log(x) if x > 0.0 else 0.0
+    v, dv_dx, dv_db = _powd_given(x, b, np.exp(b * lx) if x > 0.0 else 0.0, lx)
+    return v, dv_dx, dv_db, lx
 
 
 @_jit
@@ -180,9 +180,8 @@ def _step_lin(
     pw = 0.0
     lx = 0.0
     if pw_in >= 0.0:
-        pw = pw_in
         lx = lx_in
-        pw, dpw_x, dpw_b = _powd_given(x, p[_BETA], pw, lx)
+        pw, dpw_x, dpw_b = _powd_given(x, p[_BETA], pw_in, lx_in)
         w, dw = _clip1(pw, eps)
     elif inflow != 0.0 or derivs:  # dry steps: recharge is 0 whatever the wetness
         pw, dpw_x, dpw_b, lx = _powd(x, p[_BETA])
@@ -725,7 +724,6 @@ class HBVFused(torch.autograd.Function):
         # unused outputs reach the backward as None, not as materialised zero tensors (one
         # [N, T] seed each, read by the adjoint)
         ctx.set_materialize_grads(False)
-        ctx.num_inputs = 8 + len(ptensors)
         arrays = _prepare(prc, tmp, pet, area, names, init, ptensors)
         # no tape when the caller runs without autograd (inference, a checkpoint's first pass)
         record = (
@@ -747,7 +745,7 @@ class HBVFused(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         if all(g is None for g in grads):  # no output reaches the loss
-            return (None,) * ctx.num_inputs
+            return (None,) * len(ctx.needs_input_grad)
         prc, tmp, pet, area, pstat, pdyn, dyn_idx, init = ctx.arrays
         prc, tmp, pet = (np.asarray(a, dtype=np.float64) for a in (prc, tmp, pet))
         n, t = prc.shape
@@ -798,7 +796,6 @@ class HBVSensitivity(torch.autograd.Function):
         # unused outputs reach the backward as None, not as materialised zero tensors (one
         # [N, T] seed each, read by the adjoint)
         ctx.set_materialize_grads(False)
-        ctx.num_inputs = 8 + len(ptensors)
         if any(p.dim() == 3 for p in ptensors):
             raise ValueError("sensitivity gradients support static parameters only")
         arrays = _prepare(prc, tmp, pet, area, names, init, ptensors)
@@ -811,7 +808,7 @@ class HBVSensitivity(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         if all(g is None for g in grads):  # no output reaches the loss
-            return (None,) * ctx.num_inputs
+            return (None,) * len(ctx.needs_input_grad)
         prc, tmp, pet, area, pstat, _, _, init = ctx.arrays
         prc, tmp, pet = (np.asarray(a, dtype=np.float64) for a in (prc, tmp, pet))
         n, t = prc.shape

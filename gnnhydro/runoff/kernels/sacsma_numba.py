@@ -1022,7 +1022,6 @@ class SACSMAFused(torch.autograd.Function):
         # unused outputs reach the backward as None, not as materialised zero tensors (one
         # [N, T] seed each, read by the adjoint)
         ctx.set_materialize_grads(False)
-        ctx.num_inputs = 4 if pdyn is None else 6
         n, t = prc.shape
         m = s0.shape[-1]
         ctx.has_dyn = pdyn is not None
@@ -1047,7 +1046,7 @@ class SACSMAFused(torch.autograd.Function):
     @staticmethod
     def backward(ctx, *grads):
         if all(g is None for g in grads):  # no output reaches the loss
-            return (None,) * ctx.num_inputs
+            return (None,) * len(ctx.needs_input_grad)
         prc, pet, prm, pd, dyn = ctx.arrays
         n, t = prc.shape
         m = prm.shape[1]

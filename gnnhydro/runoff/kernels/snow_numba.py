@@ -180,7 +180,6 @@ class SnowFused(torch.autograd.Function):
         # unused outputs reach the backward as None, not as materialised zero tensors (one
         # [N, T] seed each, read by the adjoint)
         ctx.set_materialize_grads(False)
-        ctx.num_inputs = 5
         n, t = prc.shape
         arrays = (_np(prc), _np(tmp), _np(prm), _np(s0))
         out = np.empty((3, n, t))
@@ -194,7 +193,7 @@ class SnowFused(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g_liq, g_sp, g_mw, g_fin):
         if all(g is None for g in (g_liq, g_sp, g_mw, g_fin)):  # no output reaches the loss
-            return (None,) * ctx.num_inputs
+            return (None,) * len(ctx.needs_input_grad)
         prc, tmp, prm, s0 = ctx.arrays
         n, t = prc.shape
 
