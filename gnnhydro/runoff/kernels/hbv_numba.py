@@ -435,10 +435,12 @@ def _adjoint_kernel(
     n0, n1, prc, tmp, pet, area, pstat, pdyn, dyn_idx, init, eps, nz, betaet, cap, gx, gout,
     gidx, gfinal, traj, gstat, gdyn, ginit, gforce,
 ):  # fmt: skip
-    """Reverse sweep per cell of nodes ``n0 … n1−1``.  With a recorded ``traj`` the states
-    before each step are read from it; otherwise the cell's forward is re-run into a local
-    buffer first.  With a non-empty ``gforce`` ``[3, N, T]`` the forcing adjoint (summed over
-    components) is written there too."""
+    """Reverse sweep per node of nodes ``n0 … n1−1``, its ``m`` cells side by side in each step
+    (as in the forward: the cells' independent reverse chains overlap in the CPU; one cell after
+    the other cost 0.34 s against 0.29 s at 1200 × 730 × nmul 4 on one core, equal gradients).
+    With a recorded ``traj`` the states before each step are read from it; otherwise each
+    cell's forward is re-run into a local buffer first.  With a non-empty ``gforce``
+    ``[3, N, T]`` the forcing adjoint (summed over components) is written there too."""
     n_steps = prc.shape[1]
     m = pstat.shape[1]
     inv_m = 1.0 / m
@@ -448,65 +450,70 @@ def _adjoint_kernel(
     want_forcing = gforce.shape[0] > 0
     for n in range(n0, n1):
         a_f = np.zeros(3)
-        buf = np.empty((n_steps, NTAPE))
+        buf = np.empty((m, n_steps, NTAPE))
         s = np.empty(NS)
         fl = np.empty(NF)
-        p = np.empty(K)
-        a_p = np.zeros(K)
-        a_s = np.empty(NS)
+        p = np.empty((m, K))
+        a_p = np.zeros((m, K))
+        a_s = np.empty((m, NS))
         a_in = np.empty(NS)
         g = np.zeros(NOUT)
         ar = area[n]
         for j in range(m):
+            pj = p[j]
             for k in range(K):
-                p[k] = pstat[n, j, k]
-                a_p[k] = 0.0
+                pj[k] = pstat[n, j, k]
             if have:
                 for t in range(n_steps):
                     for i in range(NTAPE):
-                        buf[t, i] = traj[n, j, t, i]
+                        buf[j, t, i] = traj[n, j, t, i]
             else:
                 for i in range(NS):
                     s[i] = init[i, n, j]
                 for t in range(n_steps):
                     for d in range(nd):
-                        p[dyn_idx[d]] = pdyn[d, n, t, j]
+                        pj[dyn_idx[d]] = pdyn[d, n, t, j]
                     for i in range(NS):
-                        buf[t, i] = s[i]
+                        buf[j, t, i] = s[i]
                     pw, lx = _step_fwd(
                         s, np.float64(prc[n, t]), np.float64(tmp[n, t]), np.float64(pet[n, t]),
-                        p, eps, nz, betaet, cap, gx, ar, fl, _EVERY_STEP,
+                        pj, eps, nz, betaet, cap, gx, ar, fl, _EVERY_STEP,
                     )  # fmt: skip
-                    buf[t, NS] = pw
-                    buf[t, NS + 1] = lx
+                    buf[j, t, NS] = pw
+                    buf[j, t, NS + 1] = lx
             for i in range(NS):
-                a_s[i] = gfinal[i, n, j]
-            for t in range(n_steps - 1, -1, -1):
-                for c in range(ng):
-                    g[gidx[c]] = gout[c, n, t] * inv_m
+                a_s[j, i] = gfinal[i, n, j]
+        for t in range(n_steps - 1, -1, -1):
+            for c in range(ng):
+                g[gidx[c]] = gout[c, n, t] * inv_m
+            pr = np.float64(prc[n, t])
+            ta = np.float64(tmp[n, t])
+            pe = np.float64(pet[n, t])
+            for j in range(m):
+                pj = p[j]
+                apj = a_p[j]
+                asj = a_s[j]
                 for i in range(NS):
-                    a_s[i] += g[NF + i]
-                if nd > 0:
-                    for d in range(nd):
-                        p[dyn_idx[d]] = pdyn[d, n, t, j]
-                        a_p[dyn_idx[d]] = 0.0
+                    asj[i] += g[NF + i]
+                for d in range(nd):
+                    pj[dyn_idx[d]] = pdyn[d, n, t, j]
+                    apj[dyn_idx[d]] = 0.0
                 _step_vjp(
-                    buf[t], np.float64(prc[n, t]), np.float64(tmp[n, t]),
-                    np.float64(pet[n, t]), p, eps, nz, betaet, cap, gx, ar, a_s, g, a_in, a_p,
+                    buf[j, t], pr, ta, pe, pj, eps, nz, betaet, cap, gx, ar, asj, g, a_in, apj,
                     a_f,
                 )  # fmt: skip
                 if want_forcing:
                     for i in range(3):
                         gforce[i, n, t] += a_f[i]
-                if nd > 0:
-                    for d in range(nd):
-                        gdyn[d, n, t, j] = a_p[dyn_idx[d]]
+                for d in range(nd):
+                    gdyn[d, n, t, j] = apj[dyn_idx[d]]
                 for i in range(NS):
-                    a_s[i] = a_in[i]
+                    asj[i] = a_in[i]
+        for j in range(m):
             for k in range(K):
-                gstat[n, j, k] = a_p[k]
+                gstat[n, j, k] = a_p[j, k]
             for i in range(NS):
-                ginit[i, n, j] = a_s[i]
+                ginit[i, n, j] = a_s[j, i]
 
 
 @njit(fastmath=False, error_model="numpy", nogil=True, kernel="HBV sensitivity")
