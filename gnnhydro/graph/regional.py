@@ -11,7 +11,9 @@ a message ``source → target``:
 * ``downstream``: the target hears the reach directly downstream (the river edges flipped);
 * ``spatial``: the target hears one of its ``k`` nearest catchment centroids within
   ``max_distance_km`` (great-circle distance), in any basin; pairs already joined by a river
-  edge are not repeated.
+  edge are not repeated.  In a batch of graphs (PyG ``Batch``: training windows, gauge
+  basins) the neighbours are searched in each graph on its own: copies of a network in a batch
+  share their positions, and would otherwise hear their own twins at distance 0.
 
 Edge attributes (:data:`REGIONAL_EDGE_FEATURES`, ``[E, 5]``): the centroid distance divided by
 ``max_distance_km``, the relation one-hot (upstream, downstream, spatial) and
@@ -148,6 +150,26 @@ def drainage_area(graph: Any) -> Tensor:
     return torch.from_numpy(total).float()
 
 
+def _graph_ptr(graph: Any, n: int) -> list[int]:
+    """Node offsets of the graphs of a batch (``[0, n]`` for one graph)."""
+    ptr = getattr(graph, "ptr", None)
+    if ptr is None or getattr(graph, "num_graphs", 1) <= 1:
+        return [0, n]
+    return [int(v) for v in ptr]
+
+
+def _spatial_neighbours_per_graph(
+    pos: Tensor, ptr: list[int], k: int, max_distance_km: float
+) -> Tensor:
+    """:func:`spatial_neighbours` in each graph ``ptr[g] … ptr[g+1]−1`` of a batch, as one
+    ``[2, E]`` edge index of batch node indices."""
+    parts = []
+    for start, stop in zip(ptr[:-1], ptr[1:], strict=True):
+        near, _ = spatial_neighbours(pos[start:stop], k, max_distance_km)
+        parts.append(near + start)
+    return torch.cat(parts, dim=1) if parts else torch.zeros(2, 0, dtype=torch.long)
+
+
 def regional_edges(
     graph: Any,
     *,
@@ -182,7 +204,7 @@ def regional_edges(
                 "spatial neighbour edges need node positions (graph.pos: lon, lat in degrees; "
                 "columns lon/lat of nodes.csv for the generic layout)"
             )
-        near, _ = spatial_neighbours(pos, k, max_distance_km)
+        near = _spatial_neighbours_per_graph(pos, _graph_ptr(graph, n), k, max_distance_km)
         if ei.numel() and near.numel():  # pairs joined by a river edge already
             joined = torch.cat([ei[0] * n + ei[1], ei[1] * n + ei[0]])
             near = near[:, ~torch.isin(near[0] * n + near[1], joined)]

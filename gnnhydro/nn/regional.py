@@ -136,30 +136,42 @@ class RegionalParameterizer(GATv2Parameterizer):
             heads=int(heads),
             **kwargs,
         )
-        self._edges: dict[tuple, tuple[Tensor, Tensor]] = {}
+        self._edges: dict[tuple, tuple[Tensor, Tensor | None, tuple[Tensor, Tensor]]] = {}
 
     def edges_of(self, batch: Any) -> tuple[Tensor, Tensor]:
-        """The regional edge set of ``batch`` and its attributes (built once per graph)."""
+        """The regional edge set of ``batch`` and its attributes (built once per graph).
+
+        Cached by the graph's content (node count, a batch's graph offsets, river edges,
+        positions), not by tensor identity: every training batch is a new collation of the same windows' graph (a k-nearest
+        neighbour search of 1200 nodes, ~13 ms, per step otherwise).
+        """
         pos = getattr(batch, "pos", None)
+        river = batch.edge_index.detach().cpu()
+        where = None if pos is None else pos.detach().cpu()
+        ptr = getattr(batch, "ptr", None)  # a batch's graphs: neighbours within each
         key = (
             int(batch.num_nodes),
-            batch.edge_index.data_ptr(),
-            tuple(batch.edge_index.shape),
-            None if pos is None else (pos.data_ptr(), tuple(pos.shape)),
+            None if ptr is None else tuple(int(v) for v in ptr),
+            tuple(river.shape),
+            hash(river.numpy().tobytes()),
+            None if where is None else (tuple(where.shape), hash(where.numpy().tobytes())),
         )
-        if key not in self._edges:
-            if len(self._edges) > 8:
-                self._edges.clear()
-            cpu = batch if batch.edge_index.device.type == "cpu" else batch.cpu()
-            spatial = pos is not None if self.spatial_edges == "auto" else self.spatial_edges
-            self._edges[key] = regional_edges(
-                cpu,
-                river=self.river_edges,
-                spatial=spatial,
-                k=self.k_neighbours,
-                max_distance_km=self.max_distance_km,
-            )
-        return self._edges[key]
+        hit = self._edges.get(key)
+        if hit is not None and _same(hit[0], river) and _same(hit[1], where):
+            return hit[2]
+        if len(self._edges) > 8:
+            self._edges.clear()
+        cpu = batch if batch.edge_index.device.type == "cpu" else batch.cpu()
+        spatial = pos is not None if self.spatial_edges == "auto" else self.spatial_edges
+        edges = regional_edges(
+            cpu,
+            river=self.river_edges,
+            spatial=spatial,
+            k=self.k_neighbours,
+            max_distance_km=self.max_distance_km,
+        )
+        self._edges[key] = (river.clone(), None if where is None else where.clone(), edges)
+        return edges
 
     def graph_inputs(self, batch: Any, x: Tensor) -> dict[str, Tensor | None]:
         edge_index, edge_attr = self.edges_of(batch)
@@ -187,6 +199,13 @@ class RegionalParameterizer(GATv2Parameterizer):
             f"k_neighbours={self.k_neighbours}, max_distance_km={self.max_distance_km:g}, "
             f"signatures={self.signatures}, proximity={self.proximity}"
         )
+
+
+def _same(a: Tensor | None, b: Tensor | None) -> bool:
+    """Whether two cached inputs are equal (both absent counts)."""
+    if a is None or b is None:
+        return a is None and b is None
+    return a.shape == b.shape and bool(torch.equal(a, b))
 
 
 class _ConstantEmbedding(GNNParameterizer):

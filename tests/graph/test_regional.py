@@ -77,3 +77,26 @@ def test_isolated_catchments_get_spatial_neighbours_only():
     with pytest.raises(ValueError, match="node positions"):
         g.pos = None
         regional_edges(g)
+
+
+def _edge_set(edge_index, attr, offset=0):
+    return {
+        (int(s) + offset, int(t) + offset, tuple(round(float(v), 5) for v in a))
+        for (s, t), a in zip(edge_index.T.tolist(), attr, strict=True)
+    }
+
+
+def test_a_batch_of_copies_has_each_copys_edges_and_no_twins():
+    """Training batches are copies of one network (windows) at the same positions: each copy
+    must get the edges the network alone gets, not the nearest nodes of the other copies (its
+    own twins at distance 0), or training and evaluation would see different graphs."""
+    from torch_geometric.data import Batch
+
+    g = _graph()
+    alone = regional_edges(g, k=2, max_distance_km=30.0)
+    batch = Batch.from_data_list([_graph(), _graph(), _graph()])
+    edge_index, attr = regional_edges(batch, k=2, max_distance_km=30.0)
+    graph_of = batch.batch
+    assert bool((graph_of[edge_index[0]] == graph_of[edge_index[1]]).all())
+    expected = set().union(*(_edge_set(*alone, offset=5 * c) for c in range(3)))
+    assert _edge_set(edge_index, attr) == expected

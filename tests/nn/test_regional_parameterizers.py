@@ -178,3 +178,19 @@ def test_signature_dropout_hides_whole_gauges_in_training_only():
     assert torch.equal(x[kept == 1, 3:-1], g.gauge_signatures[kept == 1])
     p.eval()
     assert torch.equal(p.graph_inputs(g, g.x)["x"][:, -1], torch.ones(n))
+
+
+def test_regional_edges_are_cached_by_the_graphs_content():
+    """Each training step collates new tensors of the same windows' graph: the edges are built
+    once for that content, and again for another graph (other positions, other batch sizes)."""
+    from torch_geometric.data import Batch
+
+    p = build_parameterizer("regional", in_channels=3, specs=SPECS, nmul=None)
+    first = p.edges_of(Batch.from_data_list([_chain_graph(), _chain_graph()]))
+    again = p.edges_of(Batch.from_data_list([_chain_graph(), _chain_graph()]))
+    assert again is first
+    moved = _chain_graph(pos=torch.tensor([[0.0, 0.1 * i] for i in range(7)]))
+    other = p.edges_of(Batch.from_data_list([moved, moved]))
+    assert other is not first and not torch.equal(other[1], first[1])
+    three = p.edges_of(Batch.from_data_list([_chain_graph()] * 3))
+    assert three[0].shape[1] == 3 * first[0].shape[1] // 2
