@@ -284,4 +284,7 @@ class WindowSamples(Dataset):
             first = int(out.time_offset)
             out = self.reader.fill(out, first, first + stop - start)
         out.warmup_steps = warmup
+        # every item is the whole graph: a batch's static parameters are one copy's, repeated
+        # (:meth:`gnnhydro.models.HydroModel.parameters_of`)
+        out.whole_graph_window = True
         return out

@@ -242,10 +242,31 @@ class HydroModel(nn.Module):
         runs on (``batch`` itself, or its ``physics_mask`` nodes: halo nodes feed the
         parameterizer only).
 
+        A batch of ``B`` time windows of one whole network (``trainer.sampler=windows``) has
+        static parameters that are the same in every window: the parameterizer runs on one copy
+        of the network and its parameters are repeated ``B`` times (one dropout draw for the
+        batch; 4× less parameterizer work at ``batch_size=4``).
+
         Shapes:
             batch.x ``[N, F]`` → runoff parameters ``[N', m]`` (or ``[N', T, m]`` dynamic),
             routing parameters ``[N']``; ``N'`` the physics nodes.
         """
+        copies = 1 if self.dynamic_names else windows_of_one_graph(batch)
+        if copies > 1:
+            params = self._parameterizer_output(batch.get_example(0))
+            params = {k: v.repeat(copies, *([1] * (v.dim() - 1))) for k, v in params.items()}
+        else:
+            params = self._parameterizer_output(batch)
+        physics_mask = getattr(batch, "physics_mask", None)
+        if physics_mask is not None:  # halo nodes fed the parameterizer; the physics skips them
+            from gnnhydro.graph.subgraph import node_subset
+
+            batch = node_subset(batch, physics_mask)
+            params = {name: value[physics_mask] for name, value in params.items()}
+        return params, batch
+
+    def _parameterizer_output(self, batch: Any) -> dict[str, Tensor]:
+        """The parameterizer's output on every node of ``batch`` (:meth:`parameters_of`)."""
         x = self.normalise(batch.x.float())
         dynamic_input = None
         if self.dynamic_names:
@@ -265,13 +286,7 @@ class HydroModel(nn.Module):
                 else None,
                 dynamic_input=dynamic_input,
             )
-        physics_mask = getattr(batch, "physics_mask", None)
-        if physics_mask is not None:  # halo nodes fed the parameterizer; the physics skips them
-            from gnnhydro.graph.subgraph import node_subset
-
-            batch = node_subset(batch, physics_mask)
-            params = {name: value[physics_mask] for name, value in params.items()}
-        return params, batch
+        return params
 
     def runoff_forcing(self, batch: Any, params: dict[str, Tensor]) -> dict[str, Tensor]:
         """The runoff model's forcing by name (after the learned correction when there is one)."""
@@ -506,6 +521,18 @@ def _time_slice(
     }
     p = {k: (v[:, start:stop] if v.dim() == 3 else v) for k, v in params.items()}
     return f, p
+
+
+def windows_of_one_graph(batch: Any) -> int:
+    """The number of windows in ``batch`` when it is a batch of time windows of one whole
+    network (:class:`~gnnhydro.datasets.windows.WindowSamples` marks its items
+    ``whole_graph_window``), else 1."""
+    marks = getattr(batch, "whole_graph_window", None)
+    copies = int(getattr(batch, "num_graphs", 1) or 1)
+    if copies <= 1 or marks is None:
+        return 1
+    marks = torch.as_tensor(marks)  # collated: one mark per window
+    return copies if marks.numel() == copies and bool(marks.all()) else 1
 
 
 def _forcing_names(batch: Any) -> list[str]:
