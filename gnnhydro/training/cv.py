@@ -271,10 +271,9 @@ def _execute(todo: list[_Run], overrides: list[str], options: CVOptions, log: An
     """Run ``todo`` in ``cv.jobs`` parallel slots, each a warm worker process where supported
     (:mod:`gnnhydro.training.workers`: the imports once per slot, not once per run); stops
     starting runs after the first failure and raises once the running ones have ended."""
-    from gnnhydro.training.workers import ColdRun, WarmWorker, warm_workers_supported
+    from gnnhydro.training.workers import new_slot
 
     env = run_environment(options)
-    slot_type = WarmWorker if warm_workers_supported() else ColdRun
     slots: list[Any] = []
     waiting = list(todo)
     running: dict[int, tuple[_Run, Path, float]] = {}
@@ -287,7 +286,7 @@ def _execute(todo: list[_Run], overrides: list[str], options: CVOptions, log: An
                 log_path = run.run_dir.parent / f"{run.run_dir.name}.log"
                 free = next((i for i, s in enumerate(slots) if not s.busy), None)
                 if free is None:
-                    slots.append(slot_type(env))
+                    slots.append(new_slot(env))
                     free = len(slots) - 1
                 slots[free].submit(_command(run, overrides, options), log_path)
                 running[free] = (run, log_path, time.perf_counter())

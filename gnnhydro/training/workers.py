@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["WarmWorker", "ColdRun", "warm_workers_supported", "serve"]
+__all__ = ["WarmWorker", "ColdRun", "new_slot", "warm_workers_supported", "serve"]
 
 #: what a worker imports before it forks its first run (the cost a run no longer pays)
 PRELOAD = (
@@ -129,6 +129,12 @@ class ColdRun:
             self._proc.wait()
         if self._log is not None:
             self._log.close()
+
+
+def new_slot(env: Mapping[str, str]) -> WarmWorker | ColdRun:
+    """A slot for one command at a time: a :class:`WarmWorker` where supported, else a
+    :class:`ColdRun`."""
+    return WarmWorker(env) if warm_workers_supported() else ColdRun(env)
 
 
 def _run_forked(argv: list[str], log_path: str) -> int:
