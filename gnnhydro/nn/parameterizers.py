@@ -306,6 +306,11 @@ class GNNParameterizer(nn.Module):
             )
         if jk not in (None, "last", "cat", "max"):
             raise ValueError(f"{name}: jk must be None, 'last', 'cat' or 'max', got {jk!r}")
+        if conv_kwargs and not self.uses_topology:  # no convolution would read them
+            raise ValueError(
+                f"{name}: unknown option(s) {', '.join(sorted(conv_kwargs))} (a topology-free "
+                "parameterizer has no graph convolution to pass them to)"
+            )
         if edge_dim is not None and not self.supports_edge_attr:
             raise ValueError(
                 f"{name} does not use edge attributes (edge_dim={edge_dim}); use 'gatv2' or "

@@ -266,3 +266,13 @@ def test_with_hbv_and_routing_specs():
     check_in_bounds(split["runoff"], hbv.HBV_PARAM_SPECS, owner="hbv")
     check_in_bounds(split["routing"], hbv.UH_PARAM_SPECS, owner="uh")
     assert out["fc"].shape == (5, 16) and out["route_a"].shape == (5,)
+
+
+@pytest.mark.parametrize("name", ["mlp", "global"])
+def test_topology_free_parameterizers_refuse_unknown_options(name):
+    """An option no layer reads (a typo such as ``hiden_channels``, or a GNN option given to the
+    MLP) is an error naming it, not a silent drop."""
+    with pytest.raises(ValueError, match="unknown option.*hiden_channels"):
+        build_parameterizer(name, in_channels=3, specs=RUNOFF, hiden_channels=8)
+    p = build_parameterizer(name, in_channels=3, specs=RUNOFF, hidden_channels=8)
+    assert p.hidden_channels == 8
