@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch_geometric.data import Batch, Data
 
+from gnnhydro.config import CONFIG_DIR, compose
 from gnnhydro.nn import (
     GINParameterizer,
     GNNParameterizer,
@@ -276,3 +278,21 @@ def test_topology_free_parameterizers_refuse_unknown_options(name):
         build_parameterizer(name, in_channels=3, specs=RUNOFF, hiden_channels=8)
     p = build_parameterizer(name, in_channels=3, specs=RUNOFF, hidden_channels=8)
     assert p.hidden_channels == 8
+
+
+_PARAMETERIZER_CONFIGS = sorted(p.stem for p in (CONFIG_DIR / "parameterizer").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("config", _PARAMETERIZER_CONFIGS)
+def test_every_parameterizer_config_builds_with_its_options(config):
+    """Each shipped ``parameterizer=`` config composes and its keys are the class's arguments
+    (a variant such as ``regional_k16`` reaches the class with its own values)."""
+    options = OmegaConf.to_container(compose([f"parameterizer={config}"]).parameterizer)
+    name = options.pop("name")
+    extra = {"num_donors": 2} if name == "donor" else {}
+    p = build_parameterizer(name, in_channels=3, specs=RUNOFF, nmul=None, **options, **extra)
+    for key in ("k_neighbours", "proximity", "max_distance_km"):
+        if key in options:
+            assert getattr(p, key) == options[key]
+    if config == "regional_k16":
+        assert p.k_neighbours == 16 and options["signature_dropout"] == 0.5

@@ -4,16 +4,11 @@ regional message passing reaches exactly as far as its layers."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-import gnnhydro
-from gnnhydro.config import compose
 from gnnhydro.datasets.signatures import SIGNATURE_NAMES
 from gnnhydro.graph import RiverGraph
 from gnnhydro.graph.regional import great_circle_km
@@ -199,23 +194,3 @@ def test_regional_edges_are_cached_by_the_graphs_content():
     assert other is not first and not torch.equal(other[1], first[1])
     three = p.edges_of(Batch.from_data_list([_chain_graph()] * 3))
     assert three[0].shape[1] == 3 * first[0].shape[1] // 2
-
-
-_PARAMETERIZER_CONFIGS = sorted(
-    p.stem for p in (Path(gnnhydro.__file__).parent / "conf" / "parameterizer").glob("*.yaml")
-)
-
-
-@pytest.mark.parametrize("config", _PARAMETERIZER_CONFIGS)
-def test_every_parameterizer_config_builds_with_its_options(config):
-    """Each shipped ``parameterizer=`` config composes and its keys are the class's arguments
-    (a variant such as ``regional_k16`` reaches the class with its own values)."""
-    options = OmegaConf.to_container(compose([f"parameterizer={config}"]).parameterizer)
-    name = options.pop("name")
-    extra = {"num_donors": 2} if name == "donor" else {}
-    p = build_parameterizer(name, in_channels=3, specs=SPECS, nmul=None, **options, **extra)
-    for key in ("k_neighbours", "proximity", "max_distance_km"):
-        if key in options:
-            assert getattr(p, key) == options[key]
-    if config == "regional_k16":
-        assert p.k_neighbours == 16 and options["signature_dropout"] == 0.5
