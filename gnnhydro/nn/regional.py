@@ -79,6 +79,21 @@ class RegionalParameterizer(GATv2Parameterizer):
             does not hold it (inverse-squared-distance weighted) and the distance to the nearest
             (default ``False``): classical proximity transfer as an input, the same in training
             and at held-out basins, which the message passing then refines.
+        donor_residual: give every training basin a free embedding residual (learned jointly,
+            initialised at 0) and add to each node's embedding, before the heads, the residuals
+            of its donor basins (default ``False``): what the attributes and signatures miss,
+            transferred in space from the gauges around — regression plus interpolation of its
+            residuals (Merz & Blöschl 2005). ``"basin"``: a node inside a training basin takes
+            that basin's residual, any other node the inverse-squared-distance weighted
+            residuals of the nearest training basins (``graph.donor_row`` / ``donor_weight``,
+            as ``donor``), so each residual is what its own gauge needs. ``"others"``: every
+            node takes those of the nearest training basins that do not hold it
+            (``graph.proximity_row`` / ``proximity_weight``, as ``proximity``), as a held-out
+            basin does.
+        residual_dropout: in training, each basin's residual is hidden (0) with this probability
+            in every step (default 0.5), so the rest of the model learns to predict without it.
+        num_donors: number of training gauges (rows of the residual table; set by the model
+            builder from the run's training gauges), needed with ``donor_residual``.
         heads: attention heads per layer (averaged).
 
     ``direction`` is fixed (the edge set holds both directions, told apart by the relation
@@ -106,6 +121,9 @@ class RegionalParameterizer(GATv2Parameterizer):
         signatures: bool = True,
         signature_dropout: float = 0.5,
         proximity: bool = False,
+        donor_residual: bool | str = False,
+        residual_dropout: float = 0.5,
+        num_donors: int | None = None,
         heads: int = 2,
         edge_dim: int | None = None,
         direction: str = "downstream",
@@ -136,6 +154,24 @@ class RegionalParameterizer(GATv2Parameterizer):
             heads=int(heads),
             **kwargs,
         )
+        if donor_residual not in (False, "basin", "others"):
+            raise ValueError(
+                f"regional: donor_residual must be false, basin or others, got {donor_residual!r}"
+            )
+        if not 0.0 <= float(residual_dropout) < 1.0:
+            raise ValueError(
+                f"regional: residual_dropout must be in [0, 1), got {residual_dropout}"
+            )
+        self.donor_residual = donor_residual
+        self.residual_dropout = float(residual_dropout)
+        self.residual_table: nn.Parameter | None = None
+        if self.donor_residual:
+            if num_donors is None or int(num_donors) < 1:
+                raise ValueError(
+                    f"regional: donor_residual needs the number of training gauges (num_donors ≥ "
+                    f"1), got {num_donors}"
+                )
+            self.residual_table = nn.Parameter(torch.zeros(int(num_donors), self.hidden_channels))
         self._edges: dict[tuple, tuple[Tensor, Tensor | None, tuple[Tensor, Tensor]]] = {}
 
     def edges_of(self, batch: Any) -> tuple[Tensor, Tensor]:
@@ -185,18 +221,56 @@ class RegionalParameterizer(GATv2Parameterizer):
             near = _require(batch, "proximity_signatures", "regional").to(x)
             distance = _require(batch, "proximity_distance", "regional").to(x)
             x = torch.cat([x, near, distance.unsqueeze(-1)], dim=-1)
-        return {
+        inputs: dict[str, Tensor | None] = {
             "x": x,
             "edge_index": edge_index.to(x.device),
             "edge_attr": edge_attr.to(x.device),
         }
+        if self.donor_residual:
+            prefix = "donor" if self.donor_residual == "basin" else "proximity"
+            inputs["donor_row"] = _require(batch, f"{prefix}_row", "regional").to(x.device)
+            inputs["donor_weight"] = _require(batch, f"{prefix}_weight", "regional").to(x)
+        return inputs
+
+    def forward(
+        self,
+        x: Tensor,
+        edge_index: Tensor | None = None,
+        edge_attr: Tensor | None = None,
+        dynamic_input: Tensor | None = None,
+        batch: Tensor | None = None,
+        donor_row: Tensor | None = None,
+        donor_weight: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """Physical parameters by name; with ``donor_residual`` the embedding gets the
+        weighted residuals of the rows ``donor_row`` ``[N, k]`` (weights ``[N, k]``)."""
+        h = self.embed(x, edge_index, edge_attr, batch)
+        if self.residual_table is not None:
+            if donor_row is None or donor_weight is None:
+                raise ValueError("regional: donor_residual needs donor_row and donor_weight")
+            if donor_row.numel() and int(donor_row.max()) >= self.residual_table.shape[0]:
+                raise ValueError(
+                    f"regional: donor_row refers to training gauge {int(donor_row.max())} but "
+                    f"the model has residuals for {self.residual_table.shape[0]}"
+                )
+            table = self.residual_table
+            if self.training and self.residual_dropout > 0:  # hide whole basins' residuals
+                keep = torch.rand(table.shape[0], 1, device=table.device) >= self.residual_dropout
+                table = table * keep.to(table)
+            picked = table[donor_row]  # [N, k, hidden]
+            h = h + (picked * donor_weight.to(h).unsqueeze(-1)).sum(dim=1)
+        out: dict[str, Tensor] = {}
+        for head in self.heads.values():
+            out.update(head(h, dynamic_input))
+        return out
 
     def extra_repr(self) -> str:
         return (
             super().extra_repr()
             + f", river_edges={self.river_edges}, spatial_edges={self.spatial_edges}, "
             f"k_neighbours={self.k_neighbours}, max_distance_km={self.max_distance_km:g}, "
-            f"signatures={self.signatures}, proximity={self.proximity}"
+            f"signatures={self.signatures}, proximity={self.proximity}, "
+            f"donor_residual={self.donor_residual!r}"
         )
 
 

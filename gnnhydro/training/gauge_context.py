@@ -17,7 +17,9 @@ is evaluated leaks into the inputs. The table is saved in the run directory
   nearest centroids, weighted by inverse squared distance;
 * ``proximity_signatures`` ``[N, 8]`` / ``proximity_distance`` ``[N]``: the signatures of the
   ``k`` nearest training gauges whose basin does not hold the node, inverse-squared-distance
-  weighted, and the log10 distance to the nearest (:func:`proximity_signatures`).
+  weighted, and the log10 distance to the nearest (:func:`proximity_signatures`);
+  ``proximity_row`` / ``proximity_weight`` ``[N, k]``: those gauges (table rows) and weights
+  (rows sum to 1, or 0 where a node has none), for a learned residual transferred the same way.
 """
 
 from __future__ import annotations
@@ -201,9 +203,12 @@ def attach_gauge_context(graph: Any, table: pd.DataFrame, donors: int = 4) -> An
     donor_row.clamp_(min=0)  # unused slots (weight 0) point at a valid row
     graph.donor_row = donor_row
     graph.donor_weight = donor_weight
-    graph.proximity_signatures, graph.proximity_distance = proximity_signatures(
-        graph, table, signatures, rows, k=int(donors)
-    )
+    (
+        graph.proximity_signatures,
+        graph.proximity_distance,
+        graph.proximity_row,
+        graph.proximity_weight,
+    ) = proximity_signatures(graph, table, signatures, rows, k=int(donors))
     return graph
 
 
@@ -214,7 +219,7 @@ def proximity_signatures(
     rows: list[tuple[int, int]],
     *,
     k: int = 4,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Signatures transferred by spatial proximity, as a held-out basin would see them.
 
     For every node: the inverse-squared-distance weighted mean of the standardised signatures of
@@ -222,20 +227,27 @@ def proximity_signatures(
     contain the node, and the log10 distance (km) to the nearest of them.  A training gauge's
     own record never enters its own nodes' value, so in training every node sees what a
     held-out node sees (Oudin et al. 2008's proximity transfer, as an input that the message
-    passing refines).  Without node positions or donors both are zero.
+    passing refines).  Also returned: which gauges (table rows) and weights make each node's
+    value, so that a learned quantity per training basin can be transferred the same way.
+    Without node positions or donors all are zero.
 
     Shapes:
         signatures ``[G, 8]`` (:func:`standardised_signatures`); rows ``(table row, node)``
-        of the gauges on the graph → ``[N, 8]`` float32, ``[N]`` float32.
+        of the gauges on the graph → signatures ``[N, 8]`` float32, distance ``[N]`` float32,
+        donor rows ``[N, k]`` int64 and weights ``[N, k]`` float32 (``k = min(k, G)``; rows
+        sum to 1, or to 0 for a node without donors).
     """
     n = int(graph.num_nodes)
     out = torch.zeros(n, signatures.shape[1])
     distance_out = torch.zeros(n)
+    width = max(min(int(k), len(table)), 1)
+    row_out = torch.zeros(n, width, dtype=torch.long)
+    weight_out = torch.zeros(n, width)
     pos = getattr(graph, "pos", None)
     centroids = table[["lon", "lat"]].to_numpy(dtype=np.float64)
     available = table["available"].to_numpy(dtype=bool)
     if pos is None or not available.any() or not np.isfinite(centroids[available]).all():
-        return out, distance_out
+        return out, distance_out, row_out, weight_out
     donors = np.flatnonzero(available)
     inside = np.zeros((len(donors), n), dtype=bool)  # donor's basin holds the node
     node_of = dict(rows)
@@ -259,7 +271,9 @@ def proximity_signatures(
     values = (w[..., None] * signatures[donors][nearest]).sum(axis=1)
     out[torch.from_numpy(has)] = torch.from_numpy(values[has]).float()
     distance_out[torch.from_numpy(has)] = torch.from_numpy(np.log10(d[has, 0])).float()
-    return out, distance_out
+    row_out[:, :k] = torch.from_numpy(donors[nearest])
+    weight_out[:, :k] = torch.from_numpy(w).float()
+    return out, distance_out, row_out, weight_out
 
 
 def save_gauge_table(table: pd.DataFrame, run_dir: str | Path) -> Path:

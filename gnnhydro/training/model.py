@@ -164,9 +164,9 @@ def build_model(
         specs["routing"] = (routing_specs, None)
     if reservoir_specs:  # predicted at every node, used at the reservoir nodes
         specs["reservoir"] = (reservoir_specs, None)
-    if name == "donor":
+    if name == "donor" or pcfg.get("donor_residual"):  # a table row per training gauge
         if not inputs.num_train_gauges:
-            raise ValueError("parameterizer 'donor' needs the number of training gauges")
+            raise ValueError(f"parameterizer {name!r} needs the number of training gauges")
         pcfg["num_donors"] = inputs.num_train_gauges
     size = int(model_cfg.get("ensemble", 1) or 1)
     if size < 1:

@@ -289,10 +289,12 @@ def test_every_parameterizer_config_builds_with_its_options(config):
     (a variant such as ``regional_k16`` reaches the class with its own values)."""
     options = OmegaConf.to_container(compose([f"parameterizer={config}"]).parameterizer)
     name = options.pop("name")
-    extra = {"num_donors": 2} if name == "donor" else {}
+    extra = {"num_donors": 2} if name == "donor" or options.get("donor_residual") else {}
     p = build_parameterizer(name, in_channels=3, specs=RUNOFF, nmul=None, **options, **extra)
-    for key in ("k_neighbours", "proximity", "max_distance_km"):
+    for key in ("k_neighbours", "proximity", "max_distance_km", "donor_residual"):
         if key in options:
             assert getattr(p, key) == options[key]
     if config == "regional_k16":
         assert p.k_neighbours == 16 and options["signature_dropout"] == 0.5
+    if config == "regional_residual":
+        assert p.residual_table.shape == (2, p.hidden_channels) and p.donor_residual == "others"

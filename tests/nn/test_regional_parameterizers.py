@@ -107,6 +107,72 @@ def test_proximity_signatures_come_from_other_basins_only():
     assert torch.equal(inputs["x"][:, -9:-1], g.proximity_signatures)
 
 
+@pytest.mark.parametrize("mode", ["others", "basin"])
+def test_donor_residual_adds_the_donor_basins_weighted_residuals(mode):
+    """``donor_residual``: the embedding before the heads is the plain one plus the weighted
+    residuals of the node's donor basins: ``others`` the proximity rows (the 1/d²-weighted
+    nearest basins that do not hold the node: they reproduce the proximity signatures, and a
+    node's own basin never enters), ``basin`` the donor rows (a node in a training basin takes
+    that basin's alone). Gradients reach only the residuals a node uses; residual dropout acts
+    in training only, on whole basins."""
+    g = attach_gauge_context(_chain_graph(), _table(), donors=2)
+    sig = g.gauge_signatures[[2, 4]]
+    assert torch.allclose(
+        (g.proximity_weight.unsqueeze(-1) * sig[g.proximity_row]).sum(1),
+        g.proximity_signatures,
+        atol=1e-6,
+    )
+    own = {0: 0, 1: 0, 2: 0, 3: 1, 4: 1}
+    for node, row in own.items():  # the own basin has weight 0 wherever it appears
+        assert float(g.proximity_weight[node][g.proximity_row[node] == row].sum()) == 0.0
+    assert torch.allclose(g.proximity_weight.sum(1), torch.ones(7))
+    with pytest.raises(ValueError, match="num_donors"):
+        build_parameterizer("regional", in_channels=3, specs=SPECS, donor_residual=mode)
+    with pytest.raises(ValueError, match="basin or others"):
+        build_parameterizer("regional", in_channels=3, specs=SPECS, donor_residual="near")
+    torch.manual_seed(0)
+    net = build_parameterizer(
+        "regional",
+        in_channels=3,
+        specs=SPECS,
+        nmul=None,
+        hidden_channels=8,
+        donor_residual=mode,
+        num_donors=2,
+        signature_dropout=0.0,
+        residual_dropout=0.5,
+    ).eval()
+    inputs = net.graph_inputs(g, g.x)
+    plain = net.embed(inputs["x"], inputs["edge_index"], inputs["edge_attr"])
+    with torch.no_grad():
+        net.residual_table.copy_(torch.randn(2, 8))
+    rows, weights = (
+        (g.proximity_row, g.proximity_weight) if mode == "others" else (g.donor_row, g.donor_weight)
+    )
+    residual = torch.stack(
+        [
+            sum(float(weights[i, j]) * net.residual_table[rows[i, j]] for j in range(2))
+            for i in range(7)
+        ]
+    )
+    expected = {}
+    for head in net.heads.values():
+        expected.update(head(plain + residual, None))
+    out = net(**inputs)
+    for name in SPECS:
+        assert torch.allclose(out[name], expected[name], atol=1e-6)
+    out["a"][[0, 1, 2]].sum().backward()  # G1's basin: G2's residual (others) or its own (basin)
+    used, unused = (1, 0) if mode == "others" else (0, 1)
+    assert net.residual_table.grad[unused].abs().sum() == 0
+    assert net.residual_table.grad[used].abs().sum() > 0
+    net.train()  # dropout: over steps, each basin's residual is now present, now absent
+    seen = set()
+    for _ in range(20):
+        h = net(**inputs)["a"][[0, 1, 2]].detach()
+        seen.add(bool(torch.allclose(h, expected["a"][[0, 1, 2]], atol=1e-6)))
+    assert seen == {True, False}
+
+
 def test_global_gives_one_parameter_set_and_donor_the_basins_own():
     g = attach_gauge_context(_chain_graph(), _table(), donors=2)
     glob = build_parameterizer("global", in_channels=3, specs=SPECS, nmul=None)

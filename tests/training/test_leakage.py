@@ -19,10 +19,11 @@ def _graph():
 
 def _held_out_prediction(graph, run_dir, parameterizer):
     parameterizer, *options = parameterizer.split("+")  # e.g. "regional+proximity"
+    options = [o if "=" in o else f"{o}=true" for o in options]
     cfg = compose(
         [
             f"parameterizer={parameterizer}",
-            *(f"parameterizer.{o}=true" for o in options),
+            *(f"parameterizer.{o}" for o in options),
             "dataset.periods.train=[2000-01-01,2000-12-31]",
             "dataset.periods.validation=null",
             "dataset.periods.test=[2001-01-01,2001-12-31]",
@@ -52,7 +53,9 @@ def _held_out_prediction(graph, run_dir, parameterizer):
     )
 
 
-@pytest.mark.parametrize("parameterizer", ["regional", "regional+proximity", "donor"])
+@pytest.mark.parametrize(
+    "parameterizer", ["regional", "regional+proximity", "regional+donor_residual=basin", "donor"]
+)
 def test_held_out_predictions_ignore_held_out_and_test_period_observations(tmp_path, parameterizer):
     exp, reference, ref_params = _held_out_prediction(_graph(), tmp_path / "a", parameterizer)
     held, test0 = exp.split.holdout_index, exp.periods["test"][0]
