@@ -498,7 +498,11 @@ class GNNParameterizer(nn.Module):
         batch: Tensor | None = None,
     ) -> dict[str, Tensor]:
         """Physical parameters by name (flat dict over all groups, in spec order)."""
-        h = self.embed(x, edge_index, edge_attr, batch)
+        return self.apply_heads(self.embed(x, edge_index, edge_attr, batch), dynamic_input)
+
+    def apply_heads(self, h: Tensor, dynamic_input: Tensor | None = None) -> dict[str, Tensor]:
+        """Every group's heads on embeddings ``h`` ``[N, hidden]``: the flat
+        ``{name: [N, m] | [N] | [N, T, m] | [N, T]}`` in spec order."""
         out: dict[str, Tensor] = {}
         for head in self.heads.values():
             out.update(head(h, dynamic_input))

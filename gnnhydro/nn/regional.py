@@ -246,23 +246,12 @@ class RegionalParameterizer(GATv2Parameterizer):
         weighted residuals of the rows ``donor_row`` ``[N, k]`` (weights ``[N, k]``)."""
         h = self.embed(x, edge_index, edge_attr, batch)
         if self.residual_table is not None:
-            if donor_row is None or donor_weight is None:
-                raise ValueError("regional: donor_residual needs donor_row and donor_weight")
-            if donor_row.numel() and int(donor_row.max()) >= self.residual_table.shape[0]:
-                raise ValueError(
-                    f"regional: donor_row refers to training gauge {int(donor_row.max())} but "
-                    f"the model has residuals for {self.residual_table.shape[0]}"
-                )
             table = self.residual_table
             if self.training and self.residual_dropout > 0:  # hide whole basins' residuals
                 keep = torch.rand(table.shape[0], 1, device=table.device) >= self.residual_dropout
                 table = table * keep.to(table)
-            picked = table[donor_row]  # [N, k, hidden]
-            h = h + (picked * donor_weight.to(h).unsqueeze(-1)).sum(dim=1)
-        out: dict[str, Tensor] = {}
-        for head in self.heads.values():
-            out.update(head(h, dynamic_input))
-        return out
+            h = h + _weighted_rows(table, donor_row, donor_weight, "regional")
+        return self.apply_heads(h, dynamic_input)
 
     def extra_repr(self) -> str:
         return (
@@ -272,6 +261,24 @@ class RegionalParameterizer(GATv2Parameterizer):
             f"signatures={self.signatures}, proximity={self.proximity}, "
             f"donor_residual={self.donor_residual!r}"
         )
+
+
+def _weighted_rows(values: Tensor, rows: Tensor | None, weight: Tensor | None, name: str) -> Tensor:
+    """Each node's weighted mean of per-training-basin ``values`` over its donor ``rows``.
+
+    Shapes:
+        values ``[G, ...]``, rows ``[N, k]`` int64 (< G), weight ``[N, k]`` → ``[N, ...]``.
+    """
+    if rows is None or weight is None:
+        raise ValueError(f"parameterizer {name!r} needs donor_row and donor_weight")
+    if rows.numel() and int(rows.max()) >= values.shape[0]:
+        raise ValueError(
+            f"parameterizer {name!r}: donor_row refers to training gauge {int(rows.max())} but "
+            f"the model has {values.shape[0]}"
+        )
+    picked = values[rows]  # [N, k, ...]
+    w = weight.to(values).reshape(weight.shape + (1,) * (picked.dim() - 2))
+    return (picked * w).sum(dim=1)
 
 
 def _same(a: Tensor | None, b: Tensor | None) -> bool:
@@ -360,23 +367,11 @@ class DonorParameterizer(_ConstantEmbedding):
         donor_row: Tensor | None = None,
         donor_weight: Tensor | None = None,
     ) -> dict[str, Tensor]:
-        if donor_row is None or donor_weight is None:
-            raise ValueError("parameterizer 'donor' needs donor_row and donor_weight")
-        if int(donor_row.max()) >= self.num_donors if donor_row.numel() else False:
-            raise ValueError(
-                f"donor_row refers to training gauge {int(donor_row.max())} but the model "
-                f"has {self.num_donors}"
-            )
-        basin_params: dict[str, Tensor] = {}
-        for head in self.heads.values():
-            basin_params.update(head(self.embedding, None))
-        weight = donor_weight.to(self.embedding)
-        out = {}
-        for name, value in basin_params.items():  # [G, m] | [G] → [N, k, ...] → [N, ...]
-            picked = value[donor_row]
-            w = weight.reshape(weight.shape + (1,) * (picked.dim() - 2))
-            out[name] = (picked * w).sum(dim=1)
-        return out
+        basin_params = self.apply_heads(self.embedding)
+        return {  # [G, m] | [G] → [N, m] | [N]
+            name: _weighted_rows(value, donor_row, donor_weight, "donor")
+            for name, value in basin_params.items()
+        }
 
     def graph_inputs(self, batch: Any, x: Tensor) -> dict[str, Tensor | None]:
         return {
