@@ -8,7 +8,9 @@ On Linux each parallel slot is a warm worker that imports gnnhydro once and fork
 (:mod:`gnnhydro.training.workers`), so runs skip the ~8 s of imports a new process pays.
 A finished run (its ``metrics.csv`` exists) is reused, so an interrupted cross-validation
 continues where it stopped. The folds are the same for every parameterizer and seed
-(``cv.fold_seed``), so parameterizers are compared gauge by gauge.
+(``cv.fold_seed``), so parameterizers are compared gauge by gauge. ``cv.only_folds=[0,1]`` runs
+and summarises only those folds of the ``cv.folds``: a long cross-validation in parts, which a
+last call without it (every run then reused) summarises whole.
 
 Outputs in ``run_dir``:
 
@@ -45,6 +47,7 @@ __all__ = ["CVOptions", "run_cv", "summarize_cv", "bootstrap_median"]
 #: the keys of ``cv.*`` and their defaults
 CV_DEFAULTS: dict[str, Any] = {
     "folds": 5,
+    "only_folds": None,
     "seeds": 1,
     "parameterizers": ["mlp", "regional"],
     "strategy": "random",
@@ -80,6 +83,9 @@ class CVOptions:
     threads: int
     bootstrap: int
     plots: bool = False
+    #: the folds to run and summarise (all ``range(folds)`` by default): a long cross-validation
+    #: split into parts (over sessions or machines); one call without it then summarises all
+    only_folds: tuple[int, ...] | None = None
 
     @classmethod
     def parse(cls, dotlist: list[str]) -> CVOptions:
@@ -106,6 +112,15 @@ class CVOptions:
             raise ValueError("cv.seeds: give a number of seeds (≥ 1) or a list of seeds")
         if int(values["folds"]) < 2:
             raise ValueError(f"cv.folds must be at least 2, got {values['folds']}")
+        only = values["only_folds"]
+        if only is not None:
+            only = (only,) if isinstance(only, int) else tuple(int(f) for f in only)
+            outside = sorted(set(only) - set(range(int(values["folds"]))))
+            if outside or not only or len(set(only)) != len(only):
+                raise ValueError(
+                    f"cv.only_folds must name distinct folds of 0..{int(values['folds']) - 1}, "
+                    f"got {list(only)}"
+                )
         if values["strategy"] not in ("random", "regional"):
             raise ValueError(f"cv.strategy must be random or regional, got {values['strategy']!r}")
         threads = int(values["threads"])
@@ -126,6 +141,7 @@ class CVOptions:
             threads=threads,
             bootstrap=int(values["bootstrap"]),
             plots=bool(values["plots"]),
+            only_folds=only,
         )
 
 
@@ -146,7 +162,7 @@ def _runs(root: Path, options: CVOptions) -> list[_Run]:
         _Run(p, s, f, root / p / f"seed{s}" / f"fold{f}")
         for p in options.parameterizers
         for s in options.seeds
-        for f in range(options.folds)
+        for f in (options.only_folds or range(options.folds))
     ]
 
 
@@ -226,7 +242,7 @@ def run_cv(argv: list[str], *, log: Any = print) -> Path:
     todo = [r for r in runs if not r.done]
     log(
         f"cv: {len(runs)} runs ({len(options.parameterizers)} parameterizers x "
-        f"{len(options.seeds)} seeds x {options.folds} folds), {len(runs) - len(todo)} done, "
+        f"{len(options.seeds)} seeds x {_fold_text(options)}), {len(runs) - len(todo)} done, "
         f"{options.jobs} in parallel with {options.threads} thread(s) each"
     )
     _execute(todo, train_overrides, options, log)
@@ -241,6 +257,12 @@ def run_cv(argv: list[str], *, log: Any = print) -> Path:
         recovery.to_csv(root / "cv_parameter_recovery.csv", index=False)
     log("cv summary:\n" + summary.to_string(index=False))
     return root
+
+
+def _fold_text(options: CVOptions) -> str:
+    if options.only_folds is None:
+        return f"{options.folds} folds"
+    return f"folds {list(options.only_folds)} of {options.folds}"
 
 
 def _check_folds(graph: Any, options: CVOptions) -> None:

@@ -36,6 +36,25 @@ def test_options_defaults_and_errors():
         CVOptions.parse(["folds=1"])
 
 
+def test_only_folds_runs_a_part_of_the_same_folds(tmp_path):
+    """``cv.only_folds`` picks folds of the same ``cv.folds`` split (their run folders are the
+    full cross-validation's, so a later call reuses them); folds outside it are refused."""
+    whole = _runs(tmp_path, CVOptions.parse(["folds=5", "seeds=2", "parameterizers=[mlp]"]))
+    part = _runs(tmp_path, CVOptions.parse(["folds=5", "seeds=2", "only_folds=[3,1]"]))
+    assert [(r.seed, r.fold) for r in part if r.parameterizer == "mlp"] == [
+        (0, 3),
+        (0, 1),
+        (1, 3),
+        (1, 1),
+    ]
+    assert {r.run_dir for r in part if r.parameterizer == "mlp"} < {r.run_dir for r in whole}
+    assert "dataset.holdout.k=5" in _command(part[0], [], CVOptions.parse(["folds=5"]))
+    assert [r.fold for r in _runs(tmp_path, CVOptions.parse(["only_folds=2"]))][:1] == [2]
+    for bad in ("[5]", "[1,1]", "[]", "[-1]"):
+        with pytest.raises(ValueError, match="cv.only_folds must name distinct folds of 0..4"):
+            CVOptions.parse(["folds=5", f"only_folds={bad}"])
+
+
 def test_each_run_gets_its_share_of_the_cores():
     options = CVOptions.parse(["threads=1", "jobs=2"])
     env = run_environment(options)
